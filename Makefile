@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh clone: `make demo` and `make test`.
+# Each target installs the project into .venv first when needed (see `setup`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RANKER := $(VENV)/bin/ranker
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: setup demo test test-slow lint serve clean
+
+setup: $(STAMP)
+
+# Reinstall when the declared dependencies change. pip's "location ignored" warnings come from
+# machine-wide index settings and are harmless.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+demo: setup
+	$(RANKER) demo --out $(DEMO_DIR)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,20 @@
+"""Shared fixtures: one small simulated world per test session (about 3 s to make)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.world.config import WorldConfig
+from pipelines.world.simulate import simulate
+
+SMALL_WORLD = WorldConfig(seed=7, n_requests=4000, n_users=400, n_items=800, days=10)
+
+
+@pytest.fixture(scope="session")
+def small_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated run directory with ``logs/`` and ``world/`` (read-only for tests)."""
+    out = tmp_path_factory.mktemp("small_sim")
+    simulate(SMALL_WORLD, out, progress=False)
+    return out

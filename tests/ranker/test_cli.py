@@ -1,0 +1,49 @@
+"""The ``ranker`` command line: help, simulate, and clear errors on bad arguments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ranker.cli import main
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("simulate", "validate-logs", "demo"):
+        assert cmd in out
+
+
+def test_simulate_writes_logs_world_and_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([
+        "simulate", "--out", str(tmp_path), "--requests", "200", "--users", "30",
+        "--items", "150", "--days", "2", "--seed", "5", "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{") :])
+    assert summary["requests"] == 200 and summary["items"] == 150
+    assert (
+        10
+        <= summary["candidates_per_request"]["min"]
+        <= summary["candidates_per_request"]["max"]
+        <= 100
+    )
+    assert (tmp_path / "world/truth.parquet").exists()
+    assert not list(tmp_path.glob(".*.tmp"))  # no leftovers of the atomic writes
+
+
+def test_bad_simulate_arguments_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["simulate", "--out", str(tmp_path), "--requests", "10", "--random-share", "2"])
+    assert code == 2
+    assert "random_share" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
