@@ -163,14 +163,12 @@ class ListsWriter:
     def write(self, split: str, lists: Lists) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}")
-        if lists.num.shape[1] != len(self.manifest.numeric):
-            raise ValueError(
-                f"{lists.num.shape[1]} numeric columns, manifest declares {len(self.manifest.numeric)}"
-            )
-        if lists.cat.shape[1] != len(self.manifest.categorical):
-            raise ValueError(
-                f"{lists.cat.shape[1]} categorical columns, manifest declares {len(self.manifest.categorical)}"
-            )
+        for what, got, declared in (
+            ("numeric", lists.num.shape[1], len(self.manifest.numeric)),
+            ("categorical", lists.cat.shape[1], len(self.manifest.categorical)),
+        ):
+            if got != declared:
+                raise ValueError(f"{got} {what} columns, the manifest declares {declared}")
         table = to_arrow(lists)
         if self._schema is None:
             self._schema = table.schema
