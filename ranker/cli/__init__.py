@@ -10,19 +10,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from ranker.cli import data, demo
-
-# name -> (module that adds the parser and runs the command)
-COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], str]] = {}
+from ranker.cli import data, demo, libsvm_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ranker", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, demo):
+    for module in (data, libsvm_cmd, demo):
         module.add_parsers(sub)
     return parser
 

@@ -22,10 +22,24 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
 def test_simulate_writes_logs_world_and_a_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main([
-        "simulate", "--out", str(tmp_path), "--requests", "200", "--users", "30",
-        "--items", "150", "--days", "2", "--seed", "5", "--no-progress",
-    ])  # fmt: skip
+    code = main(
+        [
+            "simulate",
+            "--out",
+            str(tmp_path),
+            "--requests",
+            "200",
+            "--users",
+            "30",
+            "--items",
+            "150",
+            "--days",
+            "2",
+            "--seed",
+            "5",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{") :])
