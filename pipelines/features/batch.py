@@ -1,0 +1,328 @@
+"""``ranker features``: click logs to the lists dataset (and the serving state), in partitions.
+
+Steps: read and clean the requests (one row each) and the item and user tables; split by time;
+stream the impressions into per-day scratch files; then for each day in time order, clean its
+impressions, replay them through the feature state bucket by bucket (point in time), featurise
+the day's requests in one vectorised call, and append them to their split. The dataset and
+``state/`` appear only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from pipelines.features.config import FeatureConfig
+from pipelines.features.history import Sequences
+from pipelines.features.items import ItemTable, Vocab
+from pipelines.features.partition import partition_by_day, read_day
+from pipelines.features.state import US_PER_S, Events, FeatureState, Lookups
+from pipelines.features.transforms import FeatureSpec, RequestFrame, feature_spec, featurize
+from pipelines.lists.io import ListsWriter, open_dataset, write_vocab
+from pipelines.lists.manifest import Manifest
+from pipelines.lists.table import Lists
+from pipelines.logs.clean import clean_entities, clean_impressions, clean_requests
+from pipelines.logs.schema import find_table, read_table, table_columns
+
+log = logging.getLogger(__name__)
+DAY_US = 86400 * US_PER_S
+
+
+@dataclass
+class BuildResult:
+    manifest: Manifest
+    state_dir: Path
+
+
+def build_features(logs: Path, out: Path, cfg: FeatureConfig, progress: bool = True) -> BuildResult:
+    logs, out = Path(logs), Path(out)
+    bad: dict[str, Counter[str]] = {
+        "requests": Counter(),
+        "impressions": Counter(),
+        "items": Counter(),
+        "users": Counter(),
+    }
+    req = _read_requests(logs, bad)
+    items_frame = _read_entities(logs, "items", "item_id", bad)
+    assert items_frame is not None  # an absent items table reads as an empty one
+    users_frame = _read_entities(logs, "users", "user_id", bad)
+    req = req.sort_values(["ts", "request_id"], kind="stable").reset_index(drop=True)
+    req["t_us"] = _to_us(req["ts"])
+    req["split"] = assign_splits(req["t_us"].to_numpy(), cfg)
+    req["day"] = req["t_us"] // DAY_US
+
+    items = ItemTable.build(items_frame, cfg)
+    train = req[req["split"] == "train"]
+    context_vocabs = {
+        c: Vocab.build(train[c] if c in train else pd.Series([], dtype=object), cfg.items.max_vocab)
+        for c in cfg.requests.categorical
+    }
+    missing_ctx = [c for c in cfg.requests.categorical if c not in req.columns]
+    if missing_ctx:
+        raise ValueError(f"requests table lacks the configured categorical column(s) {missing_ctx}")
+    user_vocabs: dict[str, Vocab] = {}
+    if cfg.users.categorical:
+        if users_frame is None or any(c not in users_frame.columns for c in cfg.users.categorical):
+            raise ValueError(f"users table lacks the configured column(s) {cfg.users.categorical}")
+        user_vocabs = {
+            c: Vocab.build(users_frame[c].astype("str"), cfg.items.max_vocab)
+            for c in cfg.users.categorical
+        }
+    state = FeatureState(cfg, items, context_vocabs, users_frame, user_vocabs)
+    spec = feature_spec(cfg, state)
+
+    manifest = Manifest(
+        numeric=spec.numeric,
+        categorical=spec.categorical,
+        history_numeric=spec.history_numeric,
+        history_categorical=spec.history_categorical,
+        history_max_len=cfg.history.max_len,
+        labels=dict(cfg.labels),
+        max_label=max(cfg.labels.values(), default=1),
+        source=_source(logs),
+        config=cfg.to_dict(),
+        columns=[
+            c
+            for c in ("ts", "user_id", "query", "positions", "randomized", "history")
+            if c != "randomized" or "randomized" in req.columns
+        ],
+    )
+    imp_path = find_table(logs, "impressions")
+    assert imp_path is not None
+    scratch = Path(
+        tempfile.mkdtemp(
+            prefix=".features-scratch-", dir=out.parent if out.parent.exists() else None
+        )
+    )
+    try:
+        day_of = pd.Series(req["day"].to_numpy(), index=req["request_id"].to_numpy())
+        days, c = partition_by_day(imp_path, day_of, scratch)
+        bad["impressions"].update(c)
+        with open_dataset(out, manifest) as writer:
+            bar = tqdm(days, desc="features", unit="day", disable=not progress, leave=False)
+            shown: set[str] = set()
+            for day in bar:
+                day_req = req[req["day"] == day]
+                _process_day(day_req, read_day(scratch, day), state, spec, writer, bad, shown)
+            bar.close()
+            bad["requests"]["request_without_impressions"] += int(
+                (~req["request_id"].isin(list(shown))).sum()
+            )
+            manifest.bad_rows = {k: dict(v) for k, v in bad.items() if v}
+            for f in spec.categorical + spec.history_categorical:
+                if f.vocab and not f.hashed:
+                    write_vocab(writer.tmp, f.vocab, _vocab_values(f.vocab, state))
+            state.save(writer.tmp / "state", items_frame, users_frame)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log.info("features: %s", {k: v for k, v in manifest.splits.items()})
+    return BuildResult(manifest, out / "state")
+
+
+def _process_day(
+    day_req: pd.DataFrame,
+    imp: pd.DataFrame,
+    state: FeatureState,
+    spec: FeatureSpec,
+    writer: ListsWriter,
+    bad: dict[str, Counter[str]],
+    shown: set[str],
+) -> None:
+    imp, c = clean_impressions(imp, pd.Index(day_req["request_id"]))
+    bad["impressions"].update(c)
+    if "ordered" not in imp.columns:
+        imp["ordered"] = False
+    day_req = day_req[day_req["request_id"].isin(imp["request_id"].unique())]
+    if not len(day_req):
+        return
+    shown.update(day_req["request_id"])
+    # Candidates grouped by request, in request order (time, id), then by logged position.
+    order = pd.Index(day_req["request_id"]).get_indexer(imp["request_id"])
+    imp = imp.assign(_req=order).sort_values(["_req", "position"], kind="stable")
+    lens = np.bincount(imp["_req"].to_numpy(), minlength=len(day_req))
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    t_us = day_req["t_us"].to_numpy(np.int64)
+    users = day_req["user_id"].to_numpy(dtype=object)
+    queries = day_req["query"].astype("str").to_numpy(dtype=object)
+    item_ids = imp["item_id"].to_numpy(dtype=object)
+    clicked = imp["clicked"].to_numpy(bool)
+    ordered = imp["ordered"].to_numpy(bool)
+    positions = imp["position"].to_numpy(np.int64)
+    seg = np.repeat(np.arange(len(day_req)), lens)
+
+    # Replay bucket by bucket: events of a bucket are queued before its requests are looked up;
+    # counters cannot see them (same bucket) and sequences only see strictly earlier clicks.
+    bucket = t_us // state.bucket_us
+    looks: list[Lookups] = []
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    ends = np.r_[starts[1:], len(bucket)]
+    for s, e in zip(starts, ends, strict=True):
+        state.advance(int(t_us[s]))
+        lo, hi = offsets[s], offsets[e]
+        rs = seg[lo:hi]
+        state.observe(
+            Events(
+                users[rs],
+                queries[rs],
+                item_ids[lo:hi],
+                t_us[rs],
+                positions[lo:hi],
+                clicked[lo:hi],
+                ordered[lo:hi],
+            )
+        )
+        looks.append(
+            state.lookup(
+                users[s:e], queries[s:e], t_us[s:e], offsets[s : e + 1] - lo, item_ids[lo:hi]
+            )
+        )
+    look = _concat_lookups(looks)
+
+    frame = RequestFrame(
+        t_us=t_us,
+        user_id=users,
+        query=queries,
+        lat=_float_col(day_req, state.cfg.requests.location, 0),
+        lon=_float_col(day_req, state.cfg.requests.location, 1),
+        context={
+            c: day_req[c].astype("str").where(day_req[c].notna(), None).to_numpy(dtype=object)
+            for c in state.cfg.requests.categorical
+        },
+        offsets=offsets,
+        item_id=item_ids,
+    )
+    feats = featurize(frame, look, state, spec)
+    labels = np.zeros(len(item_ids), np.int8)
+    lab = state.cfg.labels
+    labels = np.where(clicked, lab.get("click", 1), labels)
+    labels = np.maximum(labels, np.where(ordered, lab.get("order", 2), 0)).astype(np.int8)
+    lists = Lists(
+        request_id=day_req["request_id"].to_numpy(dtype=object),
+        offsets=offsets,
+        item_ids=item_ids,
+        labels=labels,
+        num=feats.num,
+        cat=feats.cat,
+        positions=positions.astype(np.int16),
+        ts=t_us.astype("datetime64[us]"),
+        user_id=users,
+        query=queries,
+        randomized=day_req["randomized"].to_numpy(bool) if "randomized" in day_req else None,
+        hist_offsets=feats.hist_offsets,
+        hist_item_ids=feats.hist_item_ids,
+        hist_num=feats.hist_num,
+        hist_cat=feats.hist_cat,
+    )
+    split = day_req["split"].to_numpy()
+    for name in ("train", "valid", "test"):
+        idx = np.flatnonzero(split == name)
+        if len(idx):
+            writer.write(name, lists if len(idx) == len(lists) else lists.select(idx))
+
+
+def assign_splits(t_us: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """train / valid / test by time: dates when given, else fractions of the requests."""
+    sc = cfg.split
+    n = len(t_us)
+    out = np.full(n, "train", dtype=object)
+    if n == 0:
+        return out
+    if sc.valid_start or sc.test_start:
+        v = _to_us(pd.Series([sc.valid_start or sc.test_start]))[0]
+        te = _to_us(pd.Series([sc.test_start]))[0] if sc.test_start else np.iinfo(np.int64).max
+        out[t_us >= v] = "valid"
+        out[t_us >= te] = "test"
+        return out
+    # Thresholds at quantile times; requests at the same instant land in the same split.
+    ordered = np.sort(t_us)
+    v_at = ordered[min(n - 1, int(np.floor(n * (1 - sc.valid_fraction - sc.test_fraction))))]
+    t_at = ordered[min(n - 1, int(np.floor(n * (1 - sc.test_fraction))))]
+    if sc.valid_fraction > 0:
+        out[t_us >= v_at] = "valid"
+    if sc.test_fraction > 0:
+        out[t_us >= t_at] = "test"
+    return out
+
+
+def _read_requests(logs: Path, bad: dict[str, Counter[str]]) -> pd.DataFrame:
+    path = find_table(logs, "requests")
+    if path is None:
+        raise FileNotFoundError(f"{logs}: no requests table")
+    if find_table(logs, "impressions") is None:
+        raise FileNotFoundError(f"{logs}: no impressions table")
+    missing = [c for c in ("request_id", "ts", "user_id", "query") if c not in table_columns(path)]
+    if missing:
+        raise ValueError(f"requests: missing required column(s) {missing}")
+    req, c = clean_requests(read_table(path))
+    bad["requests"].update(c)
+    req["user_id"] = req["user_id"].astype("str")
+    return req
+
+
+def _read_entities(
+    logs: Path, name: str, key: str, bad: dict[str, Counter[str]]
+) -> pd.DataFrame | None:
+    path = find_table(logs, name)
+    if path is None:
+        return pd.DataFrame({key: pd.Series([], dtype="str")}) if name == "items" else None
+    df, c = clean_entities(read_table(path), key)
+    bad[name].update(c)
+    return df.reset_index(drop=True)
+
+
+def _to_us(ts: pd.Series) -> np.ndarray:
+    t = pd.to_datetime(ts, utc=True).astype("datetime64[us, UTC]")
+    return ((t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)).to_numpy(np.int64)
+
+
+def _float_col(df: pd.DataFrame, cols: list[str], j: int) -> np.ndarray:
+    if not cols or cols[j] not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[cols[j]], errors="coerce").to_numpy(np.float64)
+
+
+def _concat_lookups(looks: list[Lookups]) -> Lookups:
+    counts: dict[str, dict[int | None, np.ndarray]] = {}
+    for table in looks[0].counts:
+        counts[table] = {
+            w: np.concatenate([lk.counts[table][w] for lk in looks]) for w in looks[0].counts[table]
+        }
+    seqs = [lk.sequences for lk in looks]
+    offsets, base = [np.zeros(1, np.int64)], 0
+    for s in seqs:
+        offsets.append(s.offsets[1:] + base)
+        base += int(s.offsets[-1])
+    return Lookups(
+        counts=counts,
+        sequences=Sequences(
+            offsets=np.concatenate(offsets),
+            item_id=np.concatenate([s.item_id for s in seqs]),
+            t_us=np.concatenate([s.t_us for s in seqs]),
+            ordered=np.concatenate([s.ordered for s in seqs]),
+        ),
+    )
+
+
+def _vocab_values(name: str, state: FeatureState) -> list[str]:
+    if name.startswith("req_"):
+        return state.context_vocabs[name[4:]].values
+    if name.startswith("user_"):
+        return state.user_vocabs[name[5:]].values
+    return state.items.vocabs[name].values
+
+
+def _source(logs: Path) -> dict[str, object]:
+    world = logs.parent / "world"
+    return {
+        "kind": "logs",
+        "logs": str(logs.resolve()),
+        "world": str(world.resolve()) if (world / "world.json").exists() else None,
+    }

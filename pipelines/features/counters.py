@@ -1,0 +1,170 @@
+"""Windowed event counters that advance in time buckets, exactly alike offline and online.
+
+Semantics. An event at time ``ts`` falls in bucket ``floor((ts + delay) / bucket_s)``. A request
+at time ``t`` (bucket ``B = floor(t / bucket_s)``) sees the events of closed buckets only:
+buckets ``< B``, and for a window of ``W`` buckets, buckets ``>= B - W``. So an event is never
+seen before ``delay`` has passed, nor by any request of its own bucket, and the order of
+requests inside a bucket cannot matter.
+
+The table is a stream processor: ``advance_to(B)`` folds closed buckets into per-key running
+totals, ``add`` queues new events, ``lookup`` reads totals. The batch pipeline drives it bucket
+by bucket through the logs; the server drives it as requests and events arrive. Both get the
+same numbers because they run the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.features.keys import KeyIndex
+
+
+@dataclass
+class _Bucket:
+    ids: list[np.ndarray] = field(default_factory=list)
+    counts: list[np.ndarray] = field(default_factory=list)  # (n, K) per chunk
+
+    def arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.ids:
+            return np.zeros(0, np.int64), np.zeros((0, k), np.int64)
+        return np.concatenate(self.ids), np.concatenate(self.counts)
+
+
+class CounterTable:
+    """Counts of K event kinds per key, over several windows.
+
+    ``windows``: window lengths in buckets, ``None`` meaning all time.
+    """
+
+    def __init__(self, kinds: tuple[str, ...], windows: list[int | None]):
+        self.kinds = kinds
+        self.windows = windows
+        self.index = KeyIndex()
+        self.bucket: int | None = None  # the current bucket: totals cover buckets < this
+        k = len(kinds)
+        self._total = np.zeros((0, k), np.int64)  # events in buckets < bucket
+        self._lag = {
+            w: np.zeros((0, k), np.int64) for w in windows if w is not None
+        }  # < bucket - w
+        self._pending: dict[int, _Bucket] = {}  # buckets >= self.bucket
+        self._closed: dict[int, _Bucket] = {}  # recent closed buckets still inside some window
+        self._max_window = max((w for w in windows if w is not None), default=0)
+
+    # ---- writing ---------------------------------------------------------------------------
+    def add(self, keys: np.ndarray, buckets: np.ndarray, counts: np.ndarray) -> None:
+        """Queue events: keys (n,) uint64, their buckets (n,), counts (n, K) of each kind.
+
+        An event whose bucket is already closed (a late arrival) counts from the next advance.
+        """
+        if len(keys) == 0:
+            return
+        ids = self.index.add(keys)
+        self._grow(len(self.index))
+        counts = np.asarray(counts, np.int64).reshape(len(keys), len(self.kinds))
+        if self.bucket is not None:
+            buckets = np.maximum(buckets, self.bucket)
+        for b in np.unique(buckets):
+            sel = buckets == b
+            slot = self._pending.setdefault(int(b), _Bucket())
+            slot.ids.append(ids[sel])
+            slot.counts.append(counts[sel])
+
+    def advance_to(self, bucket: int) -> None:
+        """Close every bucket before ``bucket``; time never goes back."""
+        if self.bucket is not None and bucket <= self.bucket:
+            return
+        k = len(self.kinds)
+        for b in sorted(x for x in self._pending if x < bucket):
+            slot = self._pending.pop(b)
+            ids, cnt = slot.arrays(k)
+            np.add.at(self._total, ids, cnt)
+            if self._lag:
+                self._closed[b] = slot
+        # A window of w buckets at bucket B leaves out buckets >= B - w: fold the closed buckets
+        # that have just fallen out of each window into its lag totals.
+        old = self.bucket
+        for w, lag in self._lag.items():
+            lo = -(2**62) if old is None else old - w
+            for b in [x for x in self._closed if lo <= x < bucket - w]:
+                ids, cnt = self._closed[b].arrays(k)
+                np.add.at(lag, ids, cnt)
+        self.bucket = bucket
+        for b in [x for x in self._closed if x < bucket - self._max_window]:
+            del self._closed[b]
+
+    def _grow(self, n: int) -> None:
+        if n <= len(self._total):
+            return
+        cap = max(n, 2 * len(self._total), 1024)
+        self._total = _resize(self._total, cap)
+        for w in self._lag:
+            self._lag[w] = _resize(self._lag[w], cap)
+
+    # ---- reading ---------------------------------------------------------------------------
+    def lookup(self, keys: np.ndarray) -> dict[int | None, np.ndarray]:
+        """Counts per window: {window: (n, K)} for ``keys`` as of the current bucket."""
+        ids = self.index.get(keys)
+        known = (ids >= 0)[:, None]
+        safe = np.where(ids >= 0, ids, 0)
+        k = len(self.kinds)
+        if not len(self._total):
+            return {w: np.zeros((len(keys), k), np.int64) for w in self.windows}
+        total = np.where(known, self._total[safe], 0)
+        out: dict[int | None, np.ndarray] = {}
+        for w in self.windows:
+            out[w] = total if w is None else total - np.where(known, self._lag[w][safe], 0)
+        return out
+
+    # ---- snapshot --------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        k = len(self.kinds)
+        n = len(self.index)
+        arrays: dict[str, np.ndarray] = {
+            "keys": self.index.keys(),
+            "total": self._total[:n],
+            "bucket": np.array([-1 if self.bucket is None else self.bucket]),
+        }
+        for w, lag in self._lag.items():
+            arrays[f"lag_{w}"] = lag[:n]
+        for name, store in (("pending", self._pending), ("closed", self._closed)):
+            bs = sorted(store)
+            parts = [store[b].arrays(k) for b in bs]
+            arrays[f"{name}_bucket"] = (
+                np.concatenate([np.full(len(p[0]), b) for b, p in zip(bs, parts, strict=True)])
+                if bs
+                else np.zeros(0, np.int64)
+            )
+            arrays[f"{name}_ids"] = (
+                np.concatenate([p[0] for p in parts]) if bs else np.zeros(0, np.int64)
+            )
+            arrays[f"{name}_counts"] = (
+                np.concatenate([p[1] for p in parts]) if bs else np.zeros((0, k), np.int64)
+            )
+        with path.open("wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stubs mistype **kwds
+
+    @classmethod
+    def load(cls, path: Path, kinds: tuple[str, ...], windows: list[int | None]) -> CounterTable:
+        t = cls(kinds, windows)
+        with np.load(path) as z:
+            t.index = KeyIndex(z["keys"])
+            t._total = z["total"].astype(np.int64)
+            for w in t._lag:
+                t._lag[w] = z[f"lag_{w}"].astype(np.int64)
+            b = int(z["bucket"][0])
+            t.bucket = None if b < 0 else b
+            for name, store in (("pending", t._pending), ("closed", t._closed)):
+                buckets, ids, counts = z[f"{name}_bucket"], z[f"{name}_ids"], z[f"{name}_counts"]
+                for bb in np.unique(buckets):
+                    sel = buckets == bb
+                    store[int(bb)] = _Bucket([ids[sel]], [counts[sel]])
+        return t
+
+
+def _resize(a: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((n, a.shape[1]), a.dtype)
+    out[: len(a)] = a
+    return out

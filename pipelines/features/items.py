@@ -1,0 +1,196 @@
+"""The item table as features see it: attributes, vocabularies, locations, text tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipelines.features.config import FeatureConfig
+from pipelines.features.keys import hash_strings
+from pipelines.features.text import IdfTable, n_tokens, token_matrix, tokenize
+
+TEXT_WIDTH = 16  # tokens kept per item text
+
+
+class Vocab:
+    """Values -> indices 1..n (0 = unknown); or, when hashed, 1 + hash % (size - 1)."""
+
+    def __init__(self, values: list[str], hashed_size: int | None = None):
+        self.values = values
+        self.hashed = hashed_size is not None
+        self.size = int(hashed_size) if hashed_size is not None else len(values) + 1
+        self._index = pd.Index(values) if not self.hashed else None
+        self._dict = {v: i + 1 for i, v in enumerate(values)} if not self.hashed else {}
+
+    @classmethod
+    def build(cls, values: pd.Series | np.ndarray, max_size: int) -> Vocab:
+        uniq = sorted({str(v) for v in pd.Series(values).dropna().unique()})
+        if len(uniq) + 1 > max_size:
+            return cls([], hashed_size=max_size)
+        return cls(uniq)
+
+    def index(self, values: np.ndarray) -> np.ndarray:
+        """(n,) int32 indices of ``values`` (strings or None)."""
+        if self.hashed:
+            known = pd.notna(values)
+            h = hash_strings(np.where(known, values, "").astype(str).astype(object))
+            return np.where(known, 1 + (h % np.uint64(self.size - 1)).astype(np.int64), 0).astype(
+                np.int32
+            )
+        if len(values) < 256:  # small lookups (one live request): a dict beats pandas' overhead
+            d = self._dict
+            return np.fromiter(
+                (
+                    d.get(v, 0)
+                    if isinstance(v, str)
+                    else d.get(str(v), 0)
+                    if v is not None and v == v
+                    else 0
+                    for v in values
+                ),
+                np.int32,
+                len(values),
+            )
+        assert self._index is not None
+        idx = self._index.get_indexer(pd.Index(pd.Series(values, dtype=object).astype("str")))
+        return (np.asarray(idx) + 1).astype(np.int32)
+
+
+@dataclass
+class ItemTable:
+    ids: np.ndarray  # (n,) str
+    num_names: list[str]
+    num: np.ndarray  # (n, F) float32, NaN where unknown
+    num_defaults: np.ndarray  # (F,) median of each column
+    cat_names: list[str]
+    cat: np.ndarray  # (n, C) int32
+    vocabs: dict[str, Vocab]  # per categorical column, plus "item_id" and the group column
+    lat: np.ndarray | None
+    lon: np.ndarray | None
+    open_hour: np.ndarray | None
+    close_hour: np.ndarray | None
+    text: np.ndarray | None  # (n, TEXT_WIDTH) hashed tokens of the configured text fields
+    idf: IdfTable | None
+    avg_text_len: float
+    sim_text: np.ndarray | None  # (n, TEXT_WIDTH) tokens of list.similarity_text
+    group: np.ndarray | None  # (n,) int32 group index (e.g. category), 0 = unknown
+    group_vocab: Vocab | None
+    id_index: np.ndarray  # (n,) int32 index of each item in the item-id vocabulary
+
+    @classmethod
+    def build(cls, items: pd.DataFrame, cfg: FeatureConfig) -> ItemTable:
+        ic = cfg.items
+        items = items.reset_index(drop=True)
+        ids = items["item_id"].astype("str").to_numpy(dtype=object)
+        num_names = list(ic.numeric)
+        if ic.auto_numeric:
+            skip = set(ic.location) | set(ic.hours) | {"item_id"}
+            num_names += [
+                c
+                for c in items.columns
+                if c not in skip
+                and c not in num_names
+                and pd.api.types.is_numeric_dtype(items[c])
+                and not pd.api.types.is_bool_dtype(items[c])
+            ]
+        missing = [
+            c
+            for c in num_names + ic.categorical + ic.text + ic.location + ic.hours
+            if c not in items.columns
+        ]
+        if missing:
+            raise ValueError(f"items table lacks the configured column(s) {missing}")
+        num = (
+            items[num_names].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+            if num_names
+            else np.zeros((len(items), 0), np.float32)
+        )
+        defaults = np.array(
+            [
+                np.nanmedian(num[:, j]) if np.isfinite(num[:, j]).any() else 0.0
+                for j in range(num.shape[1])
+            ],
+            np.float32,
+        )
+        vocabs = {c: Vocab.build(items[c], ic.max_vocab) for c in ic.categorical}
+        cat = (
+            np.stack(
+                [vocabs[c].index(items[c].to_numpy(dtype=object)) for c in ic.categorical], axis=1
+            )
+            if ic.categorical
+            else np.zeros((len(items), 0), np.int32)
+        )
+        id_vocab = Vocab.build(items["item_id"].astype("str"), ic.max_vocab)
+        vocabs["item_id"] = id_vocab
+
+        def col(name: str) -> np.ndarray:
+            return pd.to_numeric(items[name], errors="coerce").to_numpy(np.float64)
+
+        text = idf = None
+        avg = 0.0
+        if ic.text:
+            joined = (
+                items[ic.text].astype("str").where(items[ic.text].notna(), "").agg(" ".join, axis=1)
+            )
+            text = token_matrix([tokenize(t) for t in joined], TEXT_WIDTH)
+            idf = IdfTable(text)
+            avg = float(n_tokens(text).mean()) if len(text) else 0.0
+        sim = None
+        if cfg.list.similarity_text:
+            sim = token_matrix([tokenize(t) for t in items[cfg.list.similarity_text]], TEXT_WIDTH)
+        group = group_vocab = None
+        gcol = cfg.list.group_column or cfg.counters.group_column or cfg.history.category_column
+        if gcol:
+            group_vocab = vocabs.get(gcol) or Vocab.build(items[gcol], ic.max_vocab)
+            group = group_vocab.index(items[gcol].to_numpy(dtype=object))
+        return cls(
+            ids=ids,
+            num_names=num_names,
+            num=num,
+            num_defaults=defaults,
+            cat_names=list(ic.categorical),
+            cat=cat,
+            vocabs=vocabs,
+            lat=col(ic.location[0]) if ic.location else None,
+            lon=col(ic.location[1]) if ic.location else None,
+            open_hour=col(ic.hours[0]) if ic.hours else None,
+            close_hour=col(ic.hours[1]) if ic.hours else None,
+            text=text,
+            idf=idf,
+            avg_text_len=avg,
+            sim_text=sim,
+            group=group,
+            group_vocab=group_vocab,
+            id_index=id_vocab.index(ids),
+        )
+
+    def __post_init__(self) -> None:
+        self._rows = pd.Index(self.ids)
+        self._row_dict = {v: i for i, v in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, item_ids: np.ndarray) -> np.ndarray:
+        """(n,) row of each item id in the table, -1 for unknown items."""
+        if len(item_ids) < 256:
+            d = self._row_dict
+            return np.fromiter((d.get(v, -1) for v in item_ids), np.int64, len(item_ids))
+        return np.asarray(
+            self._rows.get_indexer(pd.Series(item_ids, dtype=object).astype("str")), np.int64
+        )
+
+    def take(self, a: np.ndarray | None, rows: np.ndarray, fill: float | int) -> np.ndarray:
+        """a[rows] with ``fill`` for unknown rows (-1)."""
+        if a is None:
+            return np.full(len(rows), fill)
+        if not len(a):
+            return np.full((len(rows), *a.shape[1:]), fill, dtype=a.dtype)
+        out = a[np.maximum(rows, 0)]
+        unknown = rows < 0
+        if unknown.any():
+            out = out.copy()
+            out[unknown] = fill
+        return out

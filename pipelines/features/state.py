@@ -1,0 +1,241 @@
+"""The feature state: item table, windowed counters, behaviour sequences, user attributes.
+
+One class serves both drivers. The batch pipeline feeds it the logged events bucket by bucket;
+the server loads the snapshot the pipeline wrote (``OUT/state/``) and feeds it the events
+posted to /v1/events. ``lookup`` answers for a batch of requests as of the current time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.features.config import FeatureConfig
+from pipelines.features.counters import CounterTable
+from pipelines.features.history import HistoryStore, Sequences
+from pipelines.features.items import ItemTable, Vocab
+from pipelines.features.keys import combine, hash_strings
+from pipelines.features.text import tokenize
+from pipelines.io import write_parquet_atomic
+
+# counter table -> event kinds it counts
+TABLES: dict[str, tuple[str, ...]] = {
+    "item": ("imp", "click", "order"),  # per item
+    "qi": ("imp", "click"),  # per (query, item)
+    "ui": ("click",),  # per (user, item)
+    "uc": ("click",),  # per (user, item group), e.g. user x category
+    "user": ("click",),  # per user
+    "global": ("imp", "click", "order"),  # everything: the prior of smoothed rates
+}
+US_PER_S = 1_000_000
+
+
+def normalize_query(q: object) -> str:
+    return " ".join(tokenize(q))
+
+
+@dataclass
+class Events:
+    """Impressions (with their outcome) to feed the state; arrays of length n."""
+
+    user_id: np.ndarray  # str
+    query: np.ndarray  # str, raw query text
+    item_id: np.ndarray  # str
+    t_us: np.ndarray  # int64 microseconds since the epoch (request time)
+    position: np.ndarray  # int
+    clicked: np.ndarray  # bool
+    ordered: np.ndarray  # bool
+    impression: np.ndarray | None = None  # bool; None = every row is an impression
+
+
+@dataclass
+class Lookups:
+    """What the state knows for B requests and their N candidates."""
+
+    counts: dict[str, dict[int | None, np.ndarray]]  # table -> window -> (N or B, K)
+    sequences: Sequences
+
+
+class FeatureState:
+    def __init__(
+        self,
+        cfg: FeatureConfig,
+        items: ItemTable,
+        context_vocabs: dict[str, Vocab],
+        users: pd.DataFrame | None = None,
+        user_vocabs: dict[str, Vocab] | None = None,
+    ):
+        self.cfg = cfg
+        self.items = items
+        self.context_vocabs = context_vocabs
+        self.user_vocabs = user_vocabs or {}
+        self.users = users.set_index("user_id") if users is not None and len(users) else None
+        self._user_dict: dict[str, tuple[object, ...]] = {}
+        if self.users is not None and self.user_vocabs:
+            cols = list(self.user_vocabs)
+            self._user_dict = dict(
+                zip(
+                    self.users.index.astype(str),
+                    self.users[cols].itertuples(index=False, name=None),
+                    strict=True,
+                )
+            )
+        windows = [w for _, w in cfg.counters.window_buckets()]
+        self.window_names = [n for n, _ in cfg.counters.window_buckets()]
+        self.counters = {name: CounterTable(kinds, windows) for name, kinds in TABLES.items()}
+        self.history = HistoryStore(cfg.history.max_len)
+        self.bucket_us = cfg.counters.bucket_s * US_PER_S
+        self.delay_us = cfg.counters.delay_s * US_PER_S
+        self.clock_us: int | None = None
+        self.item_hash = hash_strings(items.ids)
+
+    # ---- time and events -------------------------------------------------------------------
+    def advance(self, t_us: int) -> None:
+        """Move the clock forward to ``t_us`` (never back); closes finished counter buckets."""
+        if self.clock_us is not None and t_us <= self.clock_us:
+            return
+        self.clock_us = int(t_us)
+        b = int(t_us // self.bucket_us)
+        for table in self.counters.values():
+            table.advance_to(b)
+
+    def observe(self, ev: Events) -> None:
+        """Queue events for the counters (seen after the delay) and the sequences (at once)."""
+        n = len(ev.item_id)
+        if n == 0:
+            return
+        bucket = (ev.t_us + self.delay_us) // self.bucket_us
+        imp = np.ones(n, bool) if ev.impression is None else ev.impression.astype(bool)
+        clicked, ordered = ev.clicked.astype(bool), ev.ordered.astype(bool)
+        h_item = self._hash_items(ev.item_id)
+        h_user = hash_strings(ev.user_id)
+        h_query = hash_strings(np.array([normalize_query(q) for q in ev.query], dtype=object))
+        c = self.counters
+        c["item"].add(h_item, bucket, np.stack([imp, clicked, ordered], axis=1))
+        c["qi"].add(combine(h_query, h_item), bucket, np.stack([imp, clicked], axis=1))
+        c["global"].add(np.zeros(n, np.uint64), bucket, np.stack([imp, clicked, ordered], axis=1))
+        k = np.flatnonzero(clicked)
+        if len(k):
+            c["ui"].add(combine(h_user[k], h_item[k]), bucket[k], np.ones((len(k), 1)))
+            c["uc"].add(
+                combine(h_user[k], self._groups(ev.item_id[k])), bucket[k], np.ones((len(k), 1))
+            )
+            c["user"].add(h_user[k], bucket[k], np.ones((len(k), 1)))
+            for j in k:
+                self.history.add(
+                    str(ev.user_id[j]),
+                    int(ev.t_us[j]),
+                    int(ev.position[j]),
+                    str(ev.item_id[j]),
+                    bool(ordered[j]),
+                )
+
+    # ---- lookups ---------------------------------------------------------------------------
+    def lookup(
+        self,
+        user_id: np.ndarray,
+        query: np.ndarray,
+        t_us: np.ndarray,
+        offsets: np.ndarray,
+        item_id: np.ndarray,
+    ) -> Lookups:
+        """Counters and sequences for B requests (per-request arrays) and N candidates."""
+        lens = np.diff(offsets)
+        h_item = self._hash_items(item_id)
+        h_user = hash_strings(user_id)
+        h_query = hash_strings(np.array([normalize_query(q) for q in query], dtype=object))
+        hu_n, hq_n = np.repeat(h_user, lens), np.repeat(h_query, lens)
+        c = self.counters
+        counts = {
+            "item": c["item"].lookup(h_item),
+            "qi": c["qi"].lookup(combine(hq_n, h_item)),
+            "ui": c["ui"].lookup(combine(hu_n, h_item)),
+            "uc": c["uc"].lookup(combine(hu_n, self._groups(item_id))),
+            "user": c["user"].lookup(h_user),
+            "global": c["global"].lookup(np.zeros(len(user_id), np.uint64)),
+        }
+        return Lookups(counts=counts, sequences=self.history.lookup(user_id, t_us))
+
+    def user_attributes(self, user_id: np.ndarray) -> dict[str, np.ndarray]:
+        """Configured categorical user attributes per request (None for unknown users)."""
+        cols = list(self.user_vocabs)
+        rows = [self._user_dict.get(str(u)) for u in user_id]
+        return {
+            c: np.array([r[j] if r is not None else None for r in rows], dtype=object)
+            for j, c in enumerate(cols)
+        }
+
+    def _hash_items(self, item_id: np.ndarray) -> np.ndarray:
+        rows = self.items.rows(item_id)
+        out = (
+            self.item_hash[np.maximum(rows, 0)]
+            if len(self.item_hash)
+            else np.zeros(len(rows), np.uint64)
+        )
+        unknown = rows < 0
+        if unknown.any():
+            out = out.copy()
+            out[unknown] = hash_strings(item_id[unknown])
+        return out
+
+    def _groups(self, item_id: np.ndarray) -> np.ndarray:
+        """Group index (e.g. category) of each item as uint64; 0 when unknown or unconfigured."""
+        rows = self.items.rows(item_id)
+        return self.items.take(self.items.group, rows, 0).astype(np.uint64)
+
+    # ---- snapshot --------------------------------------------------------------------------
+    def save(self, out: Path, items_frame: pd.DataFrame, users_frame: pd.DataFrame | None) -> None:
+        """Write the state to ``out`` (a fresh directory): what ``ranker serve --state`` loads."""
+        out.mkdir(parents=True, exist_ok=True)
+        write_parquet_atomic(_to_arrow(items_frame), out / "items.parquet")
+        if users_frame is not None:
+            write_parquet_atomic(_to_arrow(users_frame), out / "users.parquet")
+        for name, table in self.counters.items():
+            table.save(out / f"counters_{name}.npz")
+        self.history.save(out / "history.parquet")
+        meta = {
+            "config": self.cfg.to_dict(),
+            "clock_us": self.clock_us,
+            "context_vocabs": {k: v.values for k, v in self.context_vocabs.items()},
+            "user_vocabs": {k: v.values for k, v in self.user_vocabs.items()},
+        }
+        (out / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureState:
+        path = Path(path)
+        if not (path / "state.json").exists():
+            raise FileNotFoundError(f"{path}: no state.json (write one with `ranker features`)")
+        meta = json.loads((path / "state.json").read_text())
+        cfg = FeatureConfig.from_dict(meta["config"])
+        items_frame = pd.read_parquet(path / "items.parquet")
+        users_path = path / "users.parquet"
+        users = pd.read_parquet(users_path) if users_path.exists() else None
+        for frame in (items_frame, users):
+            for col in ("item_id", "user_id"):
+                if frame is not None and col in frame.columns:
+                    frame[col] = frame[col].astype("str")
+        # Vocabularies in config order: that order is the feature order.
+        ctx, usr = meta["context_vocabs"], meta["user_vocabs"]
+        state = cls(
+            cfg,
+            ItemTable.build(items_frame, cfg),
+            {k: Vocab(ctx[k]) for k in cfg.requests.categorical},
+            users,
+            {k: Vocab(usr[k]) for k in cfg.users.categorical},
+        )
+        windows = [w for _, w in cfg.counters.window_buckets()]
+        for name, kinds in TABLES.items():
+            state.counters[name] = CounterTable.load(path / f"counters_{name}.npz", kinds, windows)
+        state.history = HistoryStore.load(path / "history.parquet", cfg.history.max_len)
+        state.clock_us = meta["clock_us"]
+        return state
+
+
+def _to_arrow(df: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(df, preserve_index=False)

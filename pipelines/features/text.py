@@ -1,0 +1,88 @@
+"""Tokens and text-match scores between a query and item text.
+
+Tokens: lower-cased runs of letters and digits; each CJK character is a token of its own (so
+Chinese queries match without a segmenter). Tokens are hashed to int64 (stable across
+processes) so that matching is a vectorised equality test.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from pipelines.features.keys import hash_strings
+
+_TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\W_]+", re.UNICODE)
+PAD = np.int64(-1)
+BM25_K1, BM25_B = 1.2, 0.75
+
+
+def tokenize(text: object) -> list[str]:
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return []
+    return _TOKEN.findall(str(text).lower())
+
+
+def token_matrix(texts: list[list[str]], width: int) -> np.ndarray:
+    """Hashed tokens per text, (n, width) int64 padded with -1 (extra tokens are cut)."""
+    out = np.full((len(texts), width), PAD, dtype=np.int64)
+    flat = [t for toks in texts for t in toks[:width]]
+    hashed = hash_strings(flat).view(np.int64) if flat else np.zeros(0, np.int64)
+    hashed = np.where(hashed == PAD, 0, hashed)  # keep -1 free for padding
+    pos = 0
+    for i, toks in enumerate(texts):
+        m = min(len(toks), width)
+        out[i, :m] = hashed[pos : pos + m]
+        pos += m
+    return out
+
+
+def overlap(query: np.ndarray, doc: np.ndarray) -> np.ndarray:
+    """(n,) number of distinct query tokens found in each doc: query (n, Tq), doc (n, Td)."""
+    hit = (query[:, :, None] == doc[:, None, :]) & (query[:, :, None] != PAD)  # (n, Tq, Td)
+    q_hit = hit.any(axis=2)  # (n, Tq)
+    # A token repeated in the query counts once.
+    first = np.ones_like(q_hit)
+    for j in range(1, query.shape[1]):
+        first[:, j] = ~(query[:, :j] == query[:, j : j + 1]).any(axis=1)
+    return (q_hit & first).sum(axis=1)
+
+
+def n_tokens(m: np.ndarray) -> np.ndarray:
+    return (m != PAD).sum(axis=1)
+
+
+def bm25(query: np.ndarray, doc: np.ndarray, idf_of: IdfTable, avg_len: float) -> np.ndarray:
+    """(n,) BM25 of each doc for its query; query (n, Tq), doc (n, Td) hashed tokens."""
+    tf = ((query[:, :, None] == doc[:, None, :]) & (query[:, :, None] != PAD)).sum(
+        axis=2
+    )  # (n, Tq)
+    dl = n_tokens(doc)[:, None].astype(np.float64)
+    norm = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / max(avg_len, 1e-9)))
+    return (idf_of(query) * norm).sum(axis=1)
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n,) Jaccard similarity of token sets a (n, T) and b (n, T); 0 when both are empty."""
+    inter = ((a[:, :, None] == b[:, None, :]) & (a[:, :, None] != PAD)).any(axis=2).sum(axis=1)
+    union = n_tokens(a) + n_tokens(b) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+class IdfTable:
+    """Inverse document frequency of tokens over the item corpus (BM25's idf)."""
+
+    def __init__(self, docs: np.ndarray):
+        n = len(docs)
+        uniq = [np.unique(row[row != PAD]) for row in docs]
+        toks = np.concatenate(uniq) if uniq else np.zeros(0, np.int64)
+        self.tokens, df = np.unique(toks, return_counts=True)
+        self.idf = np.log1p((n - df + 0.5) / (df + 0.5))
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        """idf of each token of q (any shape); 0 for padding and unknown tokens."""
+        if not len(self.tokens):
+            return np.zeros(q.shape)
+        pos = np.clip(np.searchsorted(self.tokens, q), 0, len(self.tokens) - 1)
+        return np.where((self.tokens[pos] == q) & (q != PAD), self.idf[pos], 0.0)
