@@ -113,9 +113,9 @@ def build_features(logs: Path, out: Path, cfg: FeatureConfig, progress: bool = T
                 day_req = req[req["day"] == day]
                 _process_day(day_req, read_day(scratch, day), state, spec, writer, bad, shown)
             bar.close()
-            bad["requests"]["request_without_impressions"] += int(
-                (~req["request_id"].isin(list(shown))).sum()
-            )
+            n_unshown = int((~req["request_id"].isin(list(shown))).sum())
+            if n_unshown:
+                bad["requests"]["request_without_impressions"] += n_unshown
             manifest.bad_rows = {k: dict(v) for k, v in bad.items() if v}
             for f in spec.categorical + spec.history_categorical:
                 if f.vocab and not f.hashed:
@@ -157,6 +157,7 @@ def _process_day(
     ordered = imp["ordered"].to_numpy(bool)
     positions = imp["position"].to_numpy(np.int64)
     seg = np.repeat(np.arange(len(day_req)), lens)
+    refs = state.items.refs(item_ids)  # hashed and resolved once per day
 
     # Replay bucket by bucket: events of a bucket are queued before its requests are looked up;
     # counters cannot see them (same bucket) and sequences only see strictly earlier clicks.
@@ -177,11 +178,17 @@ def _process_day(
                 positions[lo:hi],
                 clicked[lo:hi],
                 ordered[lo:hi],
-            )
+            ),
+            refs[lo:hi],
         )
         looks.append(
             state.lookup(
-                users[s:e], queries[s:e], t_us[s:e], offsets[s : e + 1] - lo, item_ids[lo:hi]
+                users[s:e],
+                queries[s:e],
+                t_us[s:e],
+                offsets[s : e + 1] - lo,
+                item_ids[lo:hi],
+                refs[lo:hi],
             )
         )
     look = _concat_lookups(looks)
@@ -198,6 +205,7 @@ def _process_day(
         },
         offsets=offsets,
         item_id=item_ids,
+        item_refs=refs,
     )
     feats = featurize(frame, look, state, spec)
     labels = np.zeros(len(item_ids), np.int8)

@@ -14,6 +14,7 @@ same numbers because they run the same code.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,11 @@ class CounterTable:
             w: np.zeros((0, k), np.int64) for w in windows if w is not None
         }  # < bucket - w
         self._pending: dict[int, _Bucket] = {}  # buckets >= self.bucket
-        self._closed: dict[int, _Bucket] = {}  # recent closed buckets still inside some window
+        # Closed buckets still inside some window, oldest first; ``_first`` is the running
+        # number of the oldest, ``_folded[w]`` the running number of the first not yet in lag w.
+        self._closed: deque[tuple[int, np.ndarray, np.ndarray]] = deque()
+        self._first = 0
+        self._folded = {w: 0 for w in self._lag}
         self._max_window = max((w for w in windows if w is not None), default=0)
 
     # ---- writing ---------------------------------------------------------------------------
@@ -78,22 +83,25 @@ class CounterTable:
             return
         k = len(self.kinds)
         for b in sorted(x for x in self._pending if x < bucket):
-            slot = self._pending.pop(b)
-            ids, cnt = slot.arrays(k)
+            ids, cnt = self._pending.pop(b).arrays(k)
             np.add.at(self._total, ids, cnt)
             if self._lag:
-                self._closed[b] = slot
-        # A window of w buckets at bucket B leaves out buckets >= B - w: fold the closed buckets
+                self._closed.append((b, ids, cnt))
+        # A window of w buckets at bucket B leaves out buckets < B - w: fold the closed buckets
         # that have just fallen out of each window into its lag totals.
-        old = self.bucket
         for w, lag in self._lag.items():
-            lo = -(2**62) if old is None else old - w
-            for b in [x for x in self._closed if lo <= x < bucket - w]:
-                ids, cnt = self._closed[b].arrays(k)
+            j = self._folded[w]
+            while j - self._first < len(self._closed):
+                b, ids, cnt = self._closed[j - self._first]
+                if b >= bucket - w:
+                    break
                 np.add.at(lag, ids, cnt)
+                j += 1
+            self._folded[w] = j
         self.bucket = bucket
-        for b in [x for x in self._closed if x < bucket - self._max_window]:
-            del self._closed[b]
+        while self._closed and self._closed[0][0] < bucket - self._max_window:
+            self._closed.popleft()
+            self._first += 1
 
     def _grow(self, n: int) -> None:
         if n <= len(self._total):
@@ -129,20 +137,17 @@ class CounterTable:
         }
         for w, lag in self._lag.items():
             arrays[f"lag_{w}"] = lag[:n]
-        for name, store in (("pending", self._pending), ("closed", self._closed)):
-            bs = sorted(store)
-            parts = [store[b].arrays(k) for b in bs]
-            arrays[f"{name}_bucket"] = (
-                np.concatenate([np.full(len(p[0]), b) for b, p in zip(bs, parts, strict=True)])
-                if bs
-                else np.zeros(0, np.int64)
-            )
-            arrays[f"{name}_ids"] = (
-                np.concatenate([p[0] for p in parts]) if bs else np.zeros(0, np.int64)
-            )
-            arrays[f"{name}_counts"] = (
-                np.concatenate([p[1] for p in parts]) if bs else np.zeros((0, k), np.int64)
-            )
+        pend = sorted(self._pending)
+        parts = [self._pending[b].arrays(k) for b in pend]
+        closed = list(self._closed)
+        arrays["pending_bucket"] = _cat(
+            [np.full(len(p[0]), b) for b, p in zip(pend, parts, strict=True)], (0,)
+        )
+        arrays["pending_ids"] = _cat([p[0] for p in parts], (0,))
+        arrays["pending_counts"] = _cat([p[1] for p in parts], (0, k))
+        arrays["closed_bucket"] = _cat([np.full(len(c[1]), c[0]) for c in closed], (0,))
+        arrays["closed_ids"] = _cat([c[1] for c in closed], (0,))
+        arrays["closed_counts"] = _cat([c[2] for c in closed], (0, k))
         with path.open("wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stubs mistype **kwds
 
@@ -156,12 +161,24 @@ class CounterTable:
                 t._lag[w] = z[f"lag_{w}"].astype(np.int64)
             b = int(z["bucket"][0])
             t.bucket = None if b < 0 else b
-            for name, store in (("pending", t._pending), ("closed", t._closed)):
-                buckets, ids, counts = z[f"{name}_bucket"], z[f"{name}_ids"], z[f"{name}_counts"]
-                for bb in np.unique(buckets):
-                    sel = buckets == bb
-                    store[int(bb)] = _Bucket([ids[sel]], [counts[sel]])
+            buckets, ids, counts = z["pending_bucket"], z["pending_ids"], z["pending_counts"]
+            for bb in np.unique(buckets):
+                sel = buckets == bb
+                t._pending[int(bb)] = _Bucket([ids[sel]], [counts[sel]])
+            buckets, ids, counts = z["closed_bucket"], z["closed_ids"], z["closed_counts"]
+            for bb in np.unique(buckets):  # ascending
+                sel = buckets == bb
+                t._closed.append((int(bb), ids[sel], counts[sel]))
+            # Closed buckets already older than a window are in its lag totals.
+            for w in t._folded:
+                t._folded[w] = sum(
+                    1 for c in t._closed if t.bucket is not None and c[0] < t.bucket - w
+                )
         return t
+
+
+def _cat(parts: list[np.ndarray], empty_shape: tuple[int, ...]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(empty_shape, np.int64)
 
 
 def _resize(a: np.ndarray, n: int) -> np.ndarray:

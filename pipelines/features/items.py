@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.features.config import FeatureConfig
-from pipelines.features.keys import hash_strings
+from pipelines.features.keys import KeyIndex, hash_strings
 from pipelines.features.text import IdfTable, n_tokens, token_matrix, tokenize
 
 TEXT_WIDTH = 16  # tokens kept per item text
@@ -21,7 +21,7 @@ class Vocab:
         self.values = values
         self.hashed = hashed_size is not None
         self.size = int(hashed_size) if hashed_size is not None else len(values) + 1
-        self._index = pd.Index(values) if not self.hashed else None
+        self._keys: KeyIndex | None = None  # built on the first large lookup
         self._dict = {v: i + 1 for i, v in enumerate(values)} if not self.hashed else {}
 
     @classmethod
@@ -53,9 +53,24 @@ class Vocab:
                 np.int32,
                 len(values),
             )
-        assert self._index is not None
-        idx = self._index.get_indexer(pd.Index(pd.Series(values, dtype=object).astype("str")))
-        return (np.asarray(idx) + 1).astype(np.int32)
+        if self._keys is None:
+            self._keys = KeyIndex(hash_strings(np.array(self.values, dtype=object)))
+        known = pd.notna(values)
+        text = np.where(known, values, "").astype(str).astype(object)
+        idx = self._keys.get(hash_strings(text))
+        return np.where(known, idx + 1, 0).astype(np.int32)
+
+
+@dataclass
+class ItemRefs:
+    """Items as the state and the transforms address them."""
+
+    ids: np.ndarray  # (n,) str
+    hashes: np.ndarray  # (n,) uint64, stable hash of the id (counter keys)
+    rows: np.ndarray  # (n,) int64 row in the item table, -1 when unknown
+
+    def __getitem__(self, sel: slice | np.ndarray) -> ItemRefs:
+        return ItemRefs(self.ids[sel], self.hashes[sel], self.rows[sel])
 
 
 @dataclass
@@ -167,20 +182,33 @@ class ItemTable:
         )
 
     def __post_init__(self) -> None:
-        self._rows = pd.Index(self.ids)
+        self.hashes = hash_strings(self.ids)
+        self._index = KeyIndex(self.hashes)
         self._row_dict = {v: i for i, v in enumerate(self.ids)}
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def refs(self, item_ids: np.ndarray) -> ItemRefs:
+        """Hash and table row of each item id (row -1 for items not in the table)."""
+        ids = np.asarray(item_ids, dtype=object)
+        if len(ids) < 256:  # one live request: dict lookups beat the vectorised path
+            d = self._row_dict
+            rows = np.fromiter((d.get(v, -1) for v in ids), np.int64, len(ids))
+            hashes = (
+                self.hashes[np.maximum(rows, 0)]
+                if len(self.hashes)
+                else np.zeros(len(ids), np.uint64)
+            )
+            if (rows < 0).any():
+                hashes = np.where(rows < 0, hash_strings(ids), hashes)
+            return ItemRefs(ids, hashes, rows)
+        hashes = hash_strings(ids)
+        return ItemRefs(ids, hashes, self._index.get(hashes))
+
     def rows(self, item_ids: np.ndarray) -> np.ndarray:
         """(n,) row of each item id in the table, -1 for unknown items."""
-        if len(item_ids) < 256:
-            d = self._row_dict
-            return np.fromiter((d.get(v, -1) for v in item_ids), np.int64, len(item_ids))
-        return np.asarray(
-            self._rows.get_indexer(pd.Series(item_ids, dtype=object).astype("str")), np.int64
-        )
+        return self.refs(item_ids).rows
 
     def take(self, a: np.ndarray | None, rows: np.ndarray, fill: float | int) -> np.ndarray:
         """a[rows] with ``fill`` for unknown rows (-1)."""

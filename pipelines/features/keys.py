@@ -40,51 +40,67 @@ def combine(*parts: np.ndarray) -> np.ndarray:
 class KeyIndex:
     """Maps 64-bit keys to dense ids 0, 1, 2, ... in order of first insertion.
 
-    Vectorised lookups go through a pandas Index; keys added since the last rebuild wait in a
-    dict, and the Index is rebuilt when that dict grows past a fraction of it (amortised cost).
+    Backed by pandas' C hash table (``pandas._libs.hashtable.UInt64HashTable``): vectorised
+    inserts and lookups with no Python loop. It is an internal pandas API, stable for years;
+    constraints.txt pins the pandas release it is tested with, and a dict-based fallback keeps
+    the project working should it move.
     """
 
     def __init__(self, keys: np.ndarray | None = None):
-        self._base = pd.Index(
-            np.zeros(0, dtype=np.uint64) if keys is None else keys.astype(np.uint64)
-        )
-        self._extra: dict[int, int] = {}
+        self._parts: list[np.ndarray] = []
+        self._n = 0
+        self._table = _HashTable()
+        if keys is not None and len(keys):
+            self.add(keys.astype(np.uint64))
 
     def __len__(self) -> int:
-        return len(self._base) + len(self._extra)
+        return self._n
 
     def keys(self) -> np.ndarray:
         """All keys in id order."""
-        extra = np.array(sorted(self._extra, key=self._extra.__getitem__), dtype=np.uint64)
-        return np.concatenate([self._base.to_numpy(np.uint64), extra])
+        if len(self._parts) > 1:
+            self._parts = [np.concatenate(self._parts)]
+        return self._parts[0] if self._parts else np.zeros(0, np.uint64)
 
     def get(self, keys: np.ndarray) -> np.ndarray:
         """Ids of ``keys``; -1 for keys never added."""
-        ids = (
-            self._base.get_indexer(pd.Index(keys.astype(np.uint64)))
-            if len(self._base)
-            else np.full(len(keys), -1)
-        )
-        ids = np.asarray(ids, dtype=np.int64)
-        if self._extra:
-            miss = np.flatnonzero(ids < 0)
-            if len(miss):
-                extra = self._extra
-                ids[miss] = [extra.get(int(k), -1) for k in keys[miss]]
-        return ids
+        return self._table.lookup(np.ascontiguousarray(keys, dtype=np.uint64))
 
     def add(self, keys: np.ndarray) -> np.ndarray:
         """Ids of ``keys``, adding the new ones (in first-seen order)."""
-        ids = self.get(keys)
-        miss = np.flatnonzero(ids < 0)
-        if len(miss):
-            new_keys, first = np.unique(keys[miss], return_index=True)
-            new_keys = new_keys[np.argsort(first, kind="stable")]
-            start = len(self)
-            for j, k in enumerate(new_keys):
-                self._extra[int(k)] = start + j
-            ids[miss] = [self._extra[int(k)] for k in keys[miss]]
-            if len(self._extra) > max(10_000, len(self._base) // 4):
-                self._base = pd.Index(self.keys())
-                self._extra = {}
+        ids, new = self._table.insert(np.ascontiguousarray(keys, dtype=np.uint64), self._n)
+        if len(new):
+            self._parts.append(new)
+            self._n += len(new)
         return ids
+
+
+class _HashTable:
+    def __init__(self) -> None:
+        try:
+            from pandas._libs import hashtable  # type: ignore[attr-defined]
+
+            self._ht = hashtable.UInt64HashTable()
+            self._vector = hashtable.UInt64Vector
+            self._dict: dict[int, int] | None = None
+        except (ImportError, AttributeError):  # pragma: no cover - a pandas without it
+            self._dict = {}
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        if self._dict is not None:
+            d = self._dict
+            return np.fromiter((d.get(int(k), -1) for k in keys), np.int64, len(keys))
+        return np.asarray(self._ht.lookup(keys), dtype=np.int64)
+
+    def insert(self, keys: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids of keys, the new keys in first-seen order); new ids start at ``count``."""
+        if self._dict is not None:
+            d, new = self._dict, list[int]()
+            for k in keys.tolist():
+                if k not in d:
+                    d[k] = count + len(new)
+                    new.append(k)
+            return self.lookup(keys), np.array(new, dtype=np.uint64)
+        uniques = self._vector()
+        ids = self._ht.get_labels(keys, uniques, count, -1)
+        return np.asarray(ids, dtype=np.int64), uniques.to_array().copy()

@@ -53,9 +53,10 @@ def partition_by_day(
             known = pos >= 0
             n_bad = int((~known).sum())
             if n_bad:
-                null = df["request_id"].isna() & ~known
-                counts["null_value"] += int(null.sum())
-                counts["unknown_request"] += n_bad - int(null.sum())
+                n_null = int((df["request_id"].isna() & ~known).sum())
+                if n_null:
+                    counts["null_value"] += n_null
+                counts["unknown_request"] += n_bad - n_null
             df = df.loc[known]
             day = days_arr[pos[known]]
             for d in np.unique(day):

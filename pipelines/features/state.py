@@ -7,6 +7,7 @@ posted to /v1/events. ``lookup`` answers for a batch of requests as of the curre
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import pyarrow as pa
 from pipelines.features.config import FeatureConfig
 from pipelines.features.counters import CounterTable
 from pipelines.features.history import HistoryStore, Sequences
-from pipelines.features.items import ItemTable, Vocab
+from pipelines.features.items import ItemRefs, ItemTable, Vocab
 from pipelines.features.keys import combine, hash_strings
 from pipelines.features.text import tokenize
 from pipelines.io import write_parquet_atomic
@@ -35,8 +36,16 @@ TABLES: dict[str, tuple[str, ...]] = {
 US_PER_S = 1_000_000
 
 
+@functools.lru_cache(maxsize=100_000)
 def normalize_query(q: object) -> str:
     return " ".join(tokenize(q))
+
+
+def query_hashes(queries: np.ndarray) -> np.ndarray:
+    """Stable hash of each normalised query; each distinct text is normalised once."""
+    codes, uniq = pd.factorize(pd.Series(queries, dtype=object))
+    h = hash_strings(np.array([normalize_query(q) for q in uniq], dtype=object))
+    return h[codes] if len(h) else np.zeros(len(queries), np.uint64)
 
 
 @dataclass
@@ -92,7 +101,6 @@ class FeatureState:
         self.bucket_us = cfg.counters.bucket_s * US_PER_S
         self.delay_us = cfg.counters.delay_s * US_PER_S
         self.clock_us: int | None = None
-        self.item_hash = hash_strings(items.ids)
 
     # ---- time and events -------------------------------------------------------------------
     def advance(self, t_us: int) -> None:
@@ -104,17 +112,18 @@ class FeatureState:
         for table in self.counters.values():
             table.advance_to(b)
 
-    def observe(self, ev: Events) -> None:
+    def observe(self, ev: Events, refs: ItemRefs | None = None) -> None:
         """Queue events for the counters (seen after the delay) and the sequences (at once)."""
         n = len(ev.item_id)
         if n == 0:
             return
+        refs = refs if refs is not None else self.items.refs(ev.item_id)
         bucket = (ev.t_us + self.delay_us) // self.bucket_us
         imp = np.ones(n, bool) if ev.impression is None else ev.impression.astype(bool)
         clicked, ordered = ev.clicked.astype(bool), ev.ordered.astype(bool)
-        h_item = self._hash_items(ev.item_id)
+        h_item = refs.hashes
         h_user = hash_strings(ev.user_id)
-        h_query = hash_strings(np.array([normalize_query(q) for q in ev.query], dtype=object))
+        h_query = query_hashes(ev.query)
         c = self.counters
         c["item"].add(h_item, bucket, np.stack([imp, clicked, ordered], axis=1))
         c["qi"].add(combine(h_query, h_item), bucket, np.stack([imp, clicked], axis=1))
@@ -123,7 +132,7 @@ class FeatureState:
         if len(k):
             c["ui"].add(combine(h_user[k], h_item[k]), bucket[k], np.ones((len(k), 1)))
             c["uc"].add(
-                combine(h_user[k], self._groups(ev.item_id[k])), bucket[k], np.ones((len(k), 1))
+                combine(h_user[k], self.groups(refs.rows[k])), bucket[k], np.ones((len(k), 1))
             )
             c["user"].add(h_user[k], bucket[k], np.ones((len(k), 1)))
             for j in k:
@@ -143,19 +152,21 @@ class FeatureState:
         t_us: np.ndarray,
         offsets: np.ndarray,
         item_id: np.ndarray,
+        refs: ItemRefs | None = None,
     ) -> Lookups:
         """Counters and sequences for B requests (per-request arrays) and N candidates."""
+        refs = refs if refs is not None else self.items.refs(item_id)
         lens = np.diff(offsets)
-        h_item = self._hash_items(item_id)
+        h_item = refs.hashes
         h_user = hash_strings(user_id)
-        h_query = hash_strings(np.array([normalize_query(q) for q in query], dtype=object))
+        h_query = query_hashes(query)
         hu_n, hq_n = np.repeat(h_user, lens), np.repeat(h_query, lens)
         c = self.counters
         counts = {
             "item": c["item"].lookup(h_item),
             "qi": c["qi"].lookup(combine(hq_n, h_item)),
             "ui": c["ui"].lookup(combine(hu_n, h_item)),
-            "uc": c["uc"].lookup(combine(hu_n, self._groups(item_id))),
+            "uc": c["uc"].lookup(combine(hu_n, self.groups(refs.rows))),
             "user": c["user"].lookup(h_user),
             "global": c["global"].lookup(np.zeros(len(user_id), np.uint64)),
         }
@@ -170,22 +181,8 @@ class FeatureState:
             for j, c in enumerate(cols)
         }
 
-    def _hash_items(self, item_id: np.ndarray) -> np.ndarray:
-        rows = self.items.rows(item_id)
-        out = (
-            self.item_hash[np.maximum(rows, 0)]
-            if len(self.item_hash)
-            else np.zeros(len(rows), np.uint64)
-        )
-        unknown = rows < 0
-        if unknown.any():
-            out = out.copy()
-            out[unknown] = hash_strings(item_id[unknown])
-        return out
-
-    def _groups(self, item_id: np.ndarray) -> np.ndarray:
-        """Group index (e.g. category) of each item as uint64; 0 when unknown or unconfigured."""
-        rows = self.items.rows(item_id)
+    def groups(self, rows: np.ndarray) -> np.ndarray:
+        """Group index (e.g. category) of item rows as uint64; 0 when unknown or unconfigured."""
         return self.items.take(self.items.group, rows, 0).astype(np.uint64)
 
     # ---- snapshot --------------------------------------------------------------------------

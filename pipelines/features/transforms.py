@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.features.config import FeatureConfig
-from pipelines.features.items import ItemTable
+from pipelines.features.items import ItemRefs, ItemTable
 from pipelines.features.keys import combine
 from pipelines.features.segments import (
     best_other,
@@ -45,6 +45,7 @@ class RequestFrame:
     offsets: np.ndarray  # (B + 1,)
     item_id: np.ndarray  # (N,) str
     overrides: dict[str, np.ndarray] | None = None  # numeric item attributes sent by a client
+    item_refs: ItemRefs | None = None  # precomputed ``items.refs(item_id)``
 
 
 @dataclass
@@ -158,7 +159,8 @@ def featurize(
     lens = np.diff(frame.offsets)
     seg = segment_ids(frame.offsets)
     n = len(frame.item_id)
-    rows = items.rows(frame.item_id)
+    refs = frame.item_refs if frame.item_refs is not None else items.refs(frame.item_id)
+    rows = refs.rows
     f: dict[str, np.ndarray] = {}
 
     # Item attributes: the client's value, else the item table's, else the column median.
@@ -200,8 +202,9 @@ def featurize(
 
     _counter_features(f, look, seg, state.window_names, cfg.counters.prior_strength)
     group = items.take(items.group, rows, 0) if items.group is not None else None
-    _history_features(f, frame, look, seg, state, group)
-    _list_features(f, cfg, seg, b, lens, group, rows, items, state.item_hash)
+    hist_refs = items.refs(look.sequences.item_id)
+    _history_features(f, frame, look, seg, state, group, refs, hist_refs)
+    _list_features(f, cfg, seg, b, lens, group, refs, items)
 
     num = (
         np.stack([f[x.name] for x in spec.numeric], axis=1).astype(np.float32)
@@ -209,7 +212,7 @@ def featurize(
         else np.zeros((n, 0), np.float32)
     )
     cat = _categorical(frame, spec, state, rows, seg)
-    hist_num, hist_cat = _sequence_tensors(frame, look, state, spec)
+    hist_num, hist_cat = _sequence_tensors(frame, look, state, spec, hist_refs)
     return Features(num, cat, look.sequences.offsets, look.sequences.item_id, hist_num, hist_cat)
 
 
@@ -257,6 +260,8 @@ def _history_features(
     seg: np.ndarray,
     state: FeatureState,
     group: np.ndarray | None,
+    refs: ItemRefs,
+    hist_refs: ItemRefs,
 ) -> None:
     sq = look.sequences
     hlen = np.diff(sq.offsets)
@@ -268,13 +273,9 @@ def _history_features(
     age = np.where(last_t >= 0, (frame.t_us - last_t) / 3.6e9, NO_HISTORY_AGE_H)
     f["hist_last_age_h"] = age[seg]
     # Same item in the history: match (request, item hash) pairs.
-    h_items = state._hash_items(sq.item_id) if len(sq.item_id) else np.zeros(0, np.uint64)
-    f["hist_same_item"] = _pair_counts(seg, state._hash_items(frame.item_id), hseg, h_items)
+    f["hist_same_item"] = _pair_counts(seg, refs.hashes, hseg, hist_refs.hashes)
     if group is not None:
-        h_group = (
-            state._groups(sq.item_id).astype(np.int64) if len(sq.item_id) else np.zeros(0, np.int64)
-        )
-        same = _pair_counts(seg, group.astype(np.uint64), hseg, h_group.astype(np.uint64))
+        same = _pair_counts(seg, group.astype(np.uint64), hseg, state.groups(hist_refs.rows))
         f["hist_same_group"] = same
         f["hist_group_share"] = np.where(hlen[seg] > 0, same / np.maximum(hlen[seg], 1), 0.0)
 
@@ -300,9 +301,8 @@ def _list_features(
     b: int,
     lens: np.ndarray,
     group: np.ndarray | None,
-    rows: np.ndarray,
+    refs: ItemRefs,
     items: ItemTable,
-    item_hash: np.ndarray,
 ) -> None:
     f["list_len"] = lens[seg].astype(np.float64)
     seg_group = group_labels(seg, group) if group is not None else None
@@ -317,11 +317,7 @@ def _list_features(
     f["group_count"] = size
     f["group_share"] = size / lens[seg]
     if "rating" in f:
-        tiebreak = (
-            item_hash[np.maximum(rows, 0)].view(np.int64)
-            if len(item_hash)
-            else np.zeros(len(rows), np.int64)
-        )
+        tiebreak = refs.hashes.view(np.int64)  # a stable item key: order-independent ties
         other = best_other(f["rating"], tiebreak, seg_group)
         has = other >= 0
         safe = np.maximum(other, 0)
@@ -330,7 +326,7 @@ def _list_features(
             has, (f["rating"] >= f["rating"][safe]).astype(np.float64), 1.0
         )
         if items.sim_text is not None:
-            toks = items.take(items.sim_text, rows, int(PAD))
+            toks = items.take(items.sim_text, refs.rows, int(PAD))
             f["best_rated_similarity"] = np.where(has, jaccard(toks, toks[safe]), 0.0)
 
 
@@ -370,7 +366,7 @@ def _as_str(values: np.ndarray) -> np.ndarray:
 
 
 def _sequence_tensors(
-    frame: RequestFrame, look: Lookups, state: FeatureState, spec: FeatureSpec
+    frame: RequestFrame, look: Lookups, state: FeatureState, spec: FeatureSpec, hist_refs: ItemRefs
 ) -> tuple[np.ndarray, np.ndarray]:
     sq = look.sequences
     hseg = segment_ids(sq.offsets)
@@ -382,7 +378,7 @@ def _sequence_tensors(
         else np.zeros((0, len(spec.history_numeric)), np.float32)
     )
     items = state.items
-    rows = items.rows(sq.item_id) if m else np.zeros(0, np.int64)
+    rows = hist_refs.rows
     cols = []
     v = items.vocabs["item_id"]
     idx = items.take(items.id_index, rows, 0)

@@ -39,6 +39,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run_validate)
 
+    p = sub.add_parser("features", help="click logs to the lists dataset and the serving state")
+    p.add_argument("--logs", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--config",
+        default=None,
+        help="feature config: a TOML file, or 'sim' / 'generic' (default: generic)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run_features)
+
 
 def world_config_from_args(args: argparse.Namespace) -> WorldConfig:
 
@@ -74,3 +85,24 @@ def run_validate(args: argparse.Namespace) -> int:
     rep = check_logs(args.logs)
     print(json.dumps(rep.to_dict(), indent=2) if args.json else format_report(rep))
     return 0 if rep.usable else 1
+
+
+def run_features(args: argparse.Namespace) -> int:
+    from pipelines.features.batch import build_features
+    from pipelines.features.config import load_config
+
+    if not args.logs.is_dir():
+        raise FileNotFoundError(f"{args.logs} is not a directory")
+    res = build_features(
+        args.logs, args.out, load_config(args.config), progress=not args.no_progress
+    )
+    m = res.manifest
+    print(f"wrote {args.out} (state for serving: {res.state_dir})")
+    for split, info in m.splits.items():
+        print(f"  {split:<6} {info['requests']:>9,} requests {info['items']:>11,} candidates")
+    print(
+        f"  features: {len(m.numeric)} numeric, {len(m.categorical)} categorical, "
+        f"history of up to {m.history_max_len} clicks"
+    )
+    print(f"  bad rows: {json.dumps(m.bad_rows) if m.bad_rows else 'none'}")
+    return 0
