@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -26,7 +25,11 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str,
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{err[-2000:]}")
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {
+        "wall_s": round(wall, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "stderr": err,
+    }
 
 
 def ranker_cmd(*args: str) -> list[str]:
@@ -35,6 +38,3 @@ def ranker_cmd(*args: str) -> list[str]:
 
 def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result, indent=2))
-
-
-__all__ = ["emit", "ranker_cmd", "resource", "run_measured"]

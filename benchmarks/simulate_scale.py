@@ -37,6 +37,7 @@ def main() -> None:
                 "--no-progress",
             )
         )
+        m.pop("stderr", None)
         size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
         rows.append({"requests": n, "users": users, **m, "output_mb": round(size_mb, 1)})
     emit(

@@ -9,12 +9,17 @@ the day's requests in one vectorised call, and append them to their split. The d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
+import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -33,6 +38,7 @@ from pipelines.logs.clean import clean_entities, clean_impressions, clean_reques
 from pipelines.logs.schema import find_table, read_table, table_columns
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 DAY_US = 86400 * US_PER_S
 
 
@@ -40,10 +46,28 @@ DAY_US = 86400 * US_PER_S
 class BuildResult:
     manifest: Manifest
     state_dir: Path
+    seconds: dict[str, float]  # CPU-bound time per stage (stages overlap; see build_features)
+
+
+class _Timer:
+    """Seconds spent per stage, summed over calls (each stage runs in one thread)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
 
 
 def build_features(logs: Path, out: Path, cfg: FeatureConfig, progress: bool = True) -> BuildResult:
     logs, out = Path(logs), Path(out)
+    timer = _Timer()
+    t_start = time.perf_counter()
     bad: dict[str, Counter[str]] = {
         "requests": Counter(),
         "impressions": Counter(),
@@ -104,14 +128,34 @@ def build_features(logs: Path, out: Path, cfg: FeatureConfig, progress: bool = T
     )
     try:
         day_of = pd.Series(req["day"].to_numpy(), index=req["request_id"].to_numpy())
-        days, c = partition_by_day(imp_path, day_of, scratch)
+        with timer("partition"):
+            days, c = partition_by_day(imp_path, day_of, scratch)
         bad["impressions"].update(c)
         with open_dataset(out, manifest) as writer:
             bar = tqdm(days, desc="features", unit="day", disable=not progress, leave=False)
             shown: set[str] = set()
-            for day in bar:
-                day_req = req[req["day"] == day]
-                _process_day(day_req, read_day(scratch, day), state, spec, writer, bad, shown)
+            # Three stages overlap: the state replay of day d (sequential by nature) runs while
+            # one thread featurises day d - 1 and another writes day d - 2 (numpy and Arrow
+            # release the GIL). A day or two in flight bound memory; writes keep day order.
+            with ThreadPoolExecutor(1) as featurizing, ThreadPoolExecutor(1) as writing:
+                feat: Future[list[tuple[str, Lists]]] | None = None
+                wrote: Future[None] | None = None
+                for day in [*bar, None]:
+                    job = None
+                    if day is not None:
+                        day_req = req[req["day"] == day]
+                        with timer("replay"):
+                            job = _replay_day(
+                                day_req, read_day(scratch, day), state, spec, bad, shown
+                            )
+                    if feat is not None:
+                        parts = feat.result()
+                        if wrote is not None:
+                            wrote.result()
+                        wrote = writing.submit(_timed, timer, "write", _write_parts, writer, parts)
+                    feat = featurizing.submit(_timed, timer, "featurize", job) if job else None
+                if wrote is not None:
+                    wrote.result()
             bar.close()
             n_unshown = int((~req["request_id"].isin(list(shown))).sum())
             if n_unshown:
@@ -120,29 +164,40 @@ def build_features(logs: Path, out: Path, cfg: FeatureConfig, progress: bool = T
             for f in spec.categorical + spec.history_categorical:
                 if f.vocab and not f.hashed:
                     write_vocab(writer.tmp, f.vocab, _vocab_values(f.vocab, state))
-            state.save(writer.tmp / "state", items_frame, users_frame)
+            with timer("state"):
+                state.save(writer.tmp / "state", items_frame, users_frame)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    log.info("features: %s", {k: v for k, v in manifest.splits.items()})
-    return BuildResult(manifest, out / "state")
+    timer.seconds["total"] = time.perf_counter() - t_start
+    log.info(
+        "features: %s; seconds %s",
+        manifest.splits,
+        {k: round(v, 1) for k, v in timer.seconds.items()},
+    )
+    return BuildResult(manifest, out / "state", timer.seconds)
 
 
-def _process_day(
+def _timed(timer: _Timer, stage: str, fn: Callable[..., T], *args: object) -> T:
+    with timer(stage):
+        return fn(*args)
+
+
+def _replay_day(
     day_req: pd.DataFrame,
     imp: pd.DataFrame,
     state: FeatureState,
     spec: FeatureSpec,
-    writer: ListsWriter,
     bad: dict[str, Counter[str]],
     shown: set[str],
-) -> None:
+) -> Callable[[], list[tuple[str, Lists]]] | None:
+    """Replay one day through the state; returns the job that featurises it (by split)."""
     imp, c = clean_impressions(imp, pd.Index(day_req["request_id"]))
     bad["impressions"].update(c)
     if "ordered" not in imp.columns:
         imp["ordered"] = False
     day_req = day_req[day_req["request_id"].isin(imp["request_id"].unique())]
     if not len(day_req):
-        return
+        return None
     shown.update(day_req["request_id"])
     # Candidates grouped by request, in request order (time, id), then by logged position.
     order = pd.Index(day_req["request_id"]).get_indexer(imp["request_id"])
@@ -158,6 +213,7 @@ def _process_day(
     positions = imp["position"].to_numpy(np.int64)
     seg = np.repeat(np.arange(len(day_req)), lens)
     refs = state.items.refs(item_ids)  # hashed and resolved once per day
+    ids = state.counter_ids(users, queries, offsets, refs, clicked)  # counter keys, once per day
 
     # Replay bucket by bucket: events of a bucket are queued before its requests are looked up;
     # counters cannot see them (same bucket) and sequences only see strictly earlier clicks.
@@ -169,18 +225,16 @@ def _process_day(
         state.advance(int(t_us[s]))
         lo, hi = offsets[s], offsets[e]
         rs = seg[lo:hi]
-        state.observe(
-            Events(
-                users[rs],
-                queries[rs],
-                item_ids[lo:hi],
-                t_us[rs],
-                positions[lo:hi],
-                clicked[lo:hi],
-                ordered[lo:hi],
-            ),
-            refs[lo:hi],
+        ev = Events(
+            users[rs],
+            queries[rs],
+            item_ids[lo:hi],
+            t_us[rs],
+            positions[lo:hi],
+            clicked[lo:hi],
+            ordered[lo:hi],
         )
+        state.observe(ev, refs[lo:hi], ids.take(slice(lo, hi), rs))
         looks.append(
             state.lookup(
                 users[s:e],
@@ -189,6 +243,7 @@ def _process_day(
                 offsets[s : e + 1] - lo,
                 item_ids[lo:hi],
                 refs[lo:hi],
+                ids.take(slice(lo, hi), slice(s, e)),
             )
         )
     look = _concat_lookups(looks)
@@ -207,13 +262,37 @@ def _process_day(
         item_id=item_ids,
         item_refs=refs,
     )
+    randomized = day_req["randomized"].to_numpy(bool) if "randomized" in day_req else None
+    request_ids = day_req["request_id"].to_numpy(dtype=object)
+    split = day_req["split"].to_numpy()
+
+    def finish() -> list[tuple[str, Lists]]:
+        return _featurize_day(
+            frame, look, state, spec, request_ids, clicked, ordered, positions, randomized, split
+        )
+
+    return finish
+
+
+def _featurize_day(
+    frame: RequestFrame,
+    look: Lookups,
+    state: FeatureState,
+    spec: FeatureSpec,
+    request_ids: np.ndarray,
+    clicked: np.ndarray,
+    ordered: np.ndarray,
+    positions: np.ndarray,
+    randomized: np.ndarray | None,
+    split: np.ndarray,
+) -> list[tuple[str, Lists]]:
     feats = featurize(frame, look, state, spec)
-    labels = np.zeros(len(item_ids), np.int8)
+    item_ids, offsets, t_us = frame.item_id, frame.offsets, frame.t_us
     lab = state.cfg.labels
-    labels = np.where(clicked, lab.get("click", 1), labels)
+    labels = np.where(clicked, lab.get("click", 1), 0)
     labels = np.maximum(labels, np.where(ordered, lab.get("order", 2), 0)).astype(np.int8)
     lists = Lists(
-        request_id=day_req["request_id"].to_numpy(dtype=object),
+        request_id=request_ids,
         offsets=offsets,
         item_ids=item_ids,
         labels=labels,
@@ -221,19 +300,25 @@ def _process_day(
         cat=feats.cat,
         positions=positions.astype(np.int16),
         ts=t_us.astype("datetime64[us]"),
-        user_id=users,
-        query=queries,
-        randomized=day_req["randomized"].to_numpy(bool) if "randomized" in day_req else None,
+        user_id=frame.user_id,
+        query=frame.query,
+        randomized=randomized,
         hist_offsets=feats.hist_offsets,
         hist_item_ids=feats.hist_item_ids,
         hist_num=feats.hist_num,
         hist_cat=feats.hist_cat,
     )
-    split = day_req["split"].to_numpy()
+    parts = []
     for name in ("train", "valid", "test"):
         idx = np.flatnonzero(split == name)
         if len(idx):
-            writer.write(name, lists if len(idx) == len(lists) else lists.select(idx))
+            parts.append((name, lists if len(idx) == len(lists) else lists.select(idx)))
+    return parts
+
+
+def _write_parts(writer: ListsWriter, parts: list[tuple[str, Lists]]) -> None:
+    for name, lists in parts:
+        writer.write(name, lists)
 
 
 def assign_splits(t_us: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

@@ -59,18 +59,34 @@ class CounterTable:
         self._max_window = max((w for w in windows if w is not None), default=0)
 
     # ---- writing ---------------------------------------------------------------------------
+    def insert(self, keys: np.ndarray) -> np.ndarray:
+        """Ids of ``keys`` (uint64), adding the new ones with zero counts."""
+        ids = self.index.add(keys)
+        self._grow(len(self.index))
+        return ids
+
     def add(self, keys: np.ndarray, buckets: np.ndarray, counts: np.ndarray) -> None:
-        """Queue events: keys (n,) uint64, their buckets (n,), counts (n, K) of each kind.
+        """Queue events: keys (n,) uint64, their buckets (n,), counts (n, K) of each kind."""
+        self.add_ids(self.insert(keys), buckets, counts)
+
+    def add_ids(self, ids: np.ndarray, buckets: np.ndarray, counts: np.ndarray) -> None:
+        """Queue events by key id (from ``insert``).
 
         An event whose bucket is already closed (a late arrival) counts from the next advance.
         """
-        if len(keys) == 0:
+        if len(ids) == 0:
             return
-        ids = self.index.add(keys)
-        self._grow(len(self.index))
-        counts = np.asarray(counts, np.int64).reshape(len(keys), len(self.kinds))
+        if ids.min() < 0:
+            raise ValueError("counter events need inserted keys (id -1 given)")
+        counts = np.asarray(counts, np.int64).reshape(len(ids), len(self.kinds))
         if self.bucket is not None:
             buckets = np.maximum(buckets, self.bucket)
+        first = int(buckets[0])
+        if (buckets == first).all():  # the usual case: one bucket per call
+            slot = self._pending.setdefault(first, _Bucket())
+            slot.ids.append(ids)
+            slot.counts.append(counts)
+            return
         for b in np.unique(buckets):
             sel = buckets == b
             slot = self._pending.setdefault(int(b), _Bucket())
@@ -84,7 +100,7 @@ class CounterTable:
         k = len(self.kinds)
         for b in sorted(x for x in self._pending if x < bucket):
             ids, cnt = self._pending.pop(b).arrays(k)
-            np.add.at(self._total, ids, cnt)
+            _add_rows(self._total, ids, cnt)
             if self._lag:
                 self._closed.append((b, ids, cnt))
         # A window of w buckets at bucket B leaves out buckets < B - w: fold the closed buckets
@@ -95,7 +111,7 @@ class CounterTable:
                 b, ids, cnt = self._closed[j - self._first]
                 if b >= bucket - w:
                     break
-                np.add.at(lag, ids, cnt)
+                _add_rows(lag, ids, cnt)
                 j += 1
             self._folded[w] = j
         self.bucket = bucket
@@ -114,17 +130,20 @@ class CounterTable:
     # ---- reading ---------------------------------------------------------------------------
     def lookup(self, keys: np.ndarray) -> dict[int | None, np.ndarray]:
         """Counts per window: {window: (n, K)} for ``keys`` as of the current bucket."""
-        ids = self.index.get(keys)
-        known = (ids >= 0)[:, None]
-        safe = np.where(ids >= 0, ids, 0)
+        return self.lookup_ids(self.index.get(keys))
+
+    def lookup_ids(self, ids: np.ndarray) -> dict[int | None, np.ndarray]:
+        """``lookup`` by key id; -1 (a key never seen) counts zero."""
         k = len(self.kinds)
         if not len(self._total):
-            return {w: np.zeros((len(keys), k), np.int64) for w in self.windows}
+            return {w: np.zeros((len(ids), k), np.int64) for w in self.windows}
+        known = (ids >= 0)[:, None]
+        safe = np.where(ids >= 0, ids, 0)
         total = np.where(known, self._total[safe], 0)
-        out: dict[int | None, np.ndarray] = {}
-        for w in self.windows:
-            out[w] = total if w is None else total - np.where(known, self._lag[w][safe], 0)
-        return out
+        return {
+            w: total if w is None else total - np.where(known, self._lag[w][safe], 0)
+            for w in self.windows
+        }
 
     # ---- snapshot --------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -175,6 +194,13 @@ class CounterTable:
                     1 for c in t._closed if t.bucket is not None and c[0] < t.bucket - w
                 )
         return t
+
+
+def _add_rows(total: np.ndarray, ids: np.ndarray, cnt: np.ndarray) -> None:
+    """total[ids] += cnt with repeated ids; numpy's fast ufunc.at path needs 1-D indices."""
+    k = total.shape[1]
+    flat_idx = (ids[:, None] * k + np.arange(k)).reshape(-1)
+    np.add.at(total.reshape(-1), flat_idx, cnt.reshape(-1))
 
 
 def _cat(parts: list[np.ndarray], empty_shape: tuple[int, ...]) -> np.ndarray:

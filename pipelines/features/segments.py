@@ -27,36 +27,125 @@ def zscore(x: np.ndarray, seg: np.ndarray, n_seg: int) -> np.ndarray:
     return np.where(flat, 0.0, (x - mean) / np.where(flat, 1.0, sd))
 
 
-def rank_pct(x: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Ascending rank of ``x`` within its group, ties averaged, scaled to [0, 1].
+def rank_pct(x: np.ndarray, offsets: np.ndarray, sub: np.ndarray | None = None) -> np.ndarray:
+    """Ascending rank of each column of ``x`` among its request's candidates, in [0, 1].
 
-    ``group`` is any integer label per candidate (a request, or a request and a category);
-    a group of one gets 0.5.
+    x: (N, K) values (or (N,)); ranks are averaged over ties and divided by (group size - 1);
+    a group of one gets 0.5. With ``sub`` (an integer label per candidate, e.g. its category;
+    (N,) or one label column per value column, (N, K)) the rank is among the candidates of
+    the same request with the same label.
+
+    Requests are sorted row by row in a (b, K, L) array, b requests of similar length at a
+    time: short contiguous sorts and little padding, much cheaper than one global sort.
     """
-    n = len(x)
-    if n == 0:
-        return np.zeros(0)
-    order = np.lexsort((x, group))
-    g_sorted, x_sorted = group[order], x[order]
-    new_group = np.r_[True, g_sorted[1:] != g_sorted[:-1]]
-    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
-    pos = np.arange(n) - group_start  # 0-based position within the group
-    new_run = new_group | np.r_[True, x_sorted[1:] != x_sorted[:-1]]
-    run = np.cumsum(new_run) - 1
-    avg_pos = np.bincount(run, weights=pos) / np.bincount(run)
-    size = np.bincount(np.cumsum(new_group) - 1)[np.cumsum(new_group) - 1]
-    pct_sorted = np.where(size > 1, avg_pos[run] / np.maximum(size - 1, 1), 0.5)
-    out = np.empty(n)
-    out[order] = pct_sorted
-    return out
+    one_col = x.ndim == 1
+    xs = x[:, None] if one_col else x
+    if sub is not None and sub.ndim == 1:
+        sub = np.broadcast_to(sub[:, None], xs.shape)
+    if len(offsets) == 2:  # one request (the live path): a few 1-D calls
+        out = _ranks_one_list(xs, sub)
+        return out[:, 0] if one_col else out
+    out = np.empty(xs.shape)
+    lens = np.diff(offsets)
+    by_len = np.argsort(lens, kind="stable")
+    for lo in range(0, len(by_len), _ROWS):
+        reqs = by_len[lo : lo + _ROWS]
+        width = int(lens[reqs].max())
+        if width == 0:
+            continue
+        j = np.arange(width)
+        real = j[None, :] < lens[reqs, None]  # (b, L)
+        idx = np.where(real, offsets[reqs, None] + j[None, :], 0)  # (b, L) candidate rows
+        v = np.ascontiguousarray(xs[idx].transpose(0, 2, 1))  # (b, K, L)
+        v[~np.broadcast_to(real[:, None, :], v.shape)] = np.inf  # padding sorts last
+        g = None
+        if sub is not None:
+            g = np.ascontiguousarray(sub[idx].transpose(0, 2, 1))  # (b, K, L)
+            g[~np.broadcast_to(real[:, None, :], g.shape)] = np.iinfo(np.int64).max
+        order, pct = _row_ranks(v, g)  # (b, K, L)
+        rows = np.take_along_axis(np.broadcast_to(idx[:, None, :], v.shape), order, axis=2)
+        keep = np.take_along_axis(np.broadcast_to(real[:, None, :], v.shape), order, axis=2)
+        col = np.broadcast_to(np.arange(v.shape[1])[None, :, None], v.shape)
+        out[rows[keep], col[keep]] = pct[keep]
+    return out[:, 0] if one_col else out
 
 
-def group_labels(*keys: np.ndarray) -> np.ndarray:
-    """Dense integer label per distinct combination of the key arrays."""
-    if len(keys[0]) == 0:
+_ROWS = 4096  # requests per sorted block
+
+
+def _ranks_one_list(x: np.ndarray, sub: np.ndarray | None) -> np.ndarray:
+    """``rank_pct`` of one list, all K columns in one pass over integer keys.
+
+    Values become dense ranks per column, then key = ((column, group), dense rank); a sorted
+    key array answers "first and last position of my value" and "where my group starts and
+    ends" by binary search. Same half-integer arithmetic as the block path: equal results.
+    """
+    n, k = x.shape
+    col = np.repeat(np.arange(k), n)
+    v = x.T.reshape(-1)  # column-major: (K * L,)
+    order = np.lexsort((v, col))
+    vs = v[order]
+    new = np.r_[True, (vs[1:] != vs[:-1]) | (col[order][1:] != col[order][:-1])]
+    dense = np.empty(k * n, np.int64)
+    dense[order] = np.cumsum(new)  # value rank, increasing across columns too
+    if sub is None:
+        g = np.zeros(k * n, np.int64)
+    else:
+        g = np.unique(sub.T.reshape(-1), return_inverse=True)[1].reshape(-1)
+    span = k * n + 1
+    group_key = (col * (int(g.max()) + 1) + g) * span  # (K * L,)
+    key = group_key + dense
+    s = np.sort(key)
+    lo, hi = np.searchsorted(s, key, "left"), np.searchsorted(s, key, "right")
+    g_lo, g_hi = np.searchsorted(s, group_key, "left"), np.searchsorted(s, group_key + span, "left")
+    size = g_hi - g_lo
+    avg = (lo + hi - 1) / 2 - g_lo
+    return np.where(size > 1, avg / np.maximum(size - 1, 1), 0.5).reshape(k, n).T
+
+
+def _row_ranks(v: np.ndarray, g: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Sort v (b, K, L) along L by (g, v); the order and each sorted entry's rank pct.
+
+    g: (b, K, L) group labels or None. Ties in v are averaged, so the first sort need not be
+    stable; the sort by group must be, to keep the value order inside each group.
+    """
+    order = np.argsort(v, axis=2)
+    if g is not None:
+        g_sorted = np.take_along_axis(np.broadcast_to(g, v.shape), order, axis=2)
+        by_g = np.argsort(g_sorted, axis=2, kind="stable")
+        order = np.take_along_axis(order, by_g, axis=2)
+    vs = np.take_along_axis(v, order, axis=2)
+    pos = np.arange(v.shape[2])
+    new_group = np.ones(v.shape, bool)
+    if g is not None:
+        gs = np.take_along_axis(np.broadcast_to(g, v.shape), order, axis=2)
+        new_group[..., 1:] = gs[..., 1:] != gs[..., :-1]
+    else:  # padding (inf) is a group of its own
+        new_group[..., 1:] = np.isinf(vs[..., 1:]) & ~np.isinf(vs[..., :-1])
+    new_run = new_group.copy()
+    new_run[..., 1:] |= vs[..., 1:] != vs[..., :-1]
+    g_start = np.maximum.accumulate(np.where(new_group, pos, 0), axis=2)
+    r_start = np.maximum.accumulate(np.where(new_run, pos, 0), axis=2)
+    size = _last_index(new_group, pos) - g_start + 1
+    avg = (r_start + _last_index(new_run, pos)) / 2 - g_start
+    return order, np.where(size > 1, avg / np.maximum(size - 1, 1), 0.5)
+
+
+def _last_index(new_run: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """For each position along the last axis, the index of the last entry of its run."""
+    width = new_run.shape[-1]
+    ends = np.ones(new_run.shape, bool)
+    ends[..., :-1] = new_run[..., 1:]
+    marked = np.where(ends, pos, width)
+    return np.minimum.accumulate(marked[..., ::-1], axis=-1)[..., ::-1]
+
+
+def group_labels(seg: np.ndarray, sub: np.ndarray) -> np.ndarray:
+    """Dense integer label per distinct (request, sub-label) pair; both non-negative ints."""
+    if len(seg) == 0:
         return np.zeros(0, np.int64)
-    stacked = np.stack([k.astype(np.int64) for k in keys], axis=1)
-    _, inv = np.unique(stacked, axis=0, return_inverse=True)
+    key = seg.astype(np.int64) * (int(sub.max()) + 1) + sub.astype(np.int64)
+    _, inv = np.unique(key, return_inverse=True)
     return inv.reshape(-1)
 
 

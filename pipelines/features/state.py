@@ -43,6 +43,8 @@ def normalize_query(q: object) -> str:
 
 def query_hashes(queries: np.ndarray) -> np.ndarray:
     """Stable hash of each normalised query; each distinct text is normalised once."""
+    if len(queries) <= 16:  # a live request: skip pandas' per-call overhead
+        return hash_strings(np.array([normalize_query(q) for q in queries], dtype=object))
     codes, uniq = pd.factorize(pd.Series(queries, dtype=object))
     h = hash_strings(np.array([normalize_query(q) for q in uniq], dtype=object))
     return h[codes] if len(h) else np.zeros(len(queries), np.uint64)
@@ -60,6 +62,19 @@ class Events:
     clicked: np.ndarray  # bool
     ordered: np.ndarray  # bool
     impression: np.ndarray | None = None  # bool; None = every row is an impression
+
+
+@dataclass
+class CounterIds:
+    """Counter ids of a block: per candidate row, and per request."""
+
+    rows: dict[str, np.ndarray]  # item, qi, ui, uc -> (N,) ids, -1 for keys never seen
+    reqs: dict[str, np.ndarray]  # user, global -> (B,) ids
+
+    def take(self, rows: slice | np.ndarray, reqs: slice | np.ndarray) -> CounterIds:
+        return CounterIds(
+            {t: v[rows] for t, v in self.rows.items()}, {t: v[reqs] for t, v in self.reqs.items()}
+        )
 
 
 @dataclass
@@ -112,29 +127,78 @@ class FeatureState:
         for table in self.counters.values():
             table.advance_to(b)
 
-    def observe(self, ev: Events, refs: ItemRefs | None = None) -> None:
-        """Queue events for the counters (seen after the delay) and the sequences (at once)."""
+    def counter_ids(
+        self,
+        user_id: np.ndarray,
+        query: np.ndarray,
+        offsets: np.ndarray,
+        refs: ItemRefs,
+        clicked: np.ndarray | None = None,
+    ) -> CounterIds:
+        """Resolve the counter keys of B requests' N candidates to dense ids, once.
+
+        With ``clicked`` the candidates are events: their keys are inserted first (impressions
+        in the item and query-item tables, clicks in the user tables), so that the ids hold for
+        the whole block. The batch pipeline resolves a day at a time; slices then serve each
+        bucket with no further hashing.
+        """
+        seg = np.repeat(np.arange(len(user_id)), np.diff(offsets))
+        hu, hq = hash_strings(user_id), query_hashes(query)
+        rows = {
+            "item": refs.hashes,
+            "qi": combine(hq[seg], refs.hashes),
+            "ui": combine(hu[seg], refs.hashes),
+            "uc": combine(hu[seg], self.groups(refs.rows)),
+        }
+        c = self.counters
+        if clicked is not None:
+            c["item"].insert(rows["item"])
+            c["qi"].insert(rows["qi"])
+            c["global"].insert(np.zeros(1, np.uint64))
+            k = np.flatnonzero(clicked)
+            c["ui"].insert(rows["ui"][k])
+            c["uc"].insert(rows["uc"][k])
+            c["user"].insert(hu[seg[k]])
+        return CounterIds(
+            rows={t: c[t].index.get(v) for t, v in rows.items()},
+            reqs={
+                "user": c["user"].index.get(hu),
+                "global": c["global"].index.get(np.zeros(len(hu), np.uint64)),
+            },
+        )
+
+    def observe(
+        self, ev: Events, refs: ItemRefs | None = None, ids: CounterIds | None = None
+    ) -> None:
+        """Queue events for the counters (seen after the delay) and the sequences (at once).
+
+        ``ids``: the events' counter ids from ``counter_ids`` (one "request" per event row,
+        or rows of a block resolved ahead); computed here when absent.
+        """
         n = len(ev.item_id)
         if n == 0:
             return
         refs = refs if refs is not None else self.items.refs(ev.item_id)
+        clicked, ordered = ev.clicked.astype(bool), ev.ordered.astype(bool)
+        if ids is None:
+            ids = self.counter_ids(ev.user_id, ev.query, np.arange(n + 1), refs, clicked)
+            user_rows = ids.reqs["user"]
+        else:
+            user_rows = ids.reqs["user"]
         bucket = (ev.t_us + self.delay_us) // self.bucket_us
         imp = np.ones(n, bool) if ev.impression is None else ev.impression.astype(bool)
-        clicked, ordered = ev.clicked.astype(bool), ev.ordered.astype(bool)
-        h_item = refs.hashes
-        h_user = hash_strings(ev.user_id)
-        h_query = query_hashes(ev.query)
         c = self.counters
-        c["item"].add(h_item, bucket, np.stack([imp, clicked, ordered], axis=1))
-        c["qi"].add(combine(h_query, h_item), bucket, np.stack([imp, clicked], axis=1))
-        c["global"].add(np.zeros(n, np.uint64), bucket, np.stack([imp, clicked, ordered], axis=1))
+        c["item"].add_ids(ids.rows["item"], bucket, np.stack([imp, clicked, ordered], axis=1))
+        c["qi"].add_ids(ids.rows["qi"], bucket, np.stack([imp, clicked], axis=1))
+        c["global"].add_ids(
+            np.zeros(n, np.int64), bucket, np.stack([imp, clicked, ordered], axis=1)
+        )
         k = np.flatnonzero(clicked)
         if len(k):
-            c["ui"].add(combine(h_user[k], h_item[k]), bucket[k], np.ones((len(k), 1)))
-            c["uc"].add(
-                combine(h_user[k], self.groups(refs.rows[k])), bucket[k], np.ones((len(k), 1))
-            )
-            c["user"].add(h_user[k], bucket[k], np.ones((len(k), 1)))
+            one = np.ones((len(k), 1), np.int64)
+            c["ui"].add_ids(ids.rows["ui"][k], bucket[k], one)
+            c["uc"].add_ids(ids.rows["uc"][k], bucket[k], one)
+            c["user"].add_ids(user_rows[k], bucket[k], one)
             for j in k:
                 self.history.add(
                     str(ev.user_id[j]),
@@ -153,23 +217,15 @@ class FeatureState:
         offsets: np.ndarray,
         item_id: np.ndarray,
         refs: ItemRefs | None = None,
+        ids: CounterIds | None = None,
     ) -> Lookups:
         """Counters and sequences for B requests (per-request arrays) and N candidates."""
-        refs = refs if refs is not None else self.items.refs(item_id)
-        lens = np.diff(offsets)
-        h_item = refs.hashes
-        h_user = hash_strings(user_id)
-        h_query = query_hashes(query)
-        hu_n, hq_n = np.repeat(h_user, lens), np.repeat(h_query, lens)
+        if ids is None:
+            refs = refs if refs is not None else self.items.refs(item_id)
+            ids = self.counter_ids(user_id, query, offsets, refs)
         c = self.counters
-        counts = {
-            "item": c["item"].lookup(h_item),
-            "qi": c["qi"].lookup(combine(hq_n, h_item)),
-            "ui": c["ui"].lookup(combine(hu_n, h_item)),
-            "uc": c["uc"].lookup(combine(hu_n, self.groups(refs.rows))),
-            "user": c["user"].lookup(h_user),
-            "global": c["global"].lookup(np.zeros(len(user_id), np.uint64)),
-        }
+        counts = {t: c[t].lookup_ids(v) for t, v in ids.rows.items()}
+        counts.update({t: c[t].lookup_ids(v) for t, v in ids.reqs.items()})
         return Lookups(counts=counts, sequences=self.history.lookup(user_id, t_us))
 
     def user_attributes(self, user_id: np.ndarray) -> dict[str, np.ndarray]:

@@ -25,7 +25,11 @@ def tokenize(text: object) -> list[str]:
 
 
 def token_matrix(texts: list[list[str]], width: int) -> np.ndarray:
-    """Hashed tokens per text, (n, width) int64 padded with -1 (extra tokens are cut)."""
+    """Hashed tokens per text, (n, w) int64 padded with -1, w = min(width, longest text).
+
+    Tokens past ``width`` are cut; matching ignores padding, so w changes no score.
+    """
+    width = max(1, min(width, max((len(t) for t in texts), default=1)))
     out = np.full((len(texts), width), PAD, dtype=np.int64)
     flat = [t for toks in texts for t in toks[:width]]
     hashed = hash_strings(flat).view(np.int64) if flat else np.zeros(0, np.int64)
@@ -38,29 +42,30 @@ def token_matrix(texts: list[list[str]], width: int) -> np.ndarray:
     return out
 
 
-def overlap(query: np.ndarray, doc: np.ndarray) -> np.ndarray:
-    """(n,) number of distinct query tokens found in each doc: query (n, Tq), doc (n, Td)."""
-    hit = (query[:, :, None] == doc[:, None, :]) & (query[:, :, None] != PAD)  # (n, Tq, Td)
-    q_hit = hit.any(axis=2)  # (n, Tq)
-    # A token repeated in the query counts once.
-    first = np.ones_like(q_hit)
+def query_match(
+    query: np.ndarray, seg: np.ndarray, doc: np.ndarray, idf_of: IdfTable, avg_len: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Share of distinct query tokens found in each doc, and the doc's BM25 for the query.
+
+    query: (B, Tq) hashed tokens per request; seg: (N,) request of each doc; doc: (N, Td).
+    Returns two (N,) arrays.
+    """
+    q_real = query != PAD
+    first = q_real.copy()  # a token repeated in the query counts once
     for j in range(1, query.shape[1]):
-        first[:, j] = ~(query[:, :j] == query[:, j : j + 1]).any(axis=1)
-    return (q_hit & first).sum(axis=1)
+        first[:, j] &= ~(query[:, :j] == query[:, j : j + 1]).any(axis=1)
+    n_distinct = np.maximum(first.sum(axis=1), 1)
+    q = query[seg]  # (N, Tq)
+    tf = ((q[:, :, None] == doc[:, None, :]) & q_real[seg][:, :, None]).sum(axis=2)  # (N, Tq)
+    share = ((tf > 0) & first[seg]).sum(axis=1) / n_distinct[seg]
+    dl = n_tokens(doc)[:, None].astype(np.float64)
+    norm = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / max(avg_len, 1e-9)))
+    score = (idf_of(query)[seg] * norm).sum(axis=1)
+    return share, score
 
 
 def n_tokens(m: np.ndarray) -> np.ndarray:
     return (m != PAD).sum(axis=1)
-
-
-def bm25(query: np.ndarray, doc: np.ndarray, idf_of: IdfTable, avg_len: float) -> np.ndarray:
-    """(n,) BM25 of each doc for its query; query (n, Tq), doc (n, Td) hashed tokens."""
-    tf = ((query[:, :, None] == doc[:, None, :]) & (query[:, :, None] != PAD)).sum(
-        axis=2
-    )  # (n, Tq)
-    dl = n_tokens(doc)[:, None].astype(np.float64)
-    norm = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / max(avg_len, 1e-9)))
-    return (idf_of(query) * norm).sum(axis=1)
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:

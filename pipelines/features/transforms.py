@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from pipelines.features.config import FeatureConfig
 from pipelines.features.items import ItemRefs, ItemTable
@@ -23,7 +24,7 @@ from pipelines.features.segments import (
     zscore,
 )
 from pipelines.features.state import US_PER_S, FeatureState, Lookups
-from pipelines.features.text import PAD, bm25, jaccard, overlap, token_matrix, tokenize
+from pipelines.features.text import PAD, jaccard, query_match, token_matrix, tokenize
 from pipelines.lists.manifest import CategoricalFeature, NumericFeature
 
 DEFAULT_DISTANCE_KM = 3.0  # when the request or the item has no location
@@ -155,8 +156,6 @@ def featurize(
 ) -> Features:
     """All features of B requests' candidates."""
     cfg, items = state.cfg, state.items
-    b = len(frame.t_us)
-    lens = np.diff(frame.offsets)
     seg = segment_ids(frame.offsets)
     n = len(frame.item_id)
     refs = frame.item_refs if frame.item_refs is not None else items.refs(frame.item_id)
@@ -193,27 +192,32 @@ def featurize(
         is_open = ((hour >= op) & (hour < cl)) | (hour + 24.0 < cl)
         f["open_now"] = np.where(np.isnan(op) | np.isnan(cl), 0.5, is_open.astype(np.float64))
     if "text_match" in _names(spec):
-        q_tok = token_matrix([tokenize(q) for q in frame.query], QUERY_WIDTH)[seg]  # (N, Tq)
         doc = items.take(items.text, rows, int(PAD))
-        nq = np.maximum((q_tok != PAD).sum(axis=1), 1)
-        f["text_match"] = overlap(q_tok, doc) / nq
         assert items.idf is not None
-        f["bm25"] = bm25(q_tok, doc, items.idf, items.avg_text_len)
+        f["text_match"], f["bm25"] = query_match(
+            _query_tokens(frame.query), seg, doc, items.idf, items.avg_text_len
+        )
 
     _counter_features(f, look, seg, state.window_names, cfg.counters.prior_strength)
     group = items.take(items.group, rows, 0) if items.group is not None else None
     hist_refs = items.refs(look.sequences.item_id)
     _history_features(f, frame, look, seg, state, group, refs, hist_refs)
-    _list_features(f, cfg, seg, b, lens, group, refs, items)
+    _list_features(f, cfg, seg, frame.offsets, group, refs, items)
 
-    num = (
-        np.stack([f[x.name] for x in spec.numeric], axis=1).astype(np.float32)
-        if spec.numeric
-        else np.zeros((n, 0), np.float32)
-    )
+    num = np.empty((n, len(spec.numeric)), np.float32)
+    for j, x in enumerate(spec.numeric):
+        num[:, j] = f[x.name]
     cat = _categorical(frame, spec, state, rows, seg)
     hist_num, hist_cat = _sequence_tensors(frame, look, state, spec, hist_refs)
     return Features(num, cat, look.sequences.offsets, look.sequences.item_id, hist_num, hist_cat)
+
+
+def _query_tokens(queries: np.ndarray) -> np.ndarray:
+    """(B, Tq) hashed query tokens; each distinct query is tokenised once."""
+    if len(queries) <= 16:
+        return token_matrix([tokenize(q) for q in queries], QUERY_WIDTH)
+    codes, uniq = pd.factorize(pd.Series(queries, dtype=object))
+    return token_matrix([tokenize(q) for q in uniq], QUERY_WIDTH)[codes]
 
 
 def _names(spec: FeatureSpec) -> set[str]:
@@ -298,21 +302,37 @@ def _list_features(
     f: dict[str, np.ndarray],
     cfg: FeatureConfig,
     seg: np.ndarray,
-    b: int,
-    lens: np.ndarray,
+    offsets: np.ndarray,
     group: np.ndarray | None,
     refs: ItemRefs,
     items: ItemTable,
 ) -> None:
+    lens = np.diff(offsets)
+    b = len(lens)
     f["list_len"] = lens[seg].astype(np.float64)
-    seg_group = group_labels(seg, group) if group is not None else None
-    for c in cfg.list.compare:
-        f[f"{c}_rank"] = rank_pct(f[c], seg)
-        f[f"{c}_z"] = zscore(f[c], seg, b)
-        if seg_group is not None:
-            f[f"{c}_group_rank"] = rank_pct(f[c], seg_group)
-    if seg_group is None:
+    compare = cfg.list.compare
+    if compare:
+        x = np.stack([f[c] for c in compare], axis=1)  # (N, K)
+        k = len(compare)
+        if group is not None:  # ranks in the list and in the group, in one call
+            labels = np.concatenate(
+                [
+                    np.zeros((len(x), k), np.int64),
+                    np.repeat(group.astype(np.int64)[:, None], k, axis=1),
+                ],
+                axis=1,
+            )
+            ranks = rank_pct(np.concatenate([x, x], axis=1), offsets, labels)
+        else:
+            ranks = rank_pct(x, offsets)
+        for j, c in enumerate(compare):
+            f[f"{c}_rank"] = ranks[:, j]
+            f[f"{c}_z"] = zscore(f[c], seg, b)
+            if group is not None:
+                f[f"{c}_group_rank"] = ranks[:, k + j]
+    if group is None:
         return
+    seg_group = group_labels(seg, group)
     size = count_in_group(seg_group).astype(np.float64)
     f["group_count"] = size
     f["group_share"] = size / lens[seg]

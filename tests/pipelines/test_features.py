@@ -207,7 +207,7 @@ def test_state_snapshot_continues_where_the_logs_end(dataset: Path) -> None:
     st = FeatureState.load(dataset / "state")
     assert st.clock_us is not None
     live = LiveFeaturizer(st)
-    items = list(st.items.ids[:5]) + ["never-seen-item"]
+    items = [*st.items.ids[:5], "never-seen-item"]
     f = live.featurize(
         user_id="brand-new-user", query="hotpot", t_us=st.clock_us + 3600 * 10**6, item_ids=items
     )

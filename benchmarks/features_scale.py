@@ -1,0 +1,93 @@
+"""Wall time and peak memory of ``ranker features`` as the log grows (goal at 10M impressions:
+at most 60 s and 4 GB on the 2-core development machine).
+
+    python benchmarks/features_scale.py [--impressions 1e6 3e6 1e7] [--out runs/bench-features]
+
+Each size is simulated once (kept under --out and reused) and featurised in a fresh process.
+Prints JSON: wall seconds, peak RSS, the pipeline's own per-stage seconds (stages overlap on
+two threads), and the growth from the smallest to the largest size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from _util import emit, ranker_cmd, run_measured
+
+IMPRESSIONS_PER_REQUEST = 36  # the default world's mean list length
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--impressions", type=float, nargs="+", default=[1e6, 3e6, 1e7])
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-features"))
+    args = ap.parse_args()
+    rows = []
+    for target in args.impressions:
+        n_req = int(target / IMPRESSIONS_PER_REQUEST)
+        sim = args.out / f"sim-{n_req}"
+        if not (sim / "logs" / "impressions.parquet").exists():
+            subprocess.run(
+                ranker_cmd(
+                    "simulate",
+                    "--out",
+                    str(sim),
+                    "--requests",
+                    str(n_req),
+                    "--users",
+                    str(max(500, n_req // 14)),
+                    "--items",
+                    str(max(1000, n_req // 35)),
+                    "--days",
+                    "28",
+                    "--no-progress",
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        n_imp = pq.ParquetFile(sim / "logs" / "impressions.parquet").metadata.num_rows
+        out = sim / "lists"
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = ranker_cmd(
+            "features",
+            "--logs",
+            str(sim / "logs"),
+            "--out",
+            str(out),
+            "--config",
+            "sim",
+            "--no-progress",
+        )
+        m = run_measured(cmd)
+        stages = _stage_seconds(m.pop("stderr", ""))
+        rows.append({"impressions": n_imp, "requests": n_req, **m, "stages_s": stages})
+    first, last = rows[0], rows[-1]
+    emit(
+        {
+            "benchmark": "features",
+            "python": sys.version.split()[0],
+            "goal": {"impressions": 10_000_000, "wall_s": 60, "peak_rss_mb": 4096},
+            "runs": rows,
+            "growth": {
+                "impressions_x": round(last["impressions"] / first["impressions"], 2),
+                "wall_x": round(last["wall_s"] / first["wall_s"], 2),
+                "peak_rss_x": round(last["peak_rss_mb"] / first["peak_rss_mb"], 2),
+            },
+        }
+    )
+
+
+def _stage_seconds(stderr: str) -> dict[str, float]:
+    m = re.search(r"seconds (\{.*?\})", stderr)
+    return json.loads(m.group(1).replace("'", '"')) if m else {}
+
+
+if __name__ == "__main__":
+    main()
