@@ -211,6 +211,13 @@ def _replay_day(
     clicked = imp["clicked"].to_numpy(bool)
     ordered = imp["ordered"].to_numpy(bool)
     positions = imp["position"].to_numpy(np.int64)
+    policy_positions = (
+        pd.to_numeric(imp["policy_position"], errors="coerce")
+        .fillna(imp["position"])
+        .to_numpy(np.int64)
+        if "policy_position" in imp.columns
+        else None
+    )
     seg = np.repeat(np.arange(len(day_req)), lens)
     refs = state.items.refs(item_ids)  # hashed and resolved once per day
     ids = state.counter_ids(users, queries, offsets, refs, clicked)  # counter keys, once per day
@@ -268,7 +275,17 @@ def _replay_day(
 
     def finish() -> list[tuple[str, Lists]]:
         return _featurize_day(
-            frame, look, state, spec, request_ids, clicked, ordered, positions, randomized, split
+            frame,
+            look,
+            state,
+            spec,
+            request_ids,
+            clicked,
+            ordered,
+            positions,
+            policy_positions,
+            randomized,
+            split,
         )
 
     return finish
@@ -283,6 +300,7 @@ def _featurize_day(
     clicked: np.ndarray,
     ordered: np.ndarray,
     positions: np.ndarray,
+    policy_positions: np.ndarray | None,
     randomized: np.ndarray | None,
     split: np.ndarray,
 ) -> list[tuple[str, Lists]]:
@@ -299,6 +317,7 @@ def _featurize_day(
         num=feats.num,
         cat=feats.cat,
         positions=positions.astype(np.int16),
+        policy_positions=None if policy_positions is None else policy_positions.astype(np.int16),
         ts=t_us.astype("datetime64[us]"),
         user_id=frame.user_id,
         query=frame.query,

@@ -42,6 +42,8 @@ def to_arrow(lists: Lists) -> pa.Table:
     cols["labels"] = list_array(off, pa.array(lists.labels, pa.int8()))
     if lists.positions is not None:
         cols["positions"] = list_array(off, pa.array(lists.positions, pa.int16()))
+    if lists.policy_positions is not None:
+        cols["policy_positions"] = list_array(off, pa.array(lists.policy_positions, pa.int16()))
     cols["num"] = matrix_list_array(off, lists.num.astype(np.float32), pa.float32())
     if lists.cat.shape[1]:
         cols["cat"] = matrix_list_array(off, lists.cat.astype(np.int32), pa.int32())
@@ -81,10 +83,10 @@ def from_arrow(
         num=num,
         cat=cat,
     )
-    if "positions" in names:
-        out.positions = (
-            flat_values(t.column("positions"))[1].to_numpy(zero_copy_only=False).astype(np.int16)
-        )
+    for name in ("positions", "policy_positions"):
+        if name in names:
+            flat = flat_values(t.column(name))[1]
+            setattr(out, name, flat.to_numpy(zero_copy_only=False).astype(np.int16))
     if "ts" in names:
         out.ts = t.column("ts").to_numpy().astype("datetime64[us]")
     for name in ("user_id", "query"):

@@ -16,6 +16,8 @@ randomized        bool                 (optional)            shown with randomis
 item_ids          list<string>                               candidates
 labels            list<int8>                                 0 none, 1 click, 2 order (configurable)
 positions         list<int16>          (optional)            logged position, training-only
+policy_positions  list<int16>          (optional)            the logger's own position before a
+                                                             randomised swap, training-only
 num               list<fixed_size_list<float32>[F]>          raw numeric features, manifest order
 cat               list<fixed_size_list<int32>[C]>  (if C>0)  categorical indices, 0 = unknown
 hist_item_ids     list<string>         (optional)            behaviour sequence, oldest first

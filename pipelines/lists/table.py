@@ -24,7 +24,8 @@ class Lists:
     labels: np.ndarray  # (N,) int8
     num: np.ndarray  # (N, F) float32
     cat: np.ndarray  # (N, C) int32
-    positions: np.ndarray | None = None  # (N,) int16
+    positions: np.ndarray | None = None  # (N,) int16, logged (displayed) position
+    policy_positions: np.ndarray | None = None  # (N,) int16, the logger's intended position
     ts: np.ndarray | None = None  # (B,) datetime64[us]
     user_id: np.ndarray | None = None  # (B,) str
     query: np.ndarray | None = None  # (B,) str
@@ -49,7 +50,7 @@ class Lists:
         idx = np.asarray(idx, dtype=np.int64)
         rows, offsets = _gather(self.offsets, idx)
         out: dict[str, Any] = {"request_id": self.request_id[idx], "offsets": offsets}
-        for name in ("item_ids", "labels", "num", "cat", "positions"):
+        for name in ("item_ids", "labels", "num", "cat", "positions", "policy_positions"):
             v = getattr(self, name)
             out[name] = None if v is None else v[rows]
         for name in ("ts", "user_id", "query", "randomized"):

@@ -67,12 +67,29 @@ class LoggingPolicy:
 
         Searches flagged in ``randomise`` get random adjacent swaps on top of the policy order.
         """
+        return [shown for shown, _ in self.rank_logged(s, rng, randomise)]
+
+    def rank_logged(
+        self, s: Searches, rng: np.random.Generator, randomise: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per search: (display order, the policy's own 1-based position of each shown item).
+
+        The two differ only on randomised searches; a randomisation layer logs both, which is
+        what lets position bias be estimated from swapped pairs.
+        """
         score, valid = self.scores(s, rng)
         order = np.argsort(-score, axis=1, kind="stable")
         lens = valid.sum(axis=1)
-        out = [order[k, : lens[k]] for k in range(len(s))]
-        for k in np.flatnonzero(randomise):
-            out[k] = adjacent_swaps(out[k], rng)
+        out = []
+        for k in range(len(s)):
+            policy = order[k, : lens[k]]
+            if not randomise[k]:
+                out.append((policy, np.arange(1, lens[k] + 1)))
+                continue
+            shown = adjacent_swaps(policy, rng)
+            where = np.empty(lens[k], np.int64)
+            where[policy] = np.arange(1, lens[k] + 1)
+            out.append((shown, where[shown]))
         return out
 
 

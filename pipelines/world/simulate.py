@@ -5,7 +5,8 @@ Output (DESIGN.md, "The embedded default"):
 - ``OUT/logs/requests.parquet``: request_id, ts, user_id, query, lat, lon, device,
   randomized (the request was shown with random adjacent swaps), click_seed (the random state
   its clicks were drawn from);
-- ``OUT/logs/impressions.parquet``: request_id, item_id, position, clicked, ordered, dwell_ms;
+- ``OUT/logs/impressions.parquet``: request_id, item_id, position, policy_position (the
+  logging policy's own position before a randomised swap), clicked, ordered, dwell_ms;
 - ``OUT/logs/items.parquet`` and ``OUT/logs/users.parquet``: public attributes only;
 - ``OUT/world/``: ``world.json``, the traits of every merchant and user, and ``truth.parquet``
   (request_id, item_id, relevance, relevance_no_list).
@@ -73,7 +74,8 @@ def simulate(cfg: WorldConfig, out: Path, progress: bool = True) -> SimulationSu
             idx = np.arange(lo, min(n, lo + CHUNK))
             chunk = searches.take(idx)
             rel, rel0 = world.relevance_parts(chunk)
-            shown = world.policy.rank(chunk, policy_rng, randomized[idx])
+            logged = world.policy.rank_logged(chunk, policy_rng, randomized[idx])
+            shown = [o for o, _ in logged]
             u = [
                 np.random.default_rng(int(click_seeds[k])).random((N_DRAWS, len(o)))
                 for k, o in zip(idx, shown, strict=True)
@@ -97,6 +99,7 @@ def simulate(cfg: WorldConfig, out: Path, progress: bool = True) -> SimulationSu
                         "position": np.concatenate([np.arange(1, m + 1) for m in lens]).astype(
                             np.int32
                         ),
+                        "policy_position": np.concatenate([p for _, p in logged]).astype(np.int32),
                         "clicked": resp.clicked[valid],
                         "ordered": resp.ordered[valid],
                         "dwell_ms": pa.array(resp.dwell_ms[valid], pa.float64(), from_pandas=True),
@@ -172,6 +175,7 @@ _IMPRESSIONS = pa.schema(
         ("request_id", pa.string()),
         ("item_id", pa.string()),
         ("position", pa.int32()),
+        ("policy_position", pa.int32()),
         ("clicked", pa.bool_()),
         ("ordered", pa.bool_()),
         ("dwell_ms", pa.float64()),
