@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.features.batch import build_features
+from pipelines.features.config import load_config
 from pipelines.world.config import WorldConfig
 from pipelines.world.simulate import simulate
 
@@ -17,4 +19,13 @@ def small_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated run directory with ``logs/`` and ``world/`` (read-only for tests)."""
     out = tmp_path_factory.mktemp("small_sim")
     simulate(SMALL_WORLD, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_lists(small_sim: Path) -> Path:
+    """The small world's lists dataset (``small_sim/lists``, with ``state/``)."""
+    out = small_sim / "lists"
+    if not out.exists():
+        build_features(small_sim / "logs", out, load_config("sim"), progress=False)
     return out

@@ -74,6 +74,9 @@ class CounterConfig:
 class HistoryConfig:
     max_len: int = 50
     category_column: str | None = None
+    # Numeric item attributes carried by each history event (e.g. the price the user paid
+    # attention to); each also gives candidate features hist_mean_<c> and <c>_minus_hist.
+    item_numeric: list[str] = field(default_factory=list)
 
 
 @dataclass

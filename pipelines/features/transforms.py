@@ -99,6 +99,15 @@ def feature_spec(cfg: FeatureConfig, state: FeatureState) -> FeatureSpec:
         NumericFeature("hist_same_item", "history", "log1p"),
         NumericFeature("hist_last_age_h", "history", "log1p", NO_HISTORY_AGE_H),
     ]
+    for c in cfg.history.item_numeric:
+        if c not in items.num_names:
+            raise ValueError(f"history.item_numeric names {c!r}, not a numeric item column")
+        j = items.num_names.index(c)
+        tr = "log1p" if c in log1p else "none"
+        num += [
+            NumericFeature(f"hist_mean_{c}", "history", tr, float(items.num_defaults[j])),
+            NumericFeature(f"{c}_minus_hist", "history", "slog1p" if tr == "log1p" else "none"),
+        ]
     if items.group is not None:
         num += [
             NumericFeature("hist_same_group", "history", "log1p"),
@@ -142,6 +151,13 @@ def feature_spec(cfg: FeatureConfig, state: FeatureState) -> FeatureSpec:
         cat.append(CategoricalFeature(f"user_{name}", "user", v.size, f"user_{name}"))
 
     hist_num = [NumericFeature("age_h", "history", "log1p"), NumericFeature("ordered", "history")]
+    for c in cfg.history.item_numeric:
+        j = items.num_names.index(c)
+        hist_num.append(
+            NumericFeature(
+                c, "history", "log1p" if c in log1p else "none", float(items.num_defaults[j])
+            )
+        )
     v = items.vocabs["item_id"]
     hist_cat = [
         CategoricalFeature("item_id", "history", v.size, None if v.hashed else "item_id", v.hashed)
@@ -276,12 +292,26 @@ def _history_features(
         np.maximum.at(last_t, hseg, sq.t_us)
     age = np.where(last_t >= 0, (frame.t_us - last_t) / 3.6e9, NO_HISTORY_AGE_H)
     f["hist_last_age_h"] = age[seg]
+    # The user's usual price, rating, ...: the mean over the history, and the candidate's gap.
+    for c in state.cfg.history.item_numeric:
+        j = state.items.num_names.index(c)
+        vals = _hist_attr(state.items, hist_refs.rows, j)
+        total = np.bincount(hseg, weights=vals, minlength=len(hlen))
+        mean = np.where(hlen > 0, total / np.maximum(hlen, 1), state.items.num_defaults[j])[seg]
+        f[f"hist_mean_{c}"] = mean
+        f[f"{c}_minus_hist"] = np.where(hlen[seg] > 0, f[c] - mean, 0.0)
     # Same item in the history: match (request, item hash) pairs.
     f["hist_same_item"] = _pair_counts(seg, refs.hashes, hseg, hist_refs.hashes)
     if group is not None:
         same = _pair_counts(seg, group.astype(np.uint64), hseg, state.groups(hist_refs.rows))
         f["hist_same_group"] = same
         f["hist_group_share"] = np.where(hlen[seg] > 0, same / np.maximum(hlen[seg], 1), 0.0)
+
+
+def _hist_attr(items: ItemTable, rows: np.ndarray, j: int) -> np.ndarray:
+    """Numeric attribute j of history items; the column median for unknown items."""
+    v = items.take(items.num[:, j] if len(items.num) else None, rows, np.nan).astype(np.float64)
+    return np.where(np.isnan(v), items.num_defaults[j], v)
 
 
 def _pair_counts(
@@ -392,13 +422,17 @@ def _sequence_tensors(
     hseg = segment_ids(sq.offsets)
     m = len(sq.item_id)
     age_h = (frame.t_us[hseg] - sq.t_us) / 3.6e9 if m else np.zeros(0)
+    items = state.items
+    rows = hist_refs.rows
+    cols_num = [age_h, sq.ordered.astype(np.float64)]
+    cols_num += [
+        _hist_attr(items, rows, items.num_names.index(c)) for c in state.cfg.history.item_numeric
+    ]
     hist_num = (
-        np.stack([age_h, sq.ordered.astype(np.float64)], axis=1).astype(np.float32)
+        np.stack(cols_num, axis=1).astype(np.float32)
         if m
         else np.zeros((0, len(spec.history_numeric)), np.float32)
     )
-    items = state.items
-    rows = hist_refs.rows
     cols = []
     v = items.vocabs["item_id"]
     idx = items.take(items.id_index, rows, 0)

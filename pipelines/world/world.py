@@ -22,7 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.io import write_json_atomic, write_parquet_atomic
-from pipelines.world.clicks import Response, examination, respond
+from pipelines.world.clicks import (
+    Response,
+    attractiveness,
+    examination,
+    order_probability,
+    respond,
+)
 from pipelines.world.config import (
     CATEGORIES,
     DISTRICTS,
@@ -274,5 +280,32 @@ class World:
         return respond(rel[[pos_in_set[int(i)] for i in shown]], rng, self.cfg.clicks)
 
     def examination_curve(self, n: int) -> np.ndarray:
-        """The true examination probability of positions 1..n (the position-bias curve)."""
+        """Examination probability of positions 1..n for a user who has not stopped yet."""
         return examination(np.arange(1, n + 1), self.cfg.clicks)
+
+    def effective_examination(
+        self, s: Searches, rng: np.random.Generator, n: int = 20
+    ) -> np.ndarray:
+        """Chance that position 1..n is examined at all under the logging policy's rankings.
+
+        Users stop after an order (and sometimes after a click), so the effective curve falls
+        faster than ``examination_curve``; it is what position-bias estimates from clicks see.
+        Computed exactly from the click model, averaged over the searches ``s``.
+        """
+        p = self.cfg.clicks
+        rel = self.relevance(s)
+        orders = self.policy.rank(s, rng, np.zeros(len(s), dtype=bool))
+        total, count = np.zeros(n), np.zeros(n)
+        exam = examination(np.arange(1, n + 1), p)
+        for r, o in zip(rel, orders, strict=True):
+            shown = r[o][:n]
+            click = attractiveness(shown, p)
+            stop = click * (
+                order_probability(shown, p) * (1 - p.stop_after_click) + p.stop_after_click
+            )
+            alive = np.concatenate([[1.0], np.cumprod(1 - exam[: len(shown)] * stop)[:-1]])
+            m = len(shown)
+            total[:m] += alive * exam[:m]
+            count[:m] += 1
+        curve = total / np.maximum(count, 1)
+        return curve / curve[0]

@@ -1,0 +1,253 @@
+"""The Transformer ranker: one request's candidates in, one relevance score per candidate out.
+
+    candidates (B, L, F numeric + C categorical)          history (B, H events)
+        |  CandidateEncoder: normalise, embed, project        |  HistoryEncoder
+        v                                                     v
+    tokens (B, L, D) ---- TargetAttention: each candidate reads the user's history (DIN/BST)
+        |
+    ListBlock x n_layers: self-attention across the candidates (PRM-style list context),
+        |                 padding masked, no positional encoding: permutation-equivariant
+        v
+    ScoreHead -> scores (B, L)   [+ PositionBias(logged position), training only]
+
+Numeric features arrive raw; their transforms and train-set normalisation live in buffers, so
+the exported ONNX graph carries them. Attention masks are additive in the model's dtype (no
+boolean masks), which keeps the graph exportable and fp16-safe.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MASKED = -1.0e4  # additive attention mask for padding: exp() underflows to 0, fp16-safe
+
+
+@dataclass
+class RankerConfig:
+    # Features (from the dataset manifest; the model is built for exactly these)
+    num_transforms: list[str]  # per numeric feature: none | log1p | slog1p
+    num_mean: list[float]  # of the transformed value, fitted on train
+    num_std: list[float]
+    cat_sizes: list[int]  # embedding rows per categorical feature (0 = unknown)
+    hist_num_transforms: list[str] = field(default_factory=list)
+    hist_num_mean: list[float] = field(default_factory=list)
+    hist_num_std: list[float] = field(default_factory=list)
+    hist_cat_sizes: list[int] = field(default_factory=list)
+    hist_cat_shared: list[int] = field(default_factory=list)  # candidate field it shares, or -1
+    # Architecture
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 3
+    d_ff: int = 128
+    cat_dim: int = 16
+    dropout: float = 0.1
+    use_history: bool = True
+    use_list_attention: bool = True  # False: a pointwise scorer (an ablation)
+    bias_tower: bool = False  # a logged-position term added in training only
+    max_position: int = 128
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FeatureNormalizer(nn.Module):
+    """Named transforms, then (x - mean) / std, clamped: raw features in, model-ready out."""
+
+    log1p: torch.Tensor  # (F,) bool buffers and (F,) statistics, saved with the model
+    slog1p: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, transforms: list[str], mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("log1p", torch.tensor([t == "log1p" for t in transforms]))
+        self.register_buffer("slog1p", torch.tensor([t == "slog1p" for t in transforms]))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., F) -> (..., F)
+        x = torch.where(self.log1p, torch.log1p(torch.relu(x)), x)
+        x = torch.where(self.slog1p, torch.sign(x) * torch.log1p(torch.abs(x)), x)
+        return torch.clamp((x - self.mean) / self.std, -8.0, 8.0)
+
+
+class MLP(nn.Module):
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, d_hidden)
+        self.fc2 = nn.Linear(d_hidden, d_out)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(F.gelu(self.fc1(x))))
+
+
+class CandidateEncoder(nn.Module):
+    """Numeric and categorical features of each candidate -> a D-dim token."""
+
+    def __init__(self, cfg: RankerConfig):
+        super().__init__()
+        self.norm = FeatureNormalizer(cfg.num_transforms, cfg.num_mean, cfg.num_std)
+        self.embeddings = nn.ModuleList(nn.Embedding(n, cfg.cat_dim) for n in cfg.cat_sizes)
+        d_in = len(cfg.num_transforms) + cfg.cat_dim * len(cfg.cat_sizes)
+        self.proj = MLP(d_in, 2 * cfg.d_model, cfg.d_model, cfg.dropout)
+        self.ln = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, num: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+        parts = [self.norm(num)]  # (B, L, F)
+        parts += [emb(cat[..., j]) for j, emb in enumerate(self.embeddings)]  # (B, L, cat_dim)
+        return self.ln(self.proj(torch.cat(parts, dim=-1)))  # (B, L, D)
+
+
+class HistoryEncoder(nn.Module):
+    """Behaviour-sequence events (item, category, age, ordered) -> D-dim tokens."""
+
+    def __init__(self, cfg: RankerConfig, candidate: CandidateEncoder):
+        super().__init__()
+        self.norm = FeatureNormalizer(cfg.hist_num_transforms, cfg.hist_num_mean, cfg.hist_num_std)
+        # A history item shares its embedding with the same candidate field (DIN): what the
+        # model learns about an item as a candidate carries over to clicks on it.
+        embs: list[nn.Module] = []
+        for size, shared in zip(cfg.hist_cat_sizes, cfg.hist_cat_shared, strict=True):
+            embs.append(
+                candidate.embeddings[shared] if shared >= 0 else nn.Embedding(size, cfg.cat_dim)
+            )
+        self.embeddings = nn.ModuleList(embs)
+        d_in = len(cfg.hist_num_transforms) + cfg.cat_dim * len(cfg.hist_cat_sizes)
+        self.proj = MLP(d_in, 2 * cfg.d_model, cfg.d_model, cfg.dropout)
+        self.ln = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, hist_num: torch.Tensor, hist_cat: torch.Tensor) -> torch.Tensor:
+        parts = [self.norm(hist_num)]  # (B, H, Hn)
+        parts += [emb(hist_cat[..., j]) for j, emb in enumerate(self.embeddings)]
+        return self.ln(self.proj(torch.cat(parts, dim=-1)))  # (B, H, D)
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention with an additive key mask; shapes from the inputs only."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        assert d_model % n_heads == 0
+        self.n_heads = n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        # x: (B, Lq, D) queries; ctx: (B, Lk, D) keys/values; key_bias: (B, 1, 1, Lk) additive
+        b, lq, d = x.shape
+        h = self.n_heads
+        q = self.q(x).view(b, lq, h, d // h).transpose(1, 2)  # (B, h, Lq, D/h)
+        k, v = self.kv(ctx).chunk(2, dim=-1)  # (B, Lk, D) each
+        k = k.view(b, -1, h, d // h).transpose(1, 2)  # (B, h, Lk, D/h)
+        v = v.view(b, -1, h, d // h).transpose(1, 2)  # (B, h, Lk, D/h)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=key_bias.to(q.dtype),
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # (B, h, Lq, D/h)
+        y = y.transpose(1, 2).reshape(b, lq, d)  # (B, Lq, D)
+        return self.out(y)
+
+
+class TargetAttention(nn.Module):
+    """Each candidate attends over the user's history (plus a learned "no history" slot)."""
+
+    def __init__(self, cfg: RankerConfig):
+        super().__init__()
+        self.null = nn.Parameter(torch.zeros(1, 1, cfg.d_model))  # always attendable
+        self.ln = nn.LayerNorm(cfg.d_model)
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+
+    def forward(self, x: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        ctx = torch.cat([self.null.expand(b, 1, -1), hist], dim=1)  # (B, 1 + H, D)
+        valid = torch.cat([torch.ones_like(hist_mask[:, :1]), hist_mask], dim=1)  # (B, 1 + H)
+        bias = (~valid).to(x.dtype)[:, None, None, :] * MASKED  # (B, 1, 1, 1 + H)
+        return x + self.attn(self.ln(x), ctx, bias)  # (B, L, D)
+
+
+class ListBlock(nn.Module):
+    """Pre-norm Transformer block: self-attention across candidates, then a feed-forward."""
+
+    def __init__(self, cfg: RankerConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ffn = MLP(cfg.d_model, cfg.d_ff, cfg.d_model, cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        h = self.ln1(x)
+        x = x + self.drop(self.attn(h, h, key_bias))  # (B, L, D)
+        return x + self.drop(self.ffn(self.ln2(x)))  # (B, L, D)
+
+
+class Ranker(nn.Module):
+    def __init__(self, cfg: RankerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.candidates = CandidateEncoder(cfg)
+        self.history: HistoryEncoder | None = None
+        self.target_attention: TargetAttention | None = None
+        if cfg.use_history and cfg.hist_cat_sizes:
+            self.history = HistoryEncoder(cfg, self.candidates)
+            self.target_attention = TargetAttention(cfg)
+        n_blocks = cfg.n_layers if cfg.use_list_attention else 0
+        self.blocks = nn.ModuleList(ListBlock(cfg) for _ in range(n_blocks))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = MLP(cfg.d_model, cfg.d_model, 1, cfg.dropout)
+        self.position_bias = nn.Embedding(cfg.max_position + 1, 1) if cfg.bias_tower else None
+        if self.position_bias is not None:
+            nn.init.zeros_(self.position_bias.weight)
+
+    def forward(
+        self,
+        num: torch.Tensor,  # (B, L, F) float
+        cat: torch.Tensor,  # (B, L, C) int64
+        mask: torch.Tensor,  # (B, L) bool, real candidates
+        hist_num: torch.Tensor,  # (B, H, Hn) float
+        hist_cat: torch.Tensor,  # (B, H, Hc) int64
+        hist_mask: torch.Tensor,  # (B, H) bool
+        positions: torch.Tensor | None = None,  # (B, L) logged positions, training only
+    ) -> torch.Tensor:
+        x = self.candidates(num, cat)  # (B, L, D)
+        if self.history is not None and self.target_attention is not None:
+            hist = self.history(hist_num, hist_cat)  # (B, H, D)
+            x = self.target_attention(x, hist, hist_mask)  # (B, L, D)
+        key_bias = (~mask).to(x.dtype)[:, None, None, :] * MASKED  # (B, 1, 1, L)
+        for block in self.blocks:
+            x = block(x, key_bias)
+        scores = self.head(self.ln_f(x)).squeeze(-1)  # (B, L)
+        if positions is not None and self.position_bias is not None:
+            pos = torch.clamp(positions, 0, self.cfg.max_position)
+            scores = scores + self.position_bias(pos).squeeze(-1)  # (B, L)
+        return scores
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def init_weights(model: nn.Module, seed: int) -> None:
+    """Deterministic initialisation (small normal weights, zero biases)."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if "position_bias" in name or name.endswith("null"):
+            continue
+        if p.dim() >= 2:
+            std = 0.02 if "embeddings" in name else 1.0 / math.sqrt(p.shape[1])
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)

@@ -1,0 +1,1 @@
+"""Training: typed functions with callbacks (LightGBM's engine.train style), no class trees."""

@@ -1,0 +1,93 @@
+"""Re-ranker inputs (PRM / Meituan style): the baseline's score and rank for every candidate.
+
+On the train split the baseline scores are out-of-fold: the train lists are cut into K folds
+and each fold is scored by a LightGBM trained on the other folds with the baseline's own
+parameters and number of rounds, so the Transformer never sees a score the baseline fitted to
+that very list. Valid, test and live requests use the published baseline itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from pipelines.lists.manifest import Manifest, NumericFeature
+from ranker.data import RankData
+from ranker.train.lgbm import lgbm_features
+
+log = logging.getLogger(__name__)
+EXTRA = (
+    NumericFeature("baseline_score", "reranker"),
+    NumericFeature("baseline_rank", "reranker", "log1p"),
+)
+
+
+def baseline_inputs(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(N, 2): the score and its 1-based rank within the request (ties by position in list)."""
+    out = np.empty((len(scores), 2), np.float32)
+    out[:, 0] = scores
+    for b in range(len(offsets) - 1):
+        lo, hi = offsets[b], offsets[b + 1]
+        order = np.argsort(-scores[lo:hi], kind="stable")
+        ranks = np.empty(hi - lo, np.float32)
+        ranks[order] = np.arange(1, hi - lo + 1)
+        out[lo:hi, 1] = ranks
+    return out
+
+
+def out_of_fold_scores(
+    params: dict[str, Any],
+    rounds: int,
+    data: RankData,
+    manifest: Manifest,
+    folds: int = 5,
+    seed: int = 0,
+    extra_names: Sequence[str] = (),
+) -> np.ndarray:
+    """(N,) baseline scores for the train lists, each from a model that did not see its list.
+
+    ``params`` and ``rounds``: the published baseline's LightGBM parameters and best round.
+    """
+    x, names, cat_idx = lgbm_features(data, manifest, extra_names)
+    fold_of = np.random.default_rng(seed).integers(0, folds, len(data))
+    row_fold = np.repeat(fold_of, data.lens)
+    out = np.zeros(len(x), np.float32)
+    for f in range(folds):
+        tr_lists = np.flatnonzero(fold_of != f)
+        tr_rows = row_fold != f
+        ds = lgb.Dataset(
+            x[tr_rows],
+            label=data.labels[tr_rows],
+            group=data.lens[tr_lists],
+            weight=data.weights[tr_rows],
+            feature_name=names,
+            categorical_feature=cat_idx,
+        )
+        model = lgb.train(params, ds, num_boost_round=rounds)
+        out[~tr_rows] = model.predict(x[~tr_rows], raw_score=True)
+        log.info("out-of-fold baseline scores: fold %d/%d done", f + 1, folds)
+    return out
+
+
+def extra_statistics(values: np.ndarray) -> list[NumericFeature]:
+    """The re-ranker inputs' feature entries, normalised on the train (out-of-fold) values."""
+    feats = []
+    for j, f in enumerate(EXTRA):
+        v = values[:, j].astype(np.float64)
+        v = np.log1p(np.maximum(v, 0)) if f.transform == "log1p" else v
+        sd = float(v.std()) if len(v) else 1.0
+        feats.append(
+            NumericFeature(
+                f.name,
+                f.group,
+                f.transform,
+                f.default,
+                float(v.mean()) if len(v) else 0.0,
+                sd if sd > 1e-6 else 1.0,
+            )
+        )
+    return feats

@@ -1,0 +1,111 @@
+"""The Transformer ranker: list-context equivariance, padding, history, the position tower."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ranker.model import Ranker, RankerConfig, init_weights
+
+
+def _cfg(**kw: object) -> RankerConfig:
+    base: dict[str, object] = dict(
+        num_transforms=["none", "log1p", "slog1p"],
+        num_mean=[0.0, 1.0, 0.0],
+        num_std=[1.0, 2.0, 1.0],
+        cat_sizes=[11, 5],
+        hist_num_transforms=["log1p"],
+        hist_num_mean=[1.0],
+        hist_num_std=[1.0],
+        hist_cat_sizes=[11, 7],
+        hist_cat_shared=[0, -1],
+        d_model=32,
+        n_heads=4,
+        n_layers=2,
+        d_ff=64,
+        dropout=0.0,
+    )
+    base.update(kw)
+    return RankerConfig(**base)  # type: ignore[arg-type]
+
+
+def _inputs(b: int, n: int, h: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "num": torch.randn(b, n, 3, generator=g) * 3,
+        "cat": torch.randint(0, 5, (b, n, 2), generator=g),
+        "mask": torch.ones(b, n, dtype=torch.bool),
+        "hist_num": torch.rand(b, h, 1, generator=g) * 100,
+        "hist_cat": torch.randint(0, 5, (b, h, 2), generator=g),
+        "hist_mask": torch.ones(b, h, dtype=torch.bool),
+    }
+
+
+@pytest.fixture
+def model() -> Ranker:
+    torch.manual_seed(0)
+    m = Ranker(_cfg())
+    init_weights(m, seed=0)
+    return m.eval()
+
+
+def test_permuting_candidates_permutes_scores(model: Ranker) -> None:
+    x = _inputs(3, 9, 4)
+    perm = torch.randperm(9, generator=torch.Generator().manual_seed(1))
+    y = dict(x, num=x["num"][:, perm], cat=x["cat"][:, perm], mask=x["mask"][:, perm])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**x)[:, perm], model(**y), rtol=0, atol=1e-5)
+
+
+def test_list_context_matters_but_padding_does_not(model: Ranker) -> None:
+    x = _inputs(2, 6, 3)
+    with torch.no_grad():
+        base = model(**x)
+        # Garbage in padded slots (masked) changes nothing for the real candidates.
+        padded = {k: v.clone() for k, v in x.items()}
+        padded["num"] = torch.cat([x["num"], torch.full((2, 4, 3), 1e6)], dim=1)
+        padded["cat"] = torch.cat([x["cat"], torch.full((2, 4, 2), 3)], dim=1)
+        padded["mask"] = torch.cat([x["mask"], torch.zeros(2, 4, dtype=torch.bool)], dim=1)
+        torch.testing.assert_close(model(**padded)[:, :6], base, rtol=0, atol=1e-5)
+        # But changing another real candidate does change a candidate's score (list context).
+        other = dict(x, num=x["num"].clone())
+        other["num"][:, 5] += 10
+        assert not torch.allclose(model(**other)[:, 0], base[:, 0])
+
+
+def test_empty_and_short_histories_are_handled(model: Ranker) -> None:
+    x = _inputs(2, 5, 3)
+    x["hist_mask"][0] = False  # no history at all
+    x["hist_mask"][1, 1:] = False  # one event
+    with torch.no_grad():
+        s = model(**x)
+        assert torch.isfinite(s).all()
+        # A masked history event's content is ignored.
+        y = dict(x, hist_num=x["hist_num"].clone())
+        y["hist_num"][0] = 1e5
+        y["hist_num"][1, 2] = -7.0
+        torch.testing.assert_close(model(**y), s, rtol=0, atol=1e-5)
+        # The user's history does reach the scores.
+        z = dict(x, hist_cat=x["hist_cat"].clone())
+        z["hist_cat"][1, 0, 0] = 9
+        assert not torch.allclose(model(**z)[1], s[1])
+
+
+def test_position_tower_acts_only_when_positions_are_given() -> None:
+    m = Ranker(_cfg(bias_tower=True))
+    init_weights(m, 0)
+    torch.nn.init.normal_(m.position_bias.weight)  # type: ignore[union-attr]
+    m.eval()
+    x = _inputs(2, 5, 2)
+    pos = torch.arange(1, 6).repeat(2, 1)
+    with torch.no_grad():
+        plain = m(**x)
+        assert not torch.allclose(m(**x, positions=pos), plain)
+        torch.testing.assert_close(m(**x, positions=None), plain)
+
+
+def test_numeric_normalisation_is_inside_the_model(model: Ranker) -> None:
+    norm = model.candidates.norm
+    x = torch.tensor([[2.0, np.e - 1, -(np.e - 1)]])
+    torch.testing.assert_close(norm(x), torch.tensor([[2.0, (1.0 - 1.0) / 2.0, -1.0]]))

@@ -1,0 +1,147 @@
+"""Training both models on a small simulated dataset: determinism, resume, registry, bias."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipelines.world.config import WorldConfig
+from pipelines.world.simulate import simulate
+from pipelines.world.world import World
+from ranker.propensity import estimate_propensities
+from ranker.registry import resolve, versions
+from ranker.scoring import load
+from ranker.train.prepare import load_splits, rank_data
+from ranker.train.run import TrainRequest, run_training
+from ranker.train.transformer import TrainConfig, config_from_manifest, predict, train_transformer
+
+FAST = {"epochs": 2, "d_model": 32, "n_layers": 1, "d_ff": 64, "batch_lists": 128}
+
+
+def test_transformer_training_is_reproducible_and_resumable(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    sp, _ = load_splits(small_lists)
+    m = sp.manifest
+    train, valid = rank_data(sp.train, m), rank_data(sp.valid, m)
+    mc = config_from_manifest(m, d_model=32, n_layers=1, d_ff=64)
+    cfg = TrainConfig(epochs=3, batch_lists=128, threads=1, seed=3, patience=10)
+    a = train_transformer(train, valid, mc, cfg, progress=False)
+    b = train_transformer(train, valid, mc, cfg, progress=False)
+    sa, sb = predict(a.model, valid), predict(b.model, valid)
+    assert np.abs(sa - sb).max() <= 1e-6
+    # Interrupted after the second epoch, then resumed from the checkpoint file: the same
+    # model as three epochs in one go.
+    ckpt = tmp_path / "last.pt"
+
+    def crash(log: object, _: object) -> None:
+        if getattr(log, "epoch", 0) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_transformer(
+            train, valid, mc, cfg, progress=False, callbacks=[crash], checkpoint_path=ckpt
+        )
+    state = torch.load(ckpt, weights_only=False)
+    resumed = train_transformer(train, valid, mc, cfg, resume=state, progress=False)
+    assert [h.epoch for h in resumed.history] == [1, 2, 3]
+    assert np.abs(predict(resumed.model, valid) - sa).max() <= 1e-6
+    assert a.best_valid_ndcg > 0.3  # it learned something
+
+
+def test_train_publish_and_score_both_models(small_lists: Path, tmp_path: Path) -> None:
+    reg = tmp_path / "registry"
+    lg = run_training(
+        TrainRequest(
+            "lgbm", small_lists, reg, bias="none", progress=False, overrides={"max_rounds": 60}
+        )
+    )
+    tr = run_training(
+        TrainRequest("transformer", small_lists, reg, bias="tower", progress=False, overrides=FAST)
+    )
+    tr2 = run_training(
+        TrainRequest("transformer", small_lists, reg, bias="none", progress=False, overrides=FAST)
+    )
+    assert (str(lg), str(tr), str(tr2)) == ("lgbm/v1", "transformer/v1", "transformer/v2")
+    assert versions(reg, "transformer") == ["v1", "v2"]
+    assert resolve(reg / "transformer").version == "v2"  # NAME alone: the latest
+    man = tr.manifest()
+    assert man["bias_correction"] == "tower" and man["validation_metric"] == "ips_ndcg@10"
+    assert set(man["files"]) == {"checkpoint.pt"} and man["features"]["format"] == "ranker-lists/1"
+    assert man["tuning"]["budget"] == 1 and man["data"]["fingerprint"]
+    assert lg.manifest()["lgbm"]["feature_names"][0] == man["features"]["numeric"][0]["name"]
+    sp, _ = load_splits(small_lists)
+    for ref in (lg, tr):
+        s = load(ref).score(sp.valid, sp.manifest)
+        assert s.shape == (sp.valid.n_items,) and np.isfinite(s).all()
+
+
+def test_reranker_mode_uses_out_of_fold_baseline_scores(small_lists: Path, tmp_path: Path) -> None:
+    reg = tmp_path / "registry"
+    run_training(
+        TrainRequest(
+            "lgbm", small_lists, reg, bias="none", progress=False, overrides={"max_rounds": 40}
+        )
+    )
+    rr = run_training(
+        TrainRequest(
+            "transformer",
+            small_lists,
+            reg,
+            name="rerank",
+            bias="none",
+            reranker="lgbm",
+            progress=False,
+            overrides=FAST,
+        )
+    )
+    man = rr.manifest()
+    assert man["reranker"]["baseline"] == "lgbm/v1"
+    assert [f["name"] for f in man["extra_numeric"]] == ["baseline_score", "baseline_rank"]
+    sp, _ = load_splits(small_lists)
+    s = load(rr).score(sp.valid, sp.manifest)
+    assert np.isfinite(s).all()
+
+
+def test_bad_requests_are_refused(small_lists: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tower"):
+        run_training(TrainRequest("lgbm", small_lists, tmp_path, bias="tower"))
+    with pytest.raises(ValueError, match="loss"):
+        run_training(
+            TrainRequest(
+                "transformer",
+                small_lists,
+                tmp_path,
+                bias="none",
+                overrides={"loss": "nope", "epochs": 1},
+            )
+        )
+    with pytest.raises(FileNotFoundError):
+        resolve(tmp_path / "missing")
+
+
+def test_propensities_from_swaps_match_the_worlds_examination(tmp_path: Path) -> None:
+    """Estimated from randomised swaps in the logs; compared with the world's effective
+    examination curve (position bias including users who stopped earlier)."""
+    cfg = WorldConfig(seed=11, n_requests=6000, n_users=600, n_items=900, days=4, random_share=1.0)
+    simulate(cfg, tmp_path, progress=False)
+    imp = pd.read_parquet(tmp_path / "logs/impressions.parquet")
+    p = estimate_propensities(
+        imp["position"].to_numpy(),
+        imp["policy_position"].to_numpy(),
+        imp["clicked"].to_numpy(),
+        np.ones(len(imp), bool),
+    )
+    world = World.load(tmp_path / "world")
+    truth = world.effective_examination(
+        world.sample_searches(800, np.random.default_rng(0)), np.random.default_rng(1), 10
+    )
+    err = np.abs(np.log(p.values[:10]) - np.log(truth))
+    assert err.max() < 0.3, (np.round(p.values[:10], 3), np.round(truth, 3))
+    # The pure examination curve (before stopping) is flatter than what clicks reveal.
+    assert (world.examination_curve(10)[1:] > truth[1:]).all()
+    torch.set_num_threads(2)
