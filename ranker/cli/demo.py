@@ -59,9 +59,10 @@ def run_demo(args: argparse.Namespace) -> int:
     print(json.dumps(summarize_logs(out / "logs"), indent=2))
     lists, registry = out / "lists", out / "registry"
     feats = step("features", lambda: build_features(out / "logs", lists, load_config("sim")))
+    fm = feats.manifest
+    sizes = json.dumps({k: v["requests"] for k, v in fm.splits.items()})
     print(
-        f"   {len(feats.manifest.numeric)} numeric and {len(feats.manifest.categorical)} categorical "
-        f"features; splits {json.dumps({k: v['requests'] for k, v in feats.manifest.splits.items()})}"
+        f"   {len(fm.numeric)} numeric, {len(fm.categorical)} categorical features; splits {sizes}"
     )
     lg = step(
         "train lgbm",
