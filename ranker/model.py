@@ -47,6 +47,7 @@ class RankerConfig:
     d_ff: int = 128
     cat_dim: int = 16
     dropout: float = 0.1
+    input_noise: float = 0.1  # std of Gaussian noise on normalised numeric inputs, training only
     use_history: bool = True
     use_list_attention: bool = True  # False: a pointwise scorer (an ablation)
     bias_tower: bool = False  # a logged-position term added in training only
@@ -98,9 +99,13 @@ class CandidateEncoder(nn.Module):
         d_in = len(cfg.num_transforms) + cfg.cat_dim * len(cfg.cat_sizes)
         self.proj = MLP(d_in, 2 * cfg.d_model, cfg.d_model, cfg.dropout)
         self.ln = nn.LayerNorm(cfg.d_model)
+        self.noise = cfg.input_noise
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
-        parts = [self.norm(num)]  # (B, L, F)
+        x = self.norm(num)  # (B, L, F)
+        if self.training and self.noise > 0:  # DASALC-style augmentation of tabular inputs
+            x = x + self.noise * torch.randn_like(x)
+        parts = [x]
         parts += [emb(cat[..., j]) for j, emb in enumerate(self.embeddings)]  # (B, L, cat_dim)
         return self.ln(self.proj(torch.cat(parts, dim=-1)))  # (B, L, D)
 

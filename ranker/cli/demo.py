@@ -1,7 +1,9 @@
 """``ranker demo``: the main job on the embedded default world, step by step, with timings.
 
 simulate -> validate-logs -> features -> train the LightGBM baseline -> train the Transformer
--> evaluate them side by side (oracle NDCG@10 from the world's truth) -> print the verdict.
+as a re-ranker over the baseline (PRM / Meituan style: the baseline's score and rank are inputs,
+out-of-fold on the training lists) -> evaluate them side by side (oracle NDCG@10 from the world's
+truth) -> print the verdict.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 registry,
                 seed=args.seed,
                 threads=args.threads,
+                reranker=str(lg.path),
                 overrides=DEMO_TRANSFORMER,
             )
         ),

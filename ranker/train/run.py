@@ -48,6 +48,7 @@ ARCH_KEYS = (
     "d_ff",
     "cat_dim",
     "dropout",
+    "input_noise",
     "use_history",
     "use_list_attention",
 )
@@ -86,6 +87,7 @@ def run_training(req: TrainRequest) -> ModelRef:
         raise ValueError("bias 'tower' is the Transformer's; LightGBM's own is 'lambdarank'")
     if req.bias == "lambdarank" and req.model != "lgbm":
         raise ValueError("bias 'lambdarank' is LightGBM's; the Transformer's own is 'tower'")
+    _check_overrides(req)
     torch.set_num_threads(req.threads)
     splits, _ = load_splits(req.data)
     m = splits.manifest
@@ -246,3 +248,15 @@ def _train_transformer(
         }
     )
     return extra
+
+
+def _check_overrides(req: TrainRequest) -> None:
+    from dataclasses import fields
+
+    if req.model == "lgbm":
+        allowed = {f.name for f in fields(LgbmConfig)}
+    else:
+        allowed = {f.name for f in fields(TrainConfig)} | set(ARCH_KEYS)
+    unknown = sorted(set(req.overrides or {}) - allowed)
+    if unknown:
+        raise ValueError(f"unknown setting(s) for {req.model}: {unknown}; known: {sorted(allowed)}")
