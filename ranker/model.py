@@ -177,7 +177,7 @@ class TargetAttention(nn.Module):
     def forward(self, x: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         ctx = torch.cat([self.null.expand(b, 1, -1), hist], dim=1)  # (B, 1 + H, D)
-        valid = torch.cat([torch.ones_like(hist_mask[:, :1]), hist_mask], dim=1)  # (B, 1 + H)
+        valid = torch.cat([hist_mask.new_ones((b, 1)), hist_mask], dim=1)  # (B, 1 + H)
         bias = (~valid).to(x.dtype)[:, None, None, :] * MASKED  # (B, 1, 1, 1 + H)
         return x + self.attn(self.ln(x), ctx, bias)  # (B, L, D)
 

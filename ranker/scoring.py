@@ -17,10 +17,10 @@ import numpy as np
 from pipelines.lists.manifest import Manifest, NumericFeature
 from pipelines.lists.table import Lists
 from ranker.data import RankData
+from ranker.inputs import baseline_inputs
 from ranker.model import Ranker
 from ranker.registry import ModelRef, resolve
 from ranker.train.lgbm import predict_lgbm
-from ranker.train.reranker import baseline_inputs
 from ranker.train.transformer import load_model, predict
 
 

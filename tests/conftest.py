@@ -29,3 +29,34 @@ def small_lists(small_sim: Path) -> Path:
     if not out.exists():
         build_features(small_sim / "logs", out, load_config("sim"), progress=False)
     return out
+
+
+SMALL_TRANSFORMER = {"epochs": 1, "d_model": 32, "n_layers": 2, "d_ff": 64}
+
+
+@pytest.fixture(scope="session")
+def small_registry(small_lists: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with a small LightGBM (lgbm/v1) and Transformer (transformer/v1), both
+    exported to ONNX. Shared by the evaluation, export and serving tests: treat as read-only."""
+    from ranker.export.run import export_model
+    from ranker.train.run import TrainRequest, run_training
+
+    reg = tmp_path_factory.mktemp("registry")
+    run_training(
+        TrainRequest(
+            "lgbm", small_lists, reg, bias="none", progress=False, overrides={"max_rounds": 60}
+        )
+    )
+    run_training(
+        TrainRequest(
+            "transformer",
+            small_lists,
+            reg,
+            bias="tower",
+            progress=False,
+            overrides=SMALL_TRANSFORMER,
+        )
+    )
+    for name in ("lgbm", "transformer"):
+        export_model(str(reg / name))
+    return reg

@@ -56,6 +56,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_evaluate)
 
+    p = sub.add_parser("export", help="add model.onnx (and its sha256) to a registry version")
+    p.add_argument("--model", required=True, metavar="REGISTRY/NAME[/VERSION]")
+    p.set_defaults(run=run_export)
+
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -118,4 +122,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     paths = write_report(report, args.out)
     print(f"verdict ({report['primary']}): {report['verdict']['text']}")
     print(f"report: {paths['html']} (also report.md, report.json)")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ranker.export.run import export_model
+
+    ref = export_model(args.model)
+    m = ref.manifest()
+    print(
+        f"exported {ref}: {ref.path / 'model.onnx'} (sha256 {m['files']['model.onnx'][:12]}..., "
+        f"max |ONNX - {m['kind']}| {m['onnx']['parity_max_abs_diff']:.1e} on a sample)"
+    )
     return 0

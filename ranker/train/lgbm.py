@@ -20,6 +20,7 @@ import numpy as np
 
 from pipelines.lists.manifest import Manifest
 from ranker.data import RankData, to_padded
+from ranker.inputs import lgbm_columns, lgbm_matrix
 from ranker.metrics import ndcg
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,8 @@ def lgbm_features(
     data: RankData, manifest: Manifest, extra_names: Sequence[str] = ()
 ) -> tuple[np.ndarray, list[str], list[int]]:
     """(N, F) float32 matrix, feature names and categorical column indices for LightGBM."""
-    names = manifest.numeric_names + list(extra_names)
-    keep = [j for j, n in enumerate(manifest.categorical_names) if n != "item_id"]
-    x = np.concatenate([data.num, data.cat[:, keep].astype(np.float32)], axis=1)
-    cat_names = [f"cat_{manifest.categorical_names[j]}" for j in keep]
-    return x.astype(np.float32), names + cat_names, list(range(len(names), len(names) + len(keep)))
+    names, keep, cat_idx = lgbm_columns(manifest, extra_names)
+    return lgbm_matrix(data.num, data.cat, keep), names, cat_idx
 
 
 def train_lgbm(

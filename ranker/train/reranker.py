@@ -26,19 +26,6 @@ EXTRA = (
 )
 
 
-def baseline_inputs(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """(N, 2): the score and its 1-based rank within the request (ties by position in list)."""
-    out = np.empty((len(scores), 2), np.float32)
-    out[:, 0] = scores
-    for b in range(len(offsets) - 1):
-        lo, hi = offsets[b], offsets[b + 1]
-        order = np.argsort(-scores[lo:hi], kind="stable")
-        ranks = np.empty(hi - lo, np.float32)
-        ranks[order] = np.arange(1, hi - lo + 1)
-        out[lo:hi, 1] = ranks
-    return out
-
-
 def out_of_fold_scores(
     params: dict[str, Any],
     rounds: int,

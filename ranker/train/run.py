@@ -14,10 +14,11 @@ import torch
 
 from pipelines.lists.manifest import Manifest
 from ranker.data import RankData
+from ranker.inputs import baseline_inputs
 from ranker.registry import ModelRef, publish, resolve_in
 from ranker.train.lgbm import LgbmConfig, train_lgbm
 from ranker.train.prepare import Splits, ipw_weights, load_splits, rank_data, validation_labels
-from ranker.train.reranker import EXTRA, baseline_inputs, extra_statistics, out_of_fold_scores
+from ranker.train.reranker import EXTRA, extra_statistics, out_of_fold_scores
 from ranker.train.transformer import (
     TrainConfig,
     config_from_manifest,

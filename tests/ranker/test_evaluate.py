@@ -10,7 +10,6 @@ import pytest
 
 from ranker.cli import main
 from ranker.evaluate.stats import Clusters, mean_ci, paired_difference
-from ranker.train.run import TrainRequest, run_training
 
 
 def test_cluster_bootstrap_is_wider_than_a_request_bootstrap_when_users_matter() -> None:
@@ -43,24 +42,8 @@ def test_paired_test_detects_a_real_difference_and_not_a_null_one() -> None:
 
 
 @pytest.fixture(scope="module")
-def registry(small_lists: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    reg = tmp_path_factory.mktemp("reg")
-    run_training(
-        TrainRequest(
-            "lgbm", small_lists, reg, bias="none", progress=False, overrides={"max_rounds": 60}
-        )
-    )
-    run_training(
-        TrainRequest(
-            "transformer",
-            small_lists,
-            reg,
-            bias="none",
-            progress=False,
-            overrides={"epochs": 2, "d_model": 32, "n_layers": 1, "d_ff": 64},
-        )
-    )
-    return reg
+def registry(small_registry: Path) -> Path:
+    return small_registry
 
 
 def test_evaluate_writes_the_three_reports_with_the_contract(

@@ -1,0 +1,95 @@
+"""ONNX export: parity with the framework's own scores across shapes, and the registry entry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from ranker.cli import main
+from ranker.export.run import random_codes
+from ranker.export.transformer_onnx import INPUTS
+from ranker.registry import resolve
+from ranker.scoring import load
+from ranker.train.run import TrainRequest, run_training
+
+ATOL = 1e-4  # CPU parity goal
+
+
+@pytest.fixture(scope="module")
+def exported(small_registry: Path) -> Path:
+    return small_registry
+
+
+def test_export_command(
+    small_lists: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg = tmp_path / "reg"
+    run_training(
+        TrainRequest(
+            "lgbm", small_lists, reg, bias="none", progress=False, overrides={"max_rounds": 20}
+        )
+    )
+    assert main(["export", "--model", str(reg / "lgbm")]) == 0
+    assert "exported lgbm/v1" in capsys.readouterr().out
+    assert main(["export", "--model", str(reg / "nope")]) == 2
+
+
+def test_export_adds_the_file_and_its_sha256_to_the_manifest(exported: Path) -> None:
+    for name in ("lgbm", "transformer"):
+        ref = resolve(exported / name)
+        m = json.loads((ref.path / "manifest.json").read_text())
+        data = (ref.path / "model.onnx").read_bytes()
+        assert m["files"]["model.onnx"] == hashlib.sha256(data).hexdigest()
+        assert m["onnx"]["parity_max_abs_diff"] <= ATOL
+    assert not list(exported.rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize("batch", [1, 3, 32])
+def test_transformer_onnx_matches_torch(exported: Path, batch: int) -> None:
+    lm = load(exported / "transformer")
+    sess = ort.InferenceSession(str(lm.ref.path / "model.onnx"), providers=["CPUExecutionProvider"])
+    c = lm.ranker.cfg  # type: ignore[union-attr]
+    rng = np.random.default_rng(batch)
+    for n in (1, 7, 100, 500):
+        for h in (0, 1, 50):
+            mask = np.ones((batch, n), bool)
+            mask[0, n // 2 :] = n == 1  # a padded list in the batch
+            hmask = np.ones((batch, h), bool)
+            if h:
+                hmask[-1, h // 2 :] = False
+            x = [
+                rng.normal(0, 5, (batch, n, len(c.num_transforms))).astype(np.float32),
+                random_codes(rng, c.cat_sizes, (batch, n)),
+                mask,
+                rng.uniform(0, 100, (batch, h, len(c.hist_num_transforms))).astype(np.float32),
+                random_codes(rng, c.hist_cat_sizes, (batch, h)),
+                hmask,
+            ]
+            with torch.no_grad():
+                ref = lm.ranker(*[torch.from_numpy(np.ascontiguousarray(v)) for v in x]).numpy()  # type: ignore[misc]
+            out = sess.run(None, dict(zip(INPUTS, x, strict=True)))[0]
+            diff = np.abs(out - ref)[mask].max()
+            assert diff <= ATOL, (batch, n, h, diff)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 32, 500])
+def test_lgbm_onnx_matches_lightgbm(exported: Path, small_lists: Path, rows: int) -> None:
+    from pipelines.lists.io import read_split
+    from pipelines.lists.manifest import Manifest
+    from ranker.inputs import lgbm_columns, lgbm_matrix
+
+    lm = load(exported / "lgbm")
+    m = Manifest.load(small_lists)
+    valid = read_split(small_lists, "valid", m)
+    _, keep, _ = lgbm_columns(m)
+    x = lgbm_matrix(valid.num, valid.cat, keep)[:rows]
+    sess = ort.InferenceSession(str(lm.ref.path / "model.onnx"), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"features": x})[0]
+    ref = lm.booster.predict(x, raw_score=True)  # type: ignore[union-attr]
+    assert np.abs(out - ref).max() <= ATOL
