@@ -50,6 +50,16 @@ class HistoryStore:
         if extra > 0:
             del keys[:extra], items[:extra], flags[:extra]
 
+    def mark_ordered(self, user: str, t_us: int, item_id: str) -> None:
+        """An order reported on its own (online: after its click): flag that click as ordered;
+        without a click on record, it counts as a click that was ordered."""
+        keys, items = self._keys.get(user, []), self._items.get(user, [])
+        for j in range(len(keys) - 1, -1, -1):
+            if items[j] == item_id and keys[j][0] == t_us:
+                self._ordered[user][j] = True
+                return
+        self.add(user, t_us, 0, item_id, True)
+
     def lookup(self, users: np.ndarray, t_us: np.ndarray) -> Sequences:
         """The last ``max_len`` clicks before each (user, time)."""
         offsets = np.zeros(len(users) + 1, dtype=np.int64)

@@ -207,6 +207,9 @@ class FeatureState:
                     str(ev.item_id[j]),
                     bool(ordered[j]),
                 )
+        # Online an order arrives as its own event after the click: mark that click.
+        for j in np.flatnonzero(ordered & ~clicked):
+            self.history.mark_ordered(str(ev.user_id[j]), int(ev.t_us[j]), str(ev.item_id[j]))
 
     # ---- lookups ---------------------------------------------------------------------------
     def lookup(

@@ -12,14 +12,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ranker.cli import data, demo, libsvm_cmd, models
+from ranker.cli import data, demo, libsvm_cmd, models, online
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ranker", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, libsvm_cmd, models, demo):
+    for module in (data, libsvm_cmd, models, online, demo):
         module.add_parsers(sub)
     return parser
 

@@ -282,6 +282,8 @@ def booster_to_onnx(
     nodes.append(_op("Cast", ["raw64"], ["raw32"], to=TensorProto.FLOAT))
     nodes.append(helper.make_node("Reshape", [_PREFIX + "raw32", _PREFIX + "flat"], [output_name]))
 
+    used = {name for node in nodes for name in node.input}
+    inits = [t for t in inits if t.name in used]  # constants of unused branches would warn
     graph = helper.make_graph(
         nodes,
         "lightgbm_raw_score",

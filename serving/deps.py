@@ -1,0 +1,16 @@
+"""Dependencies routes declare: the settings (cached) and the worker's service."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from serving.service import Service
+
+
+def get_service(request: Request) -> Service:
+    service: Service | None = getattr(request.app.state, "service", None)
+    if service is None:
+        from serving.service import ServingError
+
+        raise ServingError(503, "the service is starting")
+    return service

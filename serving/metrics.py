@@ -1,0 +1,36 @@
+"""Prometheus metrics: requests, latency by model and variant, errors.
+
+With several workers, ``ranker serve`` sets PROMETHEUS_MULTIPROC_DIR and each worker writes
+its samples there; GET /metrics aggregates them, so a scrape sees the whole server.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("ranker_requests_total", "Rank requests served", ["model", "variant"])
+LATENCY = Histogram(
+    "ranker_request_seconds",
+    "Time to rank one request, parse to response",
+    ["model", "variant"],
+    buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 1.0),
+)
+ERRORS = Counter("ranker_errors_total", "Requests answered with an error", ["endpoint", "status"])
+EVENTS = Counter("ranker_events_total", "Events received", ["type"])
+
+
+def render() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

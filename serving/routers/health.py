@@ -1,0 +1,31 @@
+"""GET /healthz (the process is up), /readyz (models loaded and warmed), /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from serving import metrics
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process answers")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz", summary="Models loaded and warmed up", responses={503: {"description": "not ready"}}
+)
+def readyz(request: Request, response: Response) -> dict[str, str]:
+    service = getattr(request.app.state, "service", None)
+    if service is None or not service.ready:
+        response.status_code = 503
+        return {"status": "starting"}
+    return {"status": "ready", "models": ", ".join(sorted(service.models.models))}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def prometheus() -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
