@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(RANKER) demo --out $(DEMO_DIR)
 
+# The demo's models in the foreground (Ctrl-C stops it); runs the demo first if needed.
+serve: setup
+	@test -f $(DEMO_DIR)/registry/transformer/v1/model.onnx || $(RANKER) demo --out $(DEMO_DIR)
+	$(RANKER) serve --registry $(DEMO_DIR)/registry --state $(DEMO_DIR)/lists/state \
+		--log-dir $(DEMO_DIR)/serve --example-from $(DEMO_DIR)/world --port $${PORT:-8000}
+
 test: setup
 	$(PY) -m pytest -q
 

@@ -23,6 +23,7 @@ from pipelines.features.live import HistoryEvent as LiveHistory
 from pipelines.features.live import LiveFeaturizer
 from pipelines.features.state import Events, FeatureState
 from pipelines.features.transforms import Features
+from pipelines.io import write_json_atomic
 from pipelines.lists.manifest import Manifest
 from serving import metrics
 from serving.experiments import Experiment, load_experiment, team_draft
@@ -53,6 +54,12 @@ def to_us(ts: datetime | None) -> int:
 
 
 @dataclass
+class Route:
+    variant: str
+    models: list[ServedModel]
+
+
+@dataclass
 class Ranked:
     model: ServedModel
     variant: str
@@ -68,6 +75,19 @@ class Service:
         self.state = FeatureState.load(settings.state)
         self.live = LiveFeaturizer(self.state)
         spec = self.live.spec
+        self.experiment: Experiment | None = (
+            load_experiment(settings.experiment) if settings.experiment else None
+        )
+        # Per-variant states (A/B only): each variant's counters and histories see only the
+        # events of its own traffic, so variants cannot influence each other through them.
+        self.variant_live: dict[str, LiveFeaturizer] = {}
+        if (
+            settings.isolate_variants
+            and self.experiment is not None
+            and self.experiment.mode == "ab"
+        ):
+            for v in self.experiment.variants:
+                self.variant_live[v.name] = LiveFeaturizer(FeatureState.load(settings.state), spec)
         self.schema = Manifest(
             numeric=spec.numeric,
             categorical=spec.categorical,
@@ -83,14 +103,13 @@ class Service:
             hashlib.sha256((settings.state / "state.json").read_bytes()).hexdigest()
         )
         self.last_event = 0
-        self.experiment: Experiment | None = (
-            load_experiment(settings.experiment) if settings.experiment else None
-        )
         window = settings.batch_window_ms
         self.window_ms = (2.0 if self.device.name == "cuda" else 0.0) if window is None else window
         self.models = self._load_models()
         self.generation = self.store.generation()
         self._check_experiment(self.models)
+        if self.experiment is not None:  # the online report reads the weights from here
+            write_json_atomic(self.experiment.to_dict(), settings.log_dir / "experiment.json")
         self.rankings = RotatingJsonl(settings.log_dir, "rankings", settings.log_rotate_bytes)
         self.event_log = RotatingJsonl(settings.log_dir, "events", settings.log_rotate_bytes)
         self.sync()
@@ -154,21 +173,26 @@ class Service:
             self.generation = gen
 
     def _apply(self, rows: list[Any]) -> None:
-        n = len(rows)
-        kind = np.array([r.type for r in rows])
-        self.state.observe(
-            Events(
-                user_id=np.array([r.user_id for r in rows], dtype=object),
-                query=np.array([r.query for r in rows], dtype=object),
-                item_id=np.array([r.item_id for r in rows], dtype=object),
-                t_us=np.array([r.t_us for r in rows], dtype=np.int64),
-                position=np.array([r.position or 0 for r in rows], dtype=np.int64),
-                clicked=kind == "click",
-                ordered=kind == "order",
-                impression=kind == "impression",
+        targets = [(self.live, rows)]
+        for name, live in self.variant_live.items():
+            # An event whose request is unknown cannot be attributed: every state sees it.
+            targets.append((live, [r for r in rows if r.variant in (name, "")]))
+        for live, part in targets:
+            if not part:
+                continue
+            kind = np.array([r.type for r in part])
+            live.state.observe(
+                Events(
+                    user_id=np.array([r.user_id for r in part], dtype=object),
+                    query=np.array([r.query for r in part], dtype=object),
+                    item_id=np.array([r.item_id for r in part], dtype=object),
+                    t_us=np.array([r.t_us for r in part], dtype=np.int64),
+                    position=np.array([r.position or 0 for r in part], dtype=np.int64),
+                    clicked=kind == "click",
+                    ordered=kind == "order",
+                    impression=kind == "impression",
+                )
             )
-        )
-        del n
 
     # ---- ranking ---------------------------------------------------------------------------
     def rank(self, req: RankRequest) -> dict[str, Any]:
@@ -198,9 +222,12 @@ class Service:
         t_us = to_us(req.ts)
         user = str(req.user_id)
         history = None if req.history is None else [self._history(h) for h in req.history]
+        rid = req.request_id or uuid.uuid4().hex
+        route = self._route(req, user)
+        live = self.variant_live.get(route.variant, self.live)
         self.sync()
         with self.lock:
-            feats = self.live.featurize(
+            feats = live.featurize(
                 user_id=user,
                 query=req.query,
                 t_us=t_us,
@@ -211,7 +238,7 @@ class Service:
                 overrides=overrides,
                 history=history,
             )
-        ranked = self._rank(req, user, feats)
+        ranked = self._score(route, rid, user, feats)
         top = ranked.items[: req.top_k] if req.top_k else ranked.items
         # Plain dicts: the route sends them as JSON directly (no second validation pass).
         items: list[dict[str, Any]] = [
@@ -221,9 +248,8 @@ class Service:
         if ranked.teams:
             for r, item in enumerate(items):
                 item["team"] = ranked.teams[r]
-        rid = req.request_id or uuid.uuid4().hex
         took = (time.perf_counter() - t0) * 1000
-        self.store.record_request(rid, user, req.query, t_us)
+        self.store.record_request(rid, user, req.query, t_us, ranked.variant)
         self.rankings.write(
             {
                 "request_id": rid,
@@ -253,7 +279,8 @@ class Service:
             "took_ms": round(took, 3),
         }
 
-    def _rank(self, req: RankRequest, user: str, feats: Features) -> Ranked:
+    def _route(self, req: RankRequest, user: str) -> Route:
+        """Which model(s) serve the request, under which variant name."""
         models = self.models  # one consistent set for this request, even during a reload
         if req.model is not None:
             m = models.get(req.model)
@@ -261,27 +288,35 @@ class Service:
                 raise ServingError(
                     422, f"unknown model {req.model!r}; served: {sorted(models.models)}", "model"
                 )
-            return self._order(m, "explicit", feats)
+            return Route("explicit", [m])
         exp = self.experiment
         if exp is None:
-            return self._order(models.models[models.default], "default", feats)
+            return Route("default", [models.models[models.default]])
         if exp.mode == "ab":
             v = exp.assign(user)
-            return self._order(models.models[v.model], v.name, feats)
-        a, b = (models.models[v.model] for v in exp.variants)
+            return Route(v.name, [models.models[v.model]])
+        return Route("interleave", [models.models[v.model] for v in exp.variants])
+
+    def _score(self, route: Route, rid: str, user: str, feats: Features) -> Ranked:
+        if route.variant != "interleave":
+            return self._order(route.models[0], route.variant, feats)
+        assert self.experiment is not None
+        va, vb = self.experiment.variants
         ra, rb = (
-            self._order(a, exp.variants[0].name, feats),
-            self._order(b, exp.variants[1].name, feats),
+            self._order(route.models[0], va.name, feats),
+            self._order(route.models[1], vb.name, feats),
         )
-        rng = np.random.default_rng(abs(hash((req.request_id, user, req.query))) % 2**32)
-        ids = [str(i) for i in range(len(feats.num))]
-        order, teams = team_draft([ids[i] for i in ra.items], [ids[i] for i in rb.items], rng)
-        names = {"a": exp.variants[0].name, "b": exp.variants[1].name}
+        # The coin flips of the draft, seeded by the request: the same request, the same list.
+        seed = int.from_bytes(hashlib.sha256(f"{rid}:{user}".encode()).digest()[:8], "big")
+        order, teams = team_draft(
+            [str(i) for i in ra.items], [str(i) for i in rb.items], np.random.default_rng(seed)
+        )
         served = [int(i) for i in order]
         # Scores follow the interleaved order (descending), so clients sorting by score agree.
         scores = np.empty(len(served), np.float32)
         scores[served] = np.arange(len(served), 0, -1, dtype=np.float32)
-        return Ranked(a, "interleave", served, scores, [names[t] for t in teams])
+        names = {"a": va.name, "b": vb.name}
+        return Ranked(route.models[0], "interleave", served, scores, [names[t] for t in teams])
 
     def _order(self, model: ServedModel, variant: str, feats: Features) -> Ranked:
         scores = model.score(feats)
@@ -327,12 +362,21 @@ class Service:
                 422, f"too many events: {len(req.events)} > {self.settings.max_events}", "events"
             )
         known = self.store.request_info([e.request_id for e in req.events])
-        rows = []
+        rows: list[tuple[str, str, str, str, int | None, int, str, str]] = []
         for e in req.events:
-            query, req_t = known.get(e.request_id, ("", None))
+            query, req_t, variant = known.get(e.request_id, ("", None, ""))
             t_us = to_us(e.ts) if e.ts is not None else req_t if req_t is not None else to_us(None)
             rows.append(
-                (e.type, e.request_id, str(e.user_id), str(e.item_id), e.position, t_us, query)
+                (
+                    str(e.type),
+                    e.request_id,
+                    str(e.user_id),
+                    str(e.item_id),
+                    e.position,
+                    t_us,
+                    query,
+                    variant,
+                )
             )
             self.event_log.write(
                 {

@@ -20,6 +20,7 @@ class Settings(BaseModel):
     log_dir: Path = Path("runs/serve")
     store: Path | None = None  # shared SQLite store; default <log_dir>/store.sqlite
     experiment: Path | None = None
+    isolate_variants: bool = False  # per-variant counters and histories (A/B experiments)
     default_model: str | None = None  # default: the latest "transformer", else any model
     admin_token: str | None = None  # POST /v1/models/reload needs "Authorization: Bearer <it>"
     max_candidates: int = Field(10_000, ge=1)

@@ -18,12 +18,13 @@ from pathlib import Path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
-    request_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, query TEXT NOT NULL, t_us INTEGER NOT NULL
+    request_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, query TEXT NOT NULL, t_us INTEGER NOT NULL,
+    variant TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, request_id TEXT NOT NULL,
     user_id TEXT NOT NULL, item_id TEXT NOT NULL, position INTEGER, t_us INTEGER NOT NULL,
-    query TEXT NOT NULL
+    query TEXT NOT NULL, variant TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS control (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -39,6 +40,7 @@ class EventRow:
     position: int | None
     t_us: int
     query: str
+    variant: str  # of the request that showed the item ('' when unknown)
 
 
 class SharedStore:
@@ -93,33 +95,37 @@ class SharedStore:
             )
 
     # ---- requests and events ---------------------------------------------------------------
-    def record_request(self, request_id: str, user_id: str, query: str, t_us: int) -> None:
+    def record_request(
+        self, request_id: str, user_id: str, query: str, t_us: int, variant: str
+    ) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO requests (request_id, user_id, query, t_us) "
-                "VALUES (?, ?, ?, ?)",
-                (request_id, user_id, query, t_us),
+                "INSERT OR REPLACE INTO requests (request_id, user_id, query, t_us, variant) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (request_id, user_id, query, t_us, variant),
             )
 
-    def request_info(self, request_ids: list[str]) -> dict[str, tuple[str, int]]:
-        """request_id -> (query, t_us) for the known ones."""
-        out: dict[str, tuple[str, int]] = {}
+    def request_info(self, request_ids: list[str]) -> dict[str, tuple[str, int, str]]:
+        """request_id -> (query, t_us, variant) for the known ones."""
+        out: dict[str, tuple[str, int, str]] = {}
         with self._lock:
             for rid in set(request_ids):
                 row = self._db.execute(
-                    "SELECT query, t_us FROM requests WHERE request_id = ?", (rid,)
+                    "SELECT query, t_us, variant FROM requests WHERE request_id = ?", (rid,)
                 ).fetchone()
                 if row:
-                    out[rid] = (row[0], int(row[1]))
+                    out[rid] = (row[0], int(row[1]), row[2])
         return out
 
-    def add_events(self, rows: Sequence[tuple[str, str, str, str, int | None, int, str]]) -> None:
-        """Append (type, request_id, user_id, item_id, position, t_us, query) rows at once."""
+    def add_events(
+        self, rows: Sequence[tuple[str, str, str, str, int | None, int, str, str]]
+    ) -> None:
+        """Append (type, request_id, user_id, item_id, position, t_us, query, variant) rows."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
-                "INSERT INTO events (type, request_id, user_id, item_id, position, t_us, query) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (type, request_id, user_id, item_id, position, t_us, query, "
+                "variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             self._db.execute("COMMIT")
@@ -127,7 +133,8 @@ class SharedStore:
     def events_since(self, last_id: int, limit: int = 100_000) -> list[EventRow]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, type, request_id, user_id, item_id, position, t_us, query FROM events "
+                "SELECT id, type, request_id, user_id, item_id, position, t_us, query, variant "
+                "FROM events "
                 "WHERE id > ? ORDER BY id LIMIT ?",
                 (last_id, limit),
             ).fetchall()

@@ -99,9 +99,15 @@ def sample_searches(
     start_s: int,
     days: float,
     id_prefix: str = "r",
+    user_pool: np.ndarray | None = None,
 ) -> Searches:
-    """Draw ``n`` searches uniformly over ``days`` days from ``start_s``, sorted by time."""
-    user = rng.choice(len(users), size=n, p=users.activity / users.activity.sum())
+    """Draw ``n`` searches uniformly over ``days`` days from ``start_s``, sorted by time.
+
+    ``user_pool``: user indices the searchers are drawn from (by activity); default all.
+    """
+    pool = np.arange(len(users)) if user_pool is None else np.asarray(user_pool)
+    act = users.activity[pool]
+    user = pool[rng.choice(len(pool), size=n, p=act / act.sum())]
     kind = rng.choice(3, size=n, p=_KIND_SHARES)
     taste = users.taste[user]  # (n, C)
 

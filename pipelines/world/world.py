@@ -199,11 +199,13 @@ class World:
         start_s: int | None = None,
         days: float = 1.0,
         id_prefix: str = "s",
+        user_pool: np.ndarray | None = None,
     ) -> Searches:
-        """New searches from ``start_s`` (default: the end of the logged period) on."""
+        """New searches from ``start_s`` (default: the end of the logged period) on, by the
+        users in ``user_pool`` (indices; default everyone)."""
         start = self.end_s if start_s is None else start_s
         s = sample_searches(
-            self.cfg, self.items, self.users, self.book, rng, n, start, days, id_prefix
+            self.cfg, self.items, self.users, self.book, rng, n, start, days, id_prefix, user_pool
         )
         # Searches travel as lat/lon (logs, HTTP); snap to the round trip so that a search read
         # back from a log gives bit-identical relevance.

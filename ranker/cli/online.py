@@ -37,7 +37,33 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-candidates", type=int, default=10_000)
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--example-from",
+        type=Path,
+        metavar="WORLD",
+        help="print a curl command ranking a search sampled from this simulated world",
+    )
     p.set_defaults(run=run_serve)
+
+    p = sub.add_parser("abtest", help="simulated users search against a running server")
+    p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
+    p.add_argument("--world", type=Path, required=True, help="the simulated world directory")
+    p.add_argument("--requests", type=int, required=True)
+    p.add_argument("--users", type=int, help="how many distinct users search (default: all)")
+    p.add_argument("--days", type=float, default=1.0, help="simulated days the searches span")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run_abtest)
+
+    p = sub.add_parser(
+        "report", help="reports; `report online` judges an A/B test from server logs"
+    )
+    rsub = p.add_subparsers(dest="report", required=True, metavar="KIND")
+    r = rsub.add_parser("online", help="an online experiment from a server's --log-dir")
+    r.add_argument("--logs", type=Path, required=True, help="the server's --log-dir")
+    r.add_argument("--world", type=Path, help="the simulated world: oracle NDCG of served lists")
+    r.add_argument("--out", type=Path, help="where report.{json,md,html} go (default: LOGS/report)")
+    r.set_defaults(run=run_report_online)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -59,6 +85,7 @@ def run_serve(args: argparse.Namespace) -> int:
         "RANKER_DEFAULT_MODEL": args.default_model,
         "RANKER_STORE": args.store,
         "RANKER_THREADS": args.threads,
+        "RANKER_ISOLATE_VARIANTS": args.isolate_variants or None,
         "RANKER_BATCH_WINDOW_MS": args.batch_window_ms,
     }
     for key, value in env.items():
@@ -69,6 +96,8 @@ def run_serve(args: argparse.Namespace) -> int:
         shutil.rmtree(prom, ignore_errors=True)
         prom.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
+    if args.example_from:
+        print(curl_example(args.example_from, args.host, args.port), flush=True)
     # The app is imported by name in each worker (ranker never imports serving itself).
     uvicorn.run(
         "serving.app:create_app",
@@ -79,4 +108,61 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
     )
+    return 0
+
+
+def curl_example(world_dir: Path, host: str, port: int) -> str:
+    """A curl command ranking one search sampled from the world after its logged period."""
+    import json
+
+    import numpy as np
+
+    from pipelines.world.world import World, to_latlon
+
+    world = World.load(world_dir)
+    s = world.sample_searches(1, np.random.default_rng(7), id_prefix="curl")
+    lat, lon = to_latlon(s.x, s.y)
+    body = {
+        "user_id": str(world.users.user_id[s.user[0]]),
+        "query": str(s.query[0]),
+        "ts": f"{np.datetime64(int(s.t[0]), 's')}Z",
+        "context": {
+            "lat": round(float(lat[0]), 5),
+            "lon": round(float(lon[0]), 5),
+            "device": str(s.device[0]),
+        },
+        "candidates": [{"item_id": str(world.items.item_id[i])} for i in s.candidates[0]],
+        "top_k": 5,
+    }
+    return (
+        "Rank a simulated search (once the server says it is ready):\n"
+        f"curl -s -X POST http://{host}:{port}/v1/rank -H 'content-type: application/json' "
+        f"-d '{json.dumps(body)}'\n"
+        f"API docs: http://{host}:{port}/docs"
+    )
+
+
+def run_abtest(args: argparse.Namespace) -> int:
+    from ranker.evaluate.abtest import run_abtest as play
+
+    if args.requests < 1:
+        raise ValueError("--requests must be >= 1")
+    s = play(
+        args.url, args.world, args.requests, args.users, args.seed, args.days, not args.no_progress
+    )
+    print(
+        f"played {s.requests} searches by {s.users} users in {s.seconds:.1f} s: {s.clicks} clicks, "
+        f"{s.orders} orders, {s.errors} errors; variants {s.variants}"
+    )
+    return 1 if s.errors else 0
+
+
+def run_report_online(args: argparse.Namespace) -> int:
+    from ranker.evaluate.online import online_report
+    from ranker.evaluate.online_report import write_online_report
+
+    report = online_report(args.logs, args.world)
+    paths = write_online_report(report, args.out or args.logs / "report")
+    print(f"verdict: {report['verdict']}")
+    print(f"report: {paths['html']} (also report.md, report.json)")
     return 0
