@@ -17,6 +17,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--experiment", type=Path, help="an A/B experiment file (TOML)")
     p.add_argument(
+        "--isolate-variants",
+        action="store_true",
+        help="per-variant counters and histories, so A/B variants cannot interfere",
+    )
+    p.add_argument(
         "--default-model", help="model served without an experiment (default: transformer)"
     )
     p.add_argument(
