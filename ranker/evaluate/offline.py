@@ -23,6 +23,7 @@ from pipelines.lists.io import read_split
 from pipelines.lists.manifest import Manifest
 from pipelines.lists.table import Lists
 from ranker.data import mask_of, to_padded
+from ranker.evaluate.segments import differences, segment_labels, segment_table
 from ranker.evaluate.stats import Clusters, mean_ci, paired_difference, weighted_mean_ci
 from ranker.metrics import EMPTY_RULES, apply_empty_rule, auc, average_precision, mrr, ndcg
 from ranker.scoring import load
@@ -133,6 +134,20 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     if truth is not None and "logged" in metrics:
         report["gap_closed"] = _gap_closed(per_request, cl)
     report["verdict"] = verdict(report, [s.name for s in scored if s.name != "logged"])
+    # Exploratory views: where differences come from (no verdict from them).
+    compared = [s.name for s in scored if s.name != "logged"] or [s.name for s in scored]
+    segments = segment_labels(lists, m, req.data)
+    report["segments"] = {
+        "metric": primary,
+        "note": "exploratory: no verdict from segments",
+        "by": segment_table(
+            segments, per_request, np.asarray(users, dtype=str), compared, primary, req.seed
+        ),
+    }
+    report["per_request_differences"] = {
+        "metric": primary,
+        **differences(per_request, compared, primary),
+    }
     return report
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipelines.io import write_json_atomic, write_text_atomic
+from ranker.evaluate.svg import bar_chart, histogram, line_chart
 
 SECONDARY = ("ndcg@10", "oracle_ndcg@10", "mrr", "map", "auc", "gauc")
 CSS = """
@@ -21,8 +23,19 @@ th { background: #f4f4f4; text-align: left; }
 .verdict { font-size: 1.15rem; padding: .8rem; background: #eef6ee; }
 .note { color: #666; } svg text { font-size: 11px; }
 """
-# Extra HTML sections (plots, segments) added by richer report builders: report -> fragment.
-HTML_SECTIONS: list[Callable[[dict[str, Any]], str]] = []
+# After load, count the charts that actually rendered (non-empty boxes) and say so in the page
+# title and on <body>; the browser test reads it. Any script error would show in the console.
+SELF_CHECK = """
+<script>
+window.addEventListener("load", () => {
+  const svgs = Array.from(document.querySelectorAll("svg"));
+  const drawn = svgs.filter((s) => { const b = s.getBBox(); return b.width > 0 && b.height > 0; });
+  document.body.dataset.plots = String(svgs.length);
+  document.body.dataset.plotsRendered = String(drawn.length);
+  document.title += " (" + drawn.length + " plots)";
+});
+</script>
+"""
 
 
 def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -130,7 +143,7 @@ def render_html(report: dict[str, Any]) -> str:
     test = e(report["comparisons"][0]["test"]) if report["comparisons"] else ""
     setup = "".join(f"<li>{e(s)}</li>" for s in setup_lines(report))
     data = json.dumps(finite(report)).replace("</", "<\\/")
-    sections = "".join(section(report) for section in HTML_SECTIONS)
+    sections = offline_views(report)
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>Offline evaluation</title><style>{CSS}</style></head><body>"
@@ -139,5 +152,66 @@ def render_html(report: dict[str, Any]) -> str:
         f"{e(report['verdict']['text'])}</p>"
         f'<ul class="note">{setup}</ul><h2>Metrics</h2>{metrics}{sections}'
         f'<h2>Paired differences (a - b)</h2>{comps}<p class="note">{test}</p>'
-        f'<script type="application/json" id="report-data">{data}</script></body></html>\n'
+        f'<script type="application/json" id="report-data">{data}</script>{SELF_CHECK}</body></html>\n'
     )
+
+
+def offline_views(report: dict[str, Any]) -> str:
+    """Charts and the exploratory sections of the offline report."""
+    e = html.escape
+    primary = report["primary"]
+    models = [m for m in report["metrics"] if m != "oracle"]
+    est = [report["metrics"][m].get(primary) for m in models]
+    parts = [
+        bar_chart(
+            models,
+            [x["value"] if x else float("nan") for x in est],
+            [tuple(x["ci95"]) if x else (float("nan"),) * 2 for x in est],
+            f"{primary} with 95% CI",
+            primary,
+        )
+    ]
+    sweep = report.get("exploratory", {}).get("ndcg@k", {})
+    if sweep:
+        ks = list(range(1, 21))
+        parts.append("<h2>NDCG@k, k = 1..20 (exploratory)</h2>")
+        parts.append(
+            line_chart(
+                ks,
+                {m: [v.get(str(k), v.get(k, float("nan"))) for k in ks] for m, v in sweep.items()},
+                "NDCG@k on logged labels (exploratory)",
+                "k",
+                "NDCG@k",
+            )
+        )
+    diffs = report.get("per_request_differences", {})
+    for name, d in diffs.items():
+        if not isinstance(d, dict) or "values" not in d:
+            continue
+        parts.append(f"<h2>Per-request differences: {e(name)} (exploratory)</h2>")
+        parts.append(
+            histogram(
+                np.asarray(d["values"], dtype=np.float64),
+                40,
+                f"{name}, {diffs['metric']} per request",
+                "difference",
+            )
+        )
+        parts.append(
+            f'<p class="note">better on {d["share_better"]:.1%} of requests, worse on {d["share_worse"]:.1%}</p>'
+        )
+    seg = report.get("segments", {})
+    if seg.get("by"):
+        parts.append(f"<h2>Segments (exploratory, {e(seg['metric'])})</h2>")
+        for kind, rows in seg["by"].items():
+            cols = [c for c in next(iter(rows.values())) if c != "requests"] if rows else []
+            body = [
+                [
+                    value,
+                    f"{r['requests']:,}",
+                    *(fmt_diff(r[c]) if " - " in c else fmt_estimate(r[c]) for c in cols),
+                ]
+                for value, r in rows.items()
+            ]
+            parts.append(f"<h3>{e(kind)}</h3>" + table([kind, "requests", *cols], body))
+    return "".join(parts)
