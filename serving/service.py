@@ -226,6 +226,7 @@ class Service:
         route = self._route(req, user)
         live = self.variant_live.get(route.variant, self.live)
         self.sync()
+        t_feat = time.perf_counter()
         with self.lock:
             feats = live.featurize(
                 user_id=user,
@@ -238,7 +239,10 @@ class Service:
                 overrides=overrides,
                 history=history,
             )
+        t_infer = time.perf_counter()
         ranked = self._score(route, rid, user, feats)
+        t_done = time.perf_counter()
+        timing = {"featurize": (t_infer - t_feat) * 1000, "infer": (t_done - t_infer) * 1000}
         top = ranked.items[: req.top_k] if req.top_k else ranked.items
         # Plain dicts: the route sends them as JSON directly (no second validation pass).
         items: list[dict[str, Any]] = [
@@ -277,6 +281,7 @@ class Service:
             "variant": ranked.variant,
             "items": items,
             "took_ms": round(took, 3),
+            "_timing": timing,  # per-stage milliseconds; the route moves it to a header
         }
 
     def _route(self, req: RankRequest, user: str) -> Route:
@@ -319,7 +324,12 @@ class Service:
         return Ranked(route.models[0], "interleave", served, scores, [names[t] for t in teams])
 
     def _order(self, model: ServedModel, variant: str, feats: Features) -> Ranked:
-        scores = model.score(feats)
+        # skip_inference (benchmarks only): the same server answering without the model.
+        scores = (
+            np.zeros(len(feats.num), np.float32)
+            if self.settings.skip_inference
+            else model.score(feats)
+        )
         order = np.argsort(-scores, kind="stable").tolist()
         return Ranked(model, variant, order, scores)
 

@@ -33,6 +33,7 @@ class Settings(BaseModel):
     batch_window_ms: float | None = None  # None: 2 ms on a GPU, off on the CPU
     max_batch: int = Field(64, ge=1)
     log_rotate_bytes: int = Field(64 * 2**20, ge=1024)
+    skip_inference: bool = False  # benchmarks only: answer with constant scores, no model call
 
     @property
     def store_path(self) -> Path:

@@ -1,5 +1,8 @@
 """``ranker demo``: the main job on the embedded default world, step by step, with timings.
 
+It ends with a short online A/B between the two models: its own server in the background
+(always stopped), the world's simulated users searching against it, and the online report.
+
 simulate -> validate-logs -> features -> train the LightGBM baseline -> train the Transformer
 as a re-ranker over the baseline (PRM / Meituan style: the baseline's score and rank are inputs,
 out-of-fold on the training lists) -> evaluate them side by side (oracle NDCG@10 from the world's
@@ -19,6 +22,46 @@ DEMO_REQUESTS = 20_000
 DEMO_USERS = 2_000
 # Bounded so the demo stays within minutes on two cores; real runs use the defaults.
 DEMO_TRANSFORMER = {"epochs": 10, "patience": 3}
+DEMO_AB_REQUESTS = 3000  # a short online test: the report says when it is underpowered
+EXPERIMENT = """# The demo's online A/B: the LightGBM baseline against the Transformer re-ranker.
+name = "lgbm-vs-transformer"
+salt = "demo"
+mode = "ab"
+[[variants]]
+name = "control"
+model = "lgbm"
+weight = 50
+[[variants]]
+name = "treatment"
+model = "transformer"
+weight = 50
+"""
+
+
+def _online_ab(out: Path, registry: Path, lists: Path, requests: int, seed: int) -> dict[str, Any]:
+    """Its own server in the background (always stopped), simulated users, the online report."""
+    import shutil
+
+    from ranker.evaluate.abtest import run_abtest
+    from ranker.evaluate.online import online_report
+    from ranker.evaluate.online_report import write_online_report
+    from ranker.evaluate.server_proc import background_server
+
+    online = out / "online"
+    shutil.rmtree(online, ignore_errors=True)
+    online.mkdir(parents=True)
+    (online / "experiment.toml").write_text(EXPERIMENT)
+    with background_server(
+        registry, lists / "state", online / "logs", experiment=online / "experiment.toml"
+    ) as url:
+        s = run_abtest(url, out / "world", requests, seed=seed)
+    print(
+        f"   {s.requests} searches by {s.users} users: {s.clicks} clicks, {s.orders} orders, "
+        f"{s.errors} errors, variants {s.variants}"
+    )
+    report = online_report(online / "logs", out / "world")
+    write_online_report(report, online / "report")
+    return report
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +70,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--requests", type=int, default=DEMO_REQUESTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--ab-requests", type=int, default=DEMO_AB_REQUESTS, help="searches in the online A/B"
+    )
     p.set_defaults(run=run_demo)
 
 
@@ -39,6 +85,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from pipelines.world.simulate import simulate
     from ranker.evaluate.offline import EvalRequest, evaluate
     from ranker.evaluate.report import write_report
+    from ranker.export.run import export_model
     from ranker.train.run import TrainRequest, run_training
 
     out: Path = args.out
@@ -88,8 +135,16 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     report = step("evaluate", lambda: evaluate(EvalRequest(lists, [str(lg.path), str(tr.path)])))
     paths = write_report(report, out / "report")
-    print(f"\nverdict ({report['primary']}): {report['verdict']['text']}")
-    print(f"report: {paths['html']} (also report.md, report.json)")
+    print(f"   verdict ({report['primary']}): {report['verdict']['text']}")
+    print(f"   report: {paths['html']}")
+    step("export", lambda: [export_model(str(ref.path)) for ref in (lg, tr)])
+    online = step(
+        "online A/B", lambda: _online_ab(out, registry, lists, args.ab_requests, args.seed)
+    )
+    print(f"\noffline verdict ({report['primary']}): {report['verdict']['text']}")
+    print(f"offline report: {paths['html']} (also report.md, report.json)")
+    print(f"online verdict: {online['verdict']}")
+    print(f"online report: {out / 'online' / 'report' / 'report.html'}")
     print(
         f"models: {registry}; lists dataset: {lists}; logs: {out / 'logs'}; world: {out / 'world'}"
     )

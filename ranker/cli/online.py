@@ -41,6 +41,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--batch-window-ms", type=float, help="batch concurrent requests (default: 2 on a GPU)"
     )
     p.add_argument("--max-candidates", type=int, default=10_000)
+    p.add_argument(
+        "--no-inference",
+        action="store_true",
+        help="benchmarks only: answer with constant scores, to see the model's share of the time",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument(
         "--example-from",
@@ -92,6 +97,7 @@ def run_serve(args: argparse.Namespace) -> int:
         "RANKER_THREADS": args.threads,
         "RANKER_ISOLATE_VARIANTS": args.isolate_variants or None,
         "RANKER_BATCH_WINDOW_MS": args.batch_window_ms,
+        "RANKER_SKIP_INFERENCE": True if args.no_inference else None,
     }
     for key, value in env.items():
         if value is not None:

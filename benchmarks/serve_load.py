@@ -1,0 +1,178 @@
+"""Load test of the ranking server: latency at concurrency 1, throughput at concurrency 16.
+
+    python benchmarks/serve_load.py --run runs/demo [--model transformer] [--seconds 20]
+
+Requests carry 100 candidates for users whose 50-click history the server looks up itself.
+Concurrency 1: a keep-alive Python client, per-stage times from the Server-Timing header
+(parse, featurize, infer, serialize). Concurrency 16: wrk (Debian's package) when installed,
+against the same server with two workers, beside the same server answering without inference
+(constant scores), so the model's share is visible. Prints JSON. Goal on the 2-core
+development machine: p50 <= 2 ms, p99 <= 8 ms at concurrency 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from pipelines.features.state import FeatureState
+from ranker.evaluate.server_proc import background_server
+from ranker.registry import resolve
+
+
+def bodies(state_dir: Path, n: int, model: str, seed: int = 0) -> list[str]:
+    st = FeatureState.load(state_dir)
+    full = [u for u, k in st.history._keys.items() if len(k) >= st.cfg.history.max_len]
+    if not full:
+        raise SystemExit("no user with a full history in this state")
+    rng = np.random.default_rng(seed)
+    t0 = int(st.clock_us or 0) // 10**6 + 600
+    out = []
+    for k in range(n):
+        items = rng.choice(st.items.ids, 100, replace=False)
+        out.append(
+            json.dumps(
+                {
+                    "user_id": full[k % len(full)],
+                    "query": ["hotpot", "coffee", "dinner", "sushi"][k % 4],
+                    "ts": f"{np.datetime64(t0 + k, 's')}Z",
+                    "model": model,
+                    "context": {"lat": 31.23, "lon": 121.47, "device": "ios"},
+                    "candidates": [{"item_id": str(i)} for i in items],
+                }
+            )
+        )
+    return out
+
+
+def latency_run(url: str, payloads: list[str], seconds: float) -> dict[str, object]:
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    lat, stages = [], []
+    end = time.perf_counter() + seconds
+    k = 0
+    while time.perf_counter() < end:
+        body = payloads[k % len(payloads)].encode()
+        t = time.perf_counter()
+        conn.request("POST", "/v1/rank", body, {"content-type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        lat.append((time.perf_counter() - t) * 1000)
+        assert r.status == 200, r.status
+        header = r.getheader("Server-Timing") or ""
+        stages.append(
+            {m.group(1): float(m.group(2)) for m in re.finditer(r"(\w+);dur=([\d.]+)", header)}
+        )
+        k += 1
+    warm = lat[len(lat) // 10 :]  # the first tenth warms caches
+    ms = np.array(warm)
+    names = list(stages[-1]) if stages else []
+    return {
+        "requests": len(warm),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p90_ms": round(float(np.percentile(ms, 90)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "stages_median_ms": {
+            n: round(float(np.median([s.get(n, 0.0) for s in stages[len(stages) // 10 :]])), 3)
+            for n in names
+        },
+    }
+
+
+def wrk_run(
+    url: str, payloads: list[str], seconds: int, connections: int
+) -> dict[str, object] | None:
+    if shutil.which("wrk") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        lua_bodies = ",\n".join("[==[" + p + "]==]" for p in payloads[:200])
+        script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"local bodies = {{{lua_bodies}}}\nlocal i = 0\n"
+            "request = function()\n  i = i + 1\n"
+            "  return wrk.format(nil, nil, nil, bodies[(i % #bodies) + 1])\nend\n"
+        )
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t",
+                "2",
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds}s",
+                "--latency",
+                "-s",
+                str(script),
+                f"{url}/v1/rank",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def ms(m: re.Match[str] | None) -> float | None:
+        if m is None:
+            return None
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    return {
+        "connections": connections,
+        "requests_per_s": float(rps.group(1)) if rps else None,
+        "p50_ms": ms(p50),
+        "p99_ms": ms(p99),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", type=Path, default=Path("runs/demo"), help="a demo run directory")
+    ap.add_argument("--model", default="transformer")
+    ap.add_argument("--seconds", type=int, default=20)
+    args = ap.parse_args()
+    registry, state = args.run / "registry", args.run / "lists" / "state"
+    ref = resolve(registry / args.model)
+    payloads = bodies(state, 400, args.model)
+    result: dict[str, object] = {
+        "benchmark": "serve_load",
+        "model": str(ref),
+        "kind": ref.manifest()["kind"],
+        "model_parameters": ref.manifest().get("parameters"),
+        "onnx_mb": round((ref.path / "model.onnx").stat().st_size / 2**20, 2),
+        "candidates": 100,
+        "history": 50,
+        "goal": {"p50_ms": 2.0, "p99_ms": 8.0},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        with background_server(registry, state, Path(tmp) / "c1", workers=1) as url:
+            result["concurrency_1"] = latency_run(url, payloads, args.seconds)
+            result["concurrency_1_wrk"] = wrk_run(url, payloads, args.seconds, 1)
+        for label, extra in (
+            ("concurrency_16", []),
+            ("concurrency_16_no_inference", ["--no-inference"]),
+        ):
+            with background_server(
+                registry, state, Path(tmp) / label, workers=2, extra=extra
+            ) as url:
+                result[label] = wrk_run(url, payloads, args.seconds, 16)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
