@@ -16,6 +16,8 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pipelines.logs.schema import ids_as_str
+
 BATCH_ROWS = 500_000
 
 
@@ -46,9 +48,9 @@ def partition_by_day(
             df = batch.to_pandas()
             if "request_id" not in df.columns:
                 raise ValueError("impressions: no request_id column")
-            df["request_id"] = _ids(df["request_id"])
+            df["request_id"] = ids_as_str(df["request_id"])
             if "item_id" in df.columns:
-                df["item_id"] = _ids(df["item_id"])
+                df["item_id"] = ids_as_str(df["item_id"])
             pos = req_index.get_indexer(df["request_id"])
             known = pos >= 0
             n_bad = int((~known).sum())
@@ -75,13 +77,3 @@ def partition_by_day(
 
 def read_day(scratch: Path, day: int) -> pd.DataFrame:
     return pq.read_table(scratch / f"day={day}" / "part.parquet").to_pandas()
-
-
-def _ids(col: pd.Series) -> pd.Series:
-    if col.dtype == "str":
-        return col
-    if pd.api.types.is_float_dtype(col):
-        known = col.dropna()
-        if (known == known.round()).all():
-            return col.astype("Int64").astype("str")
-    return col.astype("str")

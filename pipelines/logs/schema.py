@@ -55,11 +55,11 @@ def read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
         df = table.to_pandas()
     for c in ID_COLUMNS:
         if c in df.columns:
-            df[c] = _ids_as_str(df[c])
+            df[c] = ids_as_str(df[c])
     return df
 
 
-def _ids_as_str(col: pd.Series) -> pd.Series:
+def ids_as_str(col: pd.Series) -> pd.Series:
     """Identifiers as pandas strings; nulls stay null, integral floats (from CSV) lose '.0'."""
     if col.dtype == "str":
         return col

@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.io import write_json_atomic, write_text_atomic
-from ranker.evaluate.report import CSS, finite, table
+from ranker.evaluate.report import CSS, finite, table, write_files
 from ranker.evaluate.svg import bar_chart
 
 METRICS = ("orders_per_request", "clicks_per_request", "ctr", "oracle_ndcg@10")
@@ -145,9 +144,4 @@ def render_html(r: dict[str, Any]) -> str:
 
 
 def write_online_report(r: dict[str, Any], out: Path) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
-    write_json_atomic(finite(r), paths["json"])
-    write_text_atomic(markdown(r), paths["md"])
-    write_text_atomic(render_html(r), paths["html"])
-    return paths
+    return write_files(r, out, markdown(r), render_html(r))

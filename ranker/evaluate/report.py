@@ -39,11 +39,16 @@ window.addEventListener("load", () => {
 
 
 def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    return write_files(report, out, markdown(report), render_html(report))
+
+
+def write_files(report: dict[str, Any], out: Path, md: str, page: str) -> dict[str, Path]:
+    """report.json (every number), report.md and report.html, each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html"}
     write_json_atomic(finite(report), paths["json"])
-    write_text_atomic(markdown(report), paths["md"])
-    write_text_atomic(render_html(report), paths["html"])
+    write_text_atomic(md, paths["md"])
+    write_text_atomic(page, paths["html"])
     return paths
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from ranker.evaluate.online_stats import (
     relative_lift,
     sample_ratio_mismatch,
 )
+from ranker.evaluate.server_proc import free_port
 from serving.experiments import Experiment, Variant
 
 
@@ -76,12 +76,6 @@ def test_interleaving_preference_binomial_test() -> None:
     )  # NaN
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("mode", ["ab", "interleave"])
 def test_simulated_users_play_an_experiment_and_the_report_judges_it(
     mode: str, small_registry: Path, small_sim: Path, small_lists: Path, tmp_path: Path
@@ -92,7 +86,7 @@ def test_simulated_users_play_an_experiment_and_the_report_judges_it(
         '[[variants]]\nname = "control"\nmodel = "lgbm"\nweight = 1\n'
         '[[variants]]\nname = "treatment"\nmodel = "transformer"\nweight = 1\n'
     )
-    port, logs = _port(), tmp_path / "logs"
+    port, logs = free_port(), tmp_path / "logs"
     env = {
         **os.environ,
         "RANKER_REGISTRY": str(small_registry),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ranker.evaluate.server_proc import free_port
+
 TOKEN = "test-admin-token"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _call(
@@ -88,7 +83,7 @@ def test_two_workers_share_events_and_reloads(
         "RANKER_ADMIN_TOKEN": TOKEN,
         "RANKER_WORKERS": "2",
     }
-    a, b = _port(), _port()
+    a, b = free_port(), free_port()
 
     def cmd(port: int) -> list[str]:
         return [
@@ -133,7 +128,7 @@ def test_two_workers_share_events_and_reloads(
 def test_ranker_serve_runs_several_workers(
     small_registry: Path, small_lists: Path, tmp_path: Path
 ) -> None:
-    port = _port()
+    port = free_port()
     cmd = [
         sys.executable,
         "-m",
