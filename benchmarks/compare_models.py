@@ -23,6 +23,7 @@ from pipelines.world.config import WorldConfig
 from pipelines.world.simulate import simulate
 from ranker.evaluate.offline import EvalRequest, evaluate
 from ranker.evaluate.report import write_report
+from ranker.registry import versions
 from ranker.train.run import TrainRequest, run_training
 
 # name -> (model, bias correction, extra options)
@@ -48,6 +49,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep models already in OUT/registry (resume an interrupted matrix)",
+    )
     args = ap.parse_args()
     out: Path = args.out
     if not (out / "world" / "world.json").exists():
@@ -65,6 +71,10 @@ def main() -> None:
     refs = []
     for name in args.variants:
         model, bias, extra = VARIANTS[name]
+        done = versions(registry, name) if args.reuse else []
+        if done:
+            refs.append(str(registry / name / done[-1]))
+            continue
         t0 = time.perf_counter()
         overrides: dict[str, object] = {"epochs": args.epochs} if model == "transformer" else {}
         overrides.update({k: v for k, v in extra.items() if k != "reranker"})

@@ -10,7 +10,7 @@ from serving.service import Service
 def get_service(request: Request) -> Service:
     service: Service | None = getattr(request.app.state, "service", None)
     if service is None:
-        from serving.service import ServingError
+        from serving.requests import ServingError
 
         raise ServingError(503, "the service is starting")
     return service

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import metrics
-from serving.service import ServingError
+from serving.requests import ServingError
 
 log = logging.getLogger(__name__)
 

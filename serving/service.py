@@ -13,13 +13,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from pipelines.features.history import Sequences
-from pipelines.features.live import HistoryEvent as LiveHistory
 from pipelines.features.live import LiveFeaturizer
 from pipelines.features.state import Events, FeatureState
 from pipelines.features.transforms import Features
@@ -29,28 +27,19 @@ from serving import metrics
 from serving.experiments import Experiment, load_experiment, team_draft
 from serving.models import ModelLoadError, ModelSet, ServedModel, load_model_set
 from serving.request_log import RotatingJsonl
+from serving.requests import (
+    ServingError,
+    context_coord,
+    history_event,
+    item_overrides,
+    to_us,
+)
 from serving.runtime import Device, choose_device
-from serving.schemas import EventsRequest, HistoryEvent, RankRequest
+from serving.schemas import EventsRequest, RankRequest
 from serving.settings import Settings
 from serving.store import SharedStore
 
 log = logging.getLogger(__name__)
-
-
-class ServingError(Exception):
-    """A request the service cannot serve as asked: a 4xx with a message naming the field."""
-
-    def __init__(self, status: int, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.field = status, message, field
-
-
-def to_us(ts: datetime | None) -> int:
-    if ts is None:
-        return time.time_ns() // 1000
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return int(ts.timestamp() * 1_000_000)
 
 
 @dataclass
@@ -212,16 +201,16 @@ class Service:
         ids = [str(c.item_id) for c in req.candidates]
         if len(set(ids)) != len(ids):
             raise ServingError(422, "candidates repeat an item_id", "candidates")
-        overrides = self._overrides(req)
+        overrides = item_overrides(req, self.numeric_attrs)
         context = req.context or {}
-        lat, lon = self._coord(context, "lat"), self._coord(context, "lon")
+        lat, lon = context_coord(context, "lat"), context_coord(context, "lon")
         ctx = {
             k: None if context.get(k) is None else str(context.get(k))
             for k in self.state.cfg.requests.categorical
         }
         t_us = to_us(req.ts)
         user = str(req.user_id)
-        history = None if req.history is None else [self._history(h) for h in req.history]
+        history = None if req.history is None else [history_event(h) for h in req.history]
         rid = req.request_id or uuid.uuid4().hex
         route = self._route(req, user)
         live = self.variant_live.get(route.variant, self.live)
@@ -332,38 +321,6 @@ class Service:
         )
         order = np.argsort(-scores, kind="stable").tolist()
         return Ranked(model, variant, order, scores)
-
-    def _overrides(self, req: RankRequest) -> dict[str, np.ndarray] | None:
-        given = [(j, c.features) for j, c in enumerate(req.candidates) if c.features]
-        if not given:
-            return None
-        out: dict[str, np.ndarray] = {}
-        n = len(req.candidates)
-        for j, feats in given:
-            for name, value in (feats or {}).items():
-                if name not in self.numeric_attrs:
-                    raise ServingError(
-                        422,
-                        f"unknown item feature {name!r}; known: {sorted(self.numeric_attrs)}",
-                        f"candidates.{j}.features.{name}",
-                    )
-                out.setdefault(name, np.full(n, np.nan))[j] = value
-        return out
-
-    @staticmethod
-    def _coord(context: dict[str, Any], key: str) -> float | None:
-        v = context.get(key)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ServingError(422, f"context.{key} must be a number", f"context.{key}")
-        return float(v)
-
-    @staticmethod
-    def _history(h: str | int | HistoryEvent) -> LiveHistory:
-        if isinstance(h, HistoryEvent):
-            return LiveHistory(str(h.item_id), None if h.ts is None else to_us(h.ts), h.ordered)
-        return LiveHistory(str(h), None, False)
 
     # ---- events ----------------------------------------------------------------------------
     def events(self, req: EventsRequest) -> int:

@@ -28,14 +28,22 @@ from tqdm import tqdm
 from pipelines.features.config import FeatureConfig
 from pipelines.features.history import Sequences
 from pipelines.features.items import ItemTable, Vocab
+from pipelines.features.log_tables import (
+    assign_splits,
+    float_col,
+    log_source,
+    read_entities,
+    read_requests,
+    to_us,
+)
 from pipelines.features.partition import partition_by_day, read_day
 from pipelines.features.state import US_PER_S, Events, FeatureState, Lookups
 from pipelines.features.transforms import FeatureSpec, RequestFrame, feature_spec, featurize
 from pipelines.lists.io import ListsWriter, open_dataset, write_vocab
 from pipelines.lists.manifest import Manifest
 from pipelines.lists.table import Lists
-from pipelines.logs.clean import clean_entities, clean_impressions, clean_requests
-from pipelines.logs.schema import find_table, read_table, table_columns
+from pipelines.logs.clean import clean_impressions
+from pipelines.logs.schema import find_table
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,12 +82,12 @@ def build_features(logs: Path, out: Path, cfg: FeatureConfig, progress: bool = T
         "items": Counter(),
         "users": Counter(),
     }
-    req = _read_requests(logs, bad)
-    items_frame = _read_entities(logs, "items", "item_id", bad)
+    req = read_requests(logs, bad)
+    items_frame = read_entities(logs, "items", "item_id", bad)
     assert items_frame is not None  # an absent items table reads as an empty one
-    users_frame = _read_entities(logs, "users", "user_id", bad)
+    users_frame = read_entities(logs, "users", "user_id", bad)
     req = req.sort_values(["ts", "request_id"], kind="stable").reset_index(drop=True)
-    req["t_us"] = _to_us(req["ts"])
+    req["t_us"] = to_us(req["ts"])
     req["split"] = assign_splits(req["t_us"].to_numpy(), cfg)
     req["day"] = req["t_us"] // DAY_US
 
@@ -111,7 +119,7 @@ def build_features(logs: Path, out: Path, cfg: FeatureConfig, progress: bool = T
         history_max_len=cfg.history.max_len,
         labels=dict(cfg.labels),
         max_label=max(cfg.labels.values(), default=1),
-        source=_source(logs),
+        source=log_source(logs),
         config=cfg.to_dict(),
         columns=[
             c
@@ -259,8 +267,8 @@ def _replay_day(
         t_us=t_us,
         user_id=users,
         query=queries,
-        lat=_float_col(day_req, state.cfg.requests.location, 0),
-        lon=_float_col(day_req, state.cfg.requests.location, 1),
+        lat=float_col(day_req, state.cfg.requests.location, 0),
+        lon=float_col(day_req, state.cfg.requests.location, 1),
         context={
             c: day_req[c].astype("str").where(day_req[c].notna(), None).to_numpy(dtype=object)
             for c in state.cfg.requests.categorical
@@ -340,67 +348,6 @@ def _write_parts(writer: ListsWriter, parts: list[tuple[str, Lists]]) -> None:
         writer.write(name, lists)
 
 
-def assign_splits(t_us: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """train / valid / test by time: dates when given, else fractions of the requests."""
-    sc = cfg.split
-    n = len(t_us)
-    out = np.full(n, "train", dtype=object)
-    if n == 0:
-        return out
-    if sc.valid_start or sc.test_start:
-        v = _to_us(pd.Series([sc.valid_start or sc.test_start]))[0]
-        te = _to_us(pd.Series([sc.test_start]))[0] if sc.test_start else np.iinfo(np.int64).max
-        out[t_us >= v] = "valid"
-        out[t_us >= te] = "test"
-        return out
-    # Thresholds at quantile times; requests at the same instant land in the same split.
-    ordered = np.sort(t_us)
-    v_at = ordered[min(n - 1, int(np.floor(n * (1 - sc.valid_fraction - sc.test_fraction))))]
-    t_at = ordered[min(n - 1, int(np.floor(n * (1 - sc.test_fraction))))]
-    if sc.valid_fraction > 0:
-        out[t_us >= v_at] = "valid"
-    if sc.test_fraction > 0:
-        out[t_us >= t_at] = "test"
-    return out
-
-
-def _read_requests(logs: Path, bad: dict[str, Counter[str]]) -> pd.DataFrame:
-    path = find_table(logs, "requests")
-    if path is None:
-        raise FileNotFoundError(f"{logs}: no requests table")
-    if find_table(logs, "impressions") is None:
-        raise FileNotFoundError(f"{logs}: no impressions table")
-    missing = [c for c in ("request_id", "ts", "user_id", "query") if c not in table_columns(path)]
-    if missing:
-        raise ValueError(f"requests: missing required column(s) {missing}")
-    req, c = clean_requests(read_table(path))
-    bad["requests"].update(c)
-    req["user_id"] = req["user_id"].astype("str")
-    return req
-
-
-def _read_entities(
-    logs: Path, name: str, key: str, bad: dict[str, Counter[str]]
-) -> pd.DataFrame | None:
-    path = find_table(logs, name)
-    if path is None:
-        return pd.DataFrame({key: pd.Series([], dtype="str")}) if name == "items" else None
-    df, c = clean_entities(read_table(path), key)
-    bad[name].update(c)
-    return df.reset_index(drop=True)
-
-
-def _to_us(ts: pd.Series) -> np.ndarray:
-    t = pd.to_datetime(ts, utc=True).astype("datetime64[us, UTC]")
-    return ((t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)).to_numpy(np.int64)
-
-
-def _float_col(df: pd.DataFrame, cols: list[str], j: int) -> np.ndarray:
-    if not cols or cols[j] not in df.columns:
-        return np.full(len(df), np.nan)
-    return pd.to_numeric(df[cols[j]], errors="coerce").to_numpy(np.float64)
-
-
 def _concat_lookups(looks: list[Lookups]) -> Lookups:
     counts: dict[str, dict[int | None, np.ndarray]] = {}
     for table in looks[0].counts:
@@ -429,12 +376,3 @@ def _vocab_values(name: str, state: FeatureState) -> list[str]:
     if name.startswith("user_"):
         return state.user_vocabs[name[5:]].values
     return state.items.vocabs[name].values
-
-
-def _source(logs: Path) -> dict[str, object]:
-    world = logs.parent / "world"
-    return {
-        "kind": "logs",
-        "logs": str(logs.resolve()),
-        "world": str(world.resolve()) if (world / "world.json").exists() else None,
-    }

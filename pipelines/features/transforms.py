@@ -13,22 +13,21 @@ import numpy as np
 import pandas as pd
 
 from pipelines.features.config import FeatureConfig
-from pipelines.features.items import ItemRefs, ItemTable
-from pipelines.features.keys import combine
+from pipelines.features.items import ItemRefs
+from pipelines.features.list_features import add_list_features
 from pipelines.features.segments import (
-    best_other,
-    count_in_group,
-    group_labels,
-    rank_pct,
     segment_ids,
-    zscore,
+)
+from pipelines.features.sequence_features import (
+    NO_HISTORY_AGE_H,
+    add_history_features,
+    sequence_tensors,
 )
 from pipelines.features.state import US_PER_S, FeatureState, Lookups
-from pipelines.features.text import PAD, jaccard, query_match, token_matrix, tokenize
+from pipelines.features.text import PAD, query_match, token_matrix, tokenize
 from pipelines.lists.manifest import CategoricalFeature, NumericFeature
 
 DEFAULT_DISTANCE_KM = 3.0  # when the request or the item has no location
-NO_HISTORY_AGE_H = 24.0 * 365  # "last click" age of a user without history
 PRIOR_CTR, PRIOR_CVR, PRIOR_WEIGHT = 0.05, 0.02, 10.0  # global-rate prior before any traffic
 QUERY_WIDTH = 8
 
@@ -217,14 +216,14 @@ def featurize(
     _counter_features(f, look, seg, state.window_names, cfg.counters.prior_strength)
     group = items.take(items.group, rows, 0) if items.group is not None else None
     hist_refs = items.refs(look.sequences.item_id)
-    _history_features(f, frame, look, seg, state, group, refs, hist_refs)
-    _list_features(f, cfg, seg, frame.offsets, group, refs, items)
+    add_history_features(f, frame, look, seg, state, group, refs, hist_refs)
+    add_list_features(f, cfg, seg, frame.offsets, group, refs, items)
 
     num = np.empty((n, len(spec.numeric)), np.float32)
     for j, x in enumerate(spec.numeric):
         num[:, j] = f[x.name]
     cat = _categorical(frame, spec, state, rows, seg)
-    hist_num, hist_cat = _sequence_tensors(frame, look, state, spec, hist_refs)
+    hist_num, hist_cat = sequence_tensors(frame, look, state, spec, hist_refs)
     return Features(num, cat, look.sequences.offsets, look.sequences.item_id, hist_num, hist_cat)
 
 
@@ -273,113 +272,6 @@ def _counter_features(
         f[f"user_clicks_{w_name}"] = user
 
 
-def _history_features(
-    f: dict[str, np.ndarray],
-    frame: RequestFrame,
-    look: Lookups,
-    seg: np.ndarray,
-    state: FeatureState,
-    group: np.ndarray | None,
-    refs: ItemRefs,
-    hist_refs: ItemRefs,
-) -> None:
-    sq = look.sequences
-    hlen = np.diff(sq.offsets)
-    f["hist_len"] = hlen[seg].astype(np.float64)
-    hseg = segment_ids(sq.offsets)
-    last_t = np.full(len(hlen), -1, np.int64)
-    if len(sq.t_us):
-        np.maximum.at(last_t, hseg, sq.t_us)
-    age = np.where(last_t >= 0, (frame.t_us - last_t) / 3.6e9, NO_HISTORY_AGE_H)
-    f["hist_last_age_h"] = age[seg]
-    # The user's usual price, rating, ...: the mean over the history, and the candidate's gap.
-    for c in state.cfg.history.item_numeric:
-        j = state.items.num_names.index(c)
-        vals = _hist_attr(state.items, hist_refs.rows, j)
-        total = np.bincount(hseg, weights=vals, minlength=len(hlen))
-        mean = np.where(hlen > 0, total / np.maximum(hlen, 1), state.items.num_defaults[j])[seg]
-        f[f"hist_mean_{c}"] = mean
-        f[f"{c}_minus_hist"] = np.where(hlen[seg] > 0, f[c] - mean, 0.0)
-    # Same item in the history: match (request, item hash) pairs.
-    f["hist_same_item"] = _pair_counts(seg, refs.hashes, hseg, hist_refs.hashes)
-    if group is not None:
-        same = _pair_counts(seg, group.astype(np.uint64), hseg, state.groups(hist_refs.rows))
-        f["hist_same_group"] = same
-        f["hist_group_share"] = np.where(hlen[seg] > 0, same / np.maximum(hlen[seg], 1), 0.0)
-
-
-def _hist_attr(items: ItemTable, rows: np.ndarray, j: int) -> np.ndarray:
-    """Numeric attribute j of history items; the column median for unknown items."""
-    v = items.take(items.num[:, j] if len(items.num) else None, rows, np.nan).astype(np.float64)
-    return np.where(np.isnan(v), items.num_defaults[j], v)
-
-
-def _pair_counts(
-    seg: np.ndarray, key: np.ndarray, hseg: np.ndarray, hkey: np.ndarray
-) -> np.ndarray:
-    """For each candidate, how many history events of its request share its key."""
-    if len(hkey) == 0:
-        return np.zeros(len(seg))
-    pairs, cnt = np.unique(
-        combine(hseg.astype(np.uint64), hkey.astype(np.uint64)), return_counts=True
-    )
-    q = combine(seg.astype(np.uint64), key.astype(np.uint64))
-    pos = np.clip(np.searchsorted(pairs, q), 0, len(pairs) - 1)
-    return np.where(pairs[pos] == q, cnt[pos], 0).astype(np.float64)
-
-
-def _list_features(
-    f: dict[str, np.ndarray],
-    cfg: FeatureConfig,
-    seg: np.ndarray,
-    offsets: np.ndarray,
-    group: np.ndarray | None,
-    refs: ItemRefs,
-    items: ItemTable,
-) -> None:
-    lens = np.diff(offsets)
-    b = len(lens)
-    f["list_len"] = lens[seg].astype(np.float64)
-    compare = cfg.list.compare
-    if compare:
-        x = np.stack([f[c] for c in compare], axis=1)  # (N, K)
-        k = len(compare)
-        if group is not None:  # ranks in the list and in the group, in one call
-            labels = np.concatenate(
-                [
-                    np.zeros((len(x), k), np.int64),
-                    np.repeat(group.astype(np.int64)[:, None], k, axis=1),
-                ],
-                axis=1,
-            )
-            ranks = rank_pct(np.concatenate([x, x], axis=1), offsets, labels)
-        else:
-            ranks = rank_pct(x, offsets)
-        for j, c in enumerate(compare):
-            f[f"{c}_rank"] = ranks[:, j]
-            f[f"{c}_z"] = zscore(f[c], seg, b)
-            if group is not None:
-                f[f"{c}_group_rank"] = ranks[:, k + j]
-    if group is None:
-        return
-    seg_group = group_labels(seg, group)
-    size = count_in_group(seg_group).astype(np.float64)
-    f["group_count"] = size
-    f["group_share"] = size / lens[seg]
-    if "rating" in f:
-        tiebreak = refs.hashes.view(np.int64)  # a stable item key: order-independent ties
-        other = best_other(f["rating"], tiebreak, seg_group)
-        has = other >= 0
-        safe = np.maximum(other, 0)
-        f["best_rated_gap"] = np.where(has, f["rating"][safe] - f["rating"], 0.0)
-        f["is_best_rated"] = np.where(
-            has, (f["rating"] >= f["rating"][safe]).astype(np.float64), 1.0
-        )
-        if items.sim_text is not None:
-            toks = items.take(items.sim_text, refs.rows, int(PAD))
-            f["best_rated_similarity"] = np.where(has, jaccard(toks, toks[safe]), 0.0)
-
-
 def _categorical(
     frame: RequestFrame, spec: FeatureSpec, state: FeatureState, rows: np.ndarray, seg: np.ndarray
 ) -> np.ndarray:
@@ -413,37 +305,3 @@ def _categorical(
 
 def _as_str(values: np.ndarray) -> np.ndarray:
     return np.array([None if v is None or v != v else str(v) for v in values], dtype=object)
-
-
-def _sequence_tensors(
-    frame: RequestFrame, look: Lookups, state: FeatureState, spec: FeatureSpec, hist_refs: ItemRefs
-) -> tuple[np.ndarray, np.ndarray]:
-    sq = look.sequences
-    hseg = segment_ids(sq.offsets)
-    m = len(sq.item_id)
-    age_h = (frame.t_us[hseg] - sq.t_us) / 3.6e9 if m else np.zeros(0)
-    items = state.items
-    rows = hist_refs.rows
-    cols_num = [age_h, sq.ordered.astype(np.float64)]
-    cols_num += [
-        _hist_attr(items, rows, items.num_names.index(c)) for c in state.cfg.history.item_numeric
-    ]
-    hist_num = (
-        np.stack(cols_num, axis=1).astype(np.float32)
-        if m
-        else np.zeros((0, len(spec.history_numeric)), np.float32)
-    )
-    cols = []
-    v = items.vocabs["item_id"]
-    idx = items.take(items.id_index, rows, 0)
-    if v.hashed and m and (rows < 0).any():
-        idx = np.where(rows < 0, v.index(sq.item_id), idx)
-    cols.append(idx)
-    if len(spec.history_categorical) > 1:
-        cols.append(items.take(items.group, rows, 0))
-    hist_cat = (
-        np.stack(cols, axis=1).astype(np.int32)
-        if m
-        else np.zeros((0, len(spec.history_categorical)), np.int32)
-    )
-    return hist_num, hist_cat

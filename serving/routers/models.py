@@ -7,8 +7,9 @@ import hmac
 from fastapi import APIRouter, Depends, Header
 
 from serving.deps import get_service
+from serving.requests import ServingError
 from serving.schemas import ErrorResponse, ModelsResponse
-from serving.service import Service, ServingError
+from serving.service import Service
 from serving.settings import Settings, get_settings
 
 router = APIRouter(tags=["models"])

@@ -1,0 +1,62 @@
+"""Turning a validated request body into what the feature path takes; errors that name a field."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from pipelines.features.live import HistoryEvent as LiveHistory
+from serving.schemas import HistoryEvent, RankRequest
+
+
+class ServingError(Exception):
+    """A request the service cannot serve as asked: a 4xx with a message naming the field."""
+
+    def __init__(self, status: int, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+def to_us(ts: datetime | None) -> int:
+    if ts is None:
+        return time.time_ns() // 1000
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return int(ts.timestamp() * 1_000_000)
+
+
+def item_overrides(req: RankRequest, known: set[str]) -> dict[str, np.ndarray] | None:
+    """Per-candidate feature values the client sent, as NaN-padded columns (None if none)."""
+    given = [(j, c.features) for j, c in enumerate(req.candidates) if c.features]
+    if not given:
+        return None
+    out: dict[str, np.ndarray] = {}
+    n = len(req.candidates)
+    for j, feats in given:
+        for name, value in (feats or {}).items():
+            if name not in known:
+                raise ServingError(
+                    422,
+                    f"unknown item feature {name!r}; known: {sorted(known)}",
+                    f"candidates.{j}.features.{name}",
+                )
+            out.setdefault(name, np.full(n, np.nan))[j] = value
+    return out
+
+
+def context_coord(context: dict[str, Any], key: str) -> float | None:
+    v = context.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ServingError(422, f"context.{key} must be a number", f"context.{key}")
+    return float(v)
+
+
+def history_event(h: str | int | HistoryEvent) -> LiveHistory:
+    if isinstance(h, HistoryEvent):
+        return LiveHistory(str(h.item_id), None if h.ts is None else to_us(h.ts), h.ordered)
+    return LiveHistory(str(h), None, False)
