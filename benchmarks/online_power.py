@@ -29,25 +29,14 @@ from ranker.evaluate.abtest import run_abtest
 from ranker.evaluate.online import _per_request, load_logs, online_report
 from ranker.evaluate.online_stats import Z80, Z95, ratio, relative_lift
 from ranker.evaluate.server_proc import background_server
+from serving.experiments import two_arm_toml
 
-EXP = """name = "power"
-salt = "power-{seed}"
-mode = "{mode}"
-[[variants]]
-name = "control"
-model = "lgbm"
-weight = 50
-[[variants]]
-name = "treatment"
-model = "transformer"
-weight = 50
-"""
 REQUESTS_PER_DAY = 1000  # about the logged traffic of the demo world
 
 
 def play(run: Path, tmp: Path, mode: str, n: int, seed: int) -> Path:
     exp = tmp / f"{mode}-{seed}.toml"
-    exp.write_text(EXP.format(mode=mode, seed=seed))
+    exp.write_text(two_arm_toml("power", f"power-{seed}", mode, "lgbm", "transformer"))
     logs = tmp / f"{mode}-{seed}-{n}"
     with background_server(run / "registry", run / "lists" / "state", logs, experiment=exp) as url:
         run_abtest(

@@ -107,7 +107,7 @@ def wrk_run(
             [
                 "wrk",
                 "-t",
-                "2",
+                str(min(2, connections)),  # wrk refuses more threads than connections
                 "-c",
                 str(connections),
                 "-d",
@@ -119,12 +119,14 @@ def wrk_run(
             ],
             capture_output=True,
             text=True,
-            check=True,
-        ).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"wrk failed: {out.stderr.strip() or out.stdout.strip()}")
+        text = out.stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", text)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 
     def ms(m: re.Match[str] | None) -> float | None:
         if m is None:

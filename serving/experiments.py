@@ -64,6 +64,18 @@ class Experiment:
         }
 
 
+def two_arm_toml(
+    name: str, salt: str, mode: str, control: str, treatment: str, comment: str = ""
+) -> str:
+    """The experiment file of a 50/50 test of two models (variants `control` and `treatment`)."""
+    head = f"# {comment}\n" if comment else ""
+    arms = "".join(
+        f'[[variants]]\nname = "{v}"\nmodel = "{m}"\nweight = 50\n'
+        for v, m in (("control", control), ("treatment", treatment))
+    )
+    return f'{head}name = "{name}"\nsalt = "{salt}"\nmode = "{mode}"\n{arms}'
+
+
 def load_experiment(path: Path) -> Experiment:
     try:
         data = tomllib.loads(Path(path).read_text())

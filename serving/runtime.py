@@ -72,6 +72,9 @@ def session(model: bytes | Path, device: Device, threads: int) -> ort.InferenceS
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # Idle pool threads otherwise spin after each run, taking the core that featurises the next
+    # request (measured: -15% per request on two cores with spinning off).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     src = model if isinstance(model, bytes) else str(model)

@@ -23,19 +23,6 @@ DEMO_USERS = 2_000
 # Bounded so the demo stays within minutes on two cores; real runs use the defaults.
 DEMO_TRANSFORMER = {"epochs": 10, "patience": 3}
 DEMO_AB_REQUESTS = 3000  # a short online test: the report says when it is underpowered
-EXPERIMENT = """# The demo's online A/B: the LightGBM baseline against the Transformer re-ranker.
-name = "lgbm-vs-transformer"
-salt = "demo"
-mode = "ab"
-[[variants]]
-name = "control"
-model = "lgbm"
-weight = 50
-[[variants]]
-name = "treatment"
-model = "transformer"
-weight = 50
-"""
 
 
 def _online_ab(out: Path, registry: Path, lists: Path, requests: int, seed: int) -> dict[str, Any]:
@@ -46,11 +33,21 @@ def _online_ab(out: Path, registry: Path, lists: Path, requests: int, seed: int)
     from ranker.evaluate.online import online_report
     from ranker.evaluate.online_report import write_online_report
     from ranker.evaluate.server_proc import background_server
+    from serving.experiments import two_arm_toml
 
     online = out / "online"
     shutil.rmtree(online, ignore_errors=True)
     online.mkdir(parents=True)
-    (online / "experiment.toml").write_text(EXPERIMENT)
+    (online / "experiment.toml").write_text(
+        two_arm_toml(
+            "lgbm-vs-transformer",
+            "demo",
+            "ab",
+            "lgbm",
+            "transformer",
+            "The demo's online A/B: the LightGBM baseline against the Transformer re-ranker.",
+        )
+    )
     with background_server(
         registry, lists / "state", online / "logs", experiment=online / "experiment.toml"
     ) as url:

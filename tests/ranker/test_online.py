@@ -23,7 +23,7 @@ from ranker.evaluate.online_stats import (
     sample_ratio_mismatch,
 )
 from ranker.evaluate.server_proc import free_port
-from serving.experiments import Experiment, Variant
+from serving.experiments import Experiment, Variant, two_arm_toml
 
 
 def test_srm_passes_a_correct_split_and_fails_a_planted_55_45_bug() -> None:
@@ -81,11 +81,7 @@ def test_simulated_users_play_an_experiment_and_the_report_judges_it(
     mode: str, small_registry: Path, small_sim: Path, small_lists: Path, tmp_path: Path
 ) -> None:
     exp = tmp_path / "exp.toml"
-    exp.write_text(
-        f'name = "lgbm-vs-transformer"\nsalt = "s"\nmode = "{mode}"\n'
-        '[[variants]]\nname = "control"\nmodel = "lgbm"\nweight = 1\n'
-        '[[variants]]\nname = "treatment"\nmodel = "transformer"\nweight = 1\n'
-    )
+    exp.write_text(two_arm_toml("lgbm-vs-transformer", "s", mode, "lgbm", "transformer"))
     port, logs = free_port(), tmp_path / "logs"
     env = {
         **os.environ,
