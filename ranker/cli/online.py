@@ -35,7 +35,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument(
-        "--threads", type=int, help="ONNX Runtime threads per model session (default 1; requests run in parallel)"
+        "--threads",
+        type=int,
+        help="ONNX Runtime threads per model session (default 1; requests run in parallel)",
     )
     p.add_argument(
         "--batch-window-ms", type=float, help="batch concurrent requests (default: 2 on a GPU)"
