@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +17,7 @@ from ranker.evaluate.online_stats import (
     relative_lift,
     sample_ratio_mismatch,
 )
-from ranker.evaluate.server_proc import free_port
+from ranker.evaluate.server_proc import background_server
 from serving.experiments import Experiment, Variant, two_arm_toml
 
 
@@ -82,54 +77,13 @@ def test_simulated_users_play_an_experiment_and_the_report_judges_it(
 ) -> None:
     exp = tmp_path / "exp.toml"
     exp.write_text(two_arm_toml("lgbm-vs-transformer", "s", mode, "lgbm", "transformer"))
-    port, logs = free_port(), tmp_path / "logs"
-    env = {
-        **os.environ,
-        "RANKER_REGISTRY": str(small_registry),
-        "RANKER_STATE": str(small_lists / "state"),
-        "RANKER_LOG_DIR": str(logs),
-        "RANKER_EXPERIMENT": str(exp),
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "serving.app:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        for _ in range(300):
-            try:
-                if (
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status
-                    == 200
-                ):
-                    break
-            except OSError:
-                assert proc.poll() is None, (
-                    proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-                )
-                time.sleep(0.3)
+    logs = tmp_path / "logs"
+    with background_server(
+        small_registry, small_lists / "state", logs, experiment=exp
+    ) as url:  # `ranker serve`, as the demo runs it
         summary = run_abtest(
-            f"http://127.0.0.1:{port}",
-            small_sim / "world",
-            requests=120,
-            users=60,
-            seed=3,
-            progress=False,
+            url, small_sim / "world", requests=120, users=60, seed=3, progress=False
         )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     assert summary.errors == 0 and summary.requests == 120 and summary.users <= 60
     assert summary.clicks > 0
     report = online_report(logs, small_sim / "world")
