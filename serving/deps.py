@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from serving.requests import ServingError
 from serving.service import Service
 
 
 def get_service(request: Request) -> Service:
     service: Service | None = getattr(request.app.state, "service", None)
     if service is None:
-        from serving.requests import ServingError
-
         raise ServingError(503, "the service is starting")
     return service
