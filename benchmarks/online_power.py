@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from ranker.evaluate.abtest import run_abtest
-from ranker.evaluate.online import _per_request, load_logs, online_report
+from ranker.evaluate.online import load_logs, online_report, request_outcomes
 from ranker.evaluate.online_stats import Z80, Z95, ratio, relative_lift
 from ranker.evaluate.server_proc import background_server
 from serving.experiments import two_arm_toml
@@ -47,7 +47,7 @@ def play(run: Path, tmp: Path, mode: str, n: int, seed: int) -> Path:
 
 def user_table(logs: Path) -> pd.DataFrame:
     rankings, events, _ = load_logs(logs)
-    per = _per_request(rankings, events)
+    per = request_outcomes(rankings, events)
     return per.groupby(["user_id", "variant"])[["orders", "one"]].sum().reset_index()
 
 

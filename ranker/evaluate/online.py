@@ -59,7 +59,7 @@ def load_logs(log_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]
 def online_report(log_dir: Path, world_dir: Path | None = None) -> dict[str, Any]:
     rankings, events, exp = load_logs(log_dir)
     rankings = rankings[rankings["variant"] != "explicit"]  # requests that chose a model by hand
-    per = _per_request(rankings, events)
+    per = request_outcomes(rankings, events)
     if world_dir is not None:
         per["oracle_ndcg@10"] = _oracle_ndcg(rankings, Path(world_dir))
     variants = list(exp["variants"]) if exp else []
@@ -103,7 +103,8 @@ def online_report(log_dir: Path, world_dir: Path | None = None) -> dict[str, Any
     return report
 
 
-def _per_request(rankings: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+def request_outcomes(rankings: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """One row per served request: its user, variant, clicks and orders (from the event log)."""
     per = rankings[["request_id", "user_id", "variant", "model", "took_ms"]].copy()
     per["shown"] = rankings["items"].map(len)
     counts: dict[str, dict[str, int]] = defaultdict(
