@@ -58,7 +58,8 @@ class LiveFeaturizer:
         times = np.array([t_us], dtype=np.int64)
         items = np.asarray([str(i) for i in item_ids], dtype=object)
         offsets = np.array([0, len(items)], dtype=np.int64)
-        look = st.lookup(users, queries, times, offsets, items)
+        refs = st.items.refs(items)  # resolved once for the counters and the transforms
+        look = st.lookup(users, queries, times, offsets, items, refs=refs)
         if history is not None:
             look.sequences = _client_sequence(history, t_us, st.cfg.history.max_len)
         frame = RequestFrame(
@@ -71,6 +72,7 @@ class LiveFeaturizer:
             offsets=offsets,
             item_id=items,
             overrides=overrides,
+            item_refs=refs,
         )
         return featurize(frame, look, st, self.spec)
 
