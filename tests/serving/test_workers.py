@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ranker.evaluate.server_proc import free_port
+from ranker.evaluate.server_proc import background_server, free_port
 
 TOKEN = "test-admin-token"
 
@@ -128,26 +128,10 @@ def test_two_workers_share_events_and_reloads(
 def test_ranker_serve_runs_several_workers(
     small_registry: Path, small_lists: Path, tmp_path: Path
 ) -> None:
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "ranker.cli",
-        "serve",
-        "--registry",
-        str(small_registry),
-        "--state",
-        str(small_lists / "state"),
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-        "--log-dir",
-        str(tmp_path / "logs"),
-        "--log-level",
-        "warning",
-    ]
-    with _servers([cmd], {}, [port]):
+    with background_server(
+        small_registry, small_lists / "state", tmp_path / "logs", workers=2
+    ) as url:
+        port = int(url.rsplit(":", 1)[1])
         for i in range(6):
             status, out = _call(
                 port,
