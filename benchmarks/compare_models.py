@@ -1,13 +1,15 @@
 """The fairness matrix on the simulated world: both models, with and without their position-bias
 correction, the Transformer also as a re-ranker over the baseline; one offline report.
 
-    python benchmarks/compare_models.py --requests 20000 --users 2000 --out runs/cmp-demo
+    python benchmarks/compare_models.py --requests 20000 --users 2000 --out runs/cmp-demo \
+        --train-seeds 0 1
     python benchmarks/compare_models.py --requests 100000 --users 10000 --out runs/cmp-5x
     python benchmarks/compare_models.py --requests 20000 --users 2000 --list-effect 0 \
         --out runs/cmp-control
 
 Prints JSON: each model's oracle and click NDCG@10 with 95% CIs, paired differences against
-the baseline (LightGBM with its correction), training seconds, and the report's path.
+the baseline (LightGBM with its correction) of the same training seed, the seed check (does
+each variant's CI clear zero under every seed), training seconds, and the report's path.
 """
 
 from __future__ import annotations
@@ -44,7 +46,15 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--users", type=int, default=2_000)
     ap.add_argument("--list-effect", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the world's seed")
+    ap.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="repeat every training with each seed (models of seed s > first: NAME_sS), to "
+        "check that a verdict is not one seed's luck",
+    )
     ap.add_argument("--tune", type=int, default=1, help="tuning trials per model (same budget)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
@@ -69,44 +79,63 @@ def main() -> None:
         build_features(out / "logs", lists, load_config("sim"), progress=False)
     seconds: dict[str, float] = {}
     refs = []
-    for name in args.variants:
-        model, bias, extra = VARIANTS[name]
-        done = versions(registry, name) if args.reuse else []
-        if done:
-            refs.append(str(registry / name / done[-1]))
-            continue
-        t0 = time.perf_counter()
-        overrides: dict[str, object] = {"epochs": args.epochs} if model == "transformer" else {}
-        overrides.update({k: v for k, v in extra.items() if k != "reranker"})
-        ref = run_training(
-            TrainRequest(
-                model,
-                lists,
-                registry,
-                name=name,
-                bias=bias,
-                tune=args.tune,
-                seed=args.seed,
-                progress=False,
-                overrides=overrides,
-                reranker=extra.get("reranker"),  # type: ignore[arg-type]
+    first = args.train_seeds[0]
+    for seed in args.train_seeds:
+        for variant in args.variants:
+            name = seeded(variant, seed, first)
+            model, bias, extra = VARIANTS[variant]
+            done = versions(registry, name) if args.reuse else []
+            if done:
+                refs.append(str(registry / name / done[-1]))
+                continue
+            t0 = time.perf_counter()
+            overrides: dict[str, object] = {"epochs": args.epochs} if model == "transformer" else {}
+            overrides.update({k: v for k, v in extra.items() if k != "reranker"})
+            baseline = extra.get("reranker")
+            ref = run_training(
+                TrainRequest(
+                    model,
+                    lists,
+                    registry,
+                    name=name,
+                    bias=bias,
+                    tune=args.tune,
+                    seed=seed,
+                    progress=False,
+                    overrides=overrides,
+                    # each seed's re-ranker sits on the same seed's baseline
+                    reranker=None if baseline is None else seeded(str(baseline), seed, first),
+                )
             )
-        )
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        refs.append(str(ref.path))
+            seconds[name] = round(time.perf_counter() - t0, 1)
+            refs.append(str(ref.path))
     report = evaluate(EvalRequest(lists, refs))
     paths = write_report(report, out / "report")
     m = report["metrics"]
     primary = report["primary"]
-    base = args.variants[0]
-    diffs = {
-        c["a"] if c["b"] == base else c["b"]: {
-            "diff": c["diff"] if c["b"] == base else -c["diff"],
-            "ci95": c["ci95"] if c["b"] == base else [-c["ci95"][1], -c["ci95"][0]],
-            "p_value": c["p_value"],
+    diffs = {}
+    for seed in args.train_seeds:
+        base = seeded(args.variants[0], seed, first)
+        names = {seeded(v, seed, first) for v in args.variants[1:]}
+        for c in report["comparisons"]:
+            if c["metric"] != primary or {c["a"], c["b"]} - names != {base}:
+                continue
+            flip = c["a"] == base
+            diffs[c["b"] if flip else c["a"]] = {
+                "vs": base,
+                "diff": -c["diff"] if flip else c["diff"],
+                "ci95": [-c["ci95"][1], -c["ci95"][0]] if flip else c["ci95"],
+                "p_value": c["p_value"],
+            }
+    # The seed check: a verdict holds only if it holds for every training seed.
+    seed_check = {
+        v: {
+            "diffs": [diffs[seeded(v, s, first)]["diff"] for s in args.train_seeds],
+            "ci_above_zero_for_every_seed": all(
+                diffs[seeded(v, s, first)]["ci95"][0] > 0 for s in args.train_seeds
+            ),
         }
-        for c in report["comparisons"]
-        if c["metric"] == primary and base in (c["a"], c["b"]) and "logged" not in (c["a"], c["b"])
+        for v in args.variants[1:]
     }
     print(
         json.dumps(
@@ -117,24 +146,31 @@ def main() -> None:
                     "list_effect": args.list_effect,
                     "seed": args.seed,
                 },
+                "train_seeds": args.train_seeds,
                 "tuning_budget": args.tune,
                 "primary": primary,
                 "verdict": report["verdict"]["text"],
                 "models": {
                     n: {
                         "oracle_ndcg@10": m[n].get("oracle_ndcg@10"),
-                        "ndcg@10": m[n]["ndcg@10"],
+                        "ndcg@10": m[n].get("ndcg@10"),
                         "train_s": seconds.get(n),
                     }
-                    for n in [*args.variants, "logged"]
+                    for n in [*m]
                 },
-                f"diff_vs_{base}": diffs,
+                f"diff_vs_{args.variants[0]}": diffs,
+                "seed_check": seed_check,
                 "gap_closed": report.get("gap_closed"),
                 "report": str(paths["html"]),
             },
             indent=2,
         )
     )
+
+
+def seeded(name: str, seed: int, first: int) -> str:
+    """The registry name of a variant trained with a seed (the first seed keeps the name)."""
+    return name if seed == first else f"{name}_s{seed}"
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
     ListBlock x n_layers: self-attention across the candidates (PRM-style list context),
         |                 padding masked, no positional encoding: permutation-equivariant
         v
-    ScoreHead -> scores (B, L)   [+ PositionBias(logged position), training only]
+    ScoreHead -> scores (B, L)   [+ scale * baseline score, re-ranker only]
+                                 [+ PositionBias(logged position), training only]
 
 Numeric features arrive raw; their transforms and train-set normalisation live in buffers, so
 the exported ONNX graph carries them. Attention masks are additive in the model's dtype (no
@@ -51,9 +52,16 @@ class RankerConfig:
     # kernel (measured: attention forward + backward 3x slower) for no gain on our validation.
     attn_dropout: float = 0.0
     input_noise: float = 0.1  # std of Gaussian noise on normalised numeric inputs, training only
+    # Share of categorical values (item ids included) replaced by "unknown" (0) in training:
+    # keeps the model from memorising clicked items, and trains the cold-start embedding.
+    cat_dropout: float = 0.0
     use_history: bool = True
     use_list_attention: bool = True  # False: a pointwise scorer (an ablation)
     bias_tower: bool = False  # a logged-position term added in training only
+    # Index of a numeric input added, raw and scaled, to the score: the re-ranker's baseline
+    # score. With the head's last layer zero-initialised the model starts as the baseline's
+    # ranking and learns a correction to it (-1: off).
+    residual_input: int = -1
     max_position: int = 128
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +100,13 @@ class MLP(nn.Module):
         return self.fc2(self.drop(F.gelu(self.fc1(x))))
 
 
+def drop_categories(cat: torch.Tensor, p: float) -> torch.Tensor:
+    """Each categorical value replaced by 0 ("unknown") with probability p."""
+    if p <= 0:
+        return cat
+    return cat * (torch.rand(cat.shape, device=cat.device) >= p)  # (..., C)
+
+
 class CandidateEncoder(nn.Module):
     """Numeric and categorical features of each candidate -> a D-dim token."""
 
@@ -103,11 +118,13 @@ class CandidateEncoder(nn.Module):
         self.proj = MLP(d_in, 2 * cfg.d_model, cfg.d_model, cfg.dropout)
         self.ln = nn.LayerNorm(cfg.d_model)
         self.noise = cfg.input_noise
+        self.cat_dropout = cfg.cat_dropout
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
         x = self.norm(num)  # (B, L, F)
         if self.training and self.noise > 0:  # DASALC-style augmentation of tabular inputs
             x = x + self.noise * torch.randn_like(x)
+        cat = drop_categories(cat, self.cat_dropout if self.training else 0.0)
         parts = [x]
         parts += [emb(cat[..., j]) for j, emb in enumerate(self.embeddings)]  # (B, L, cat_dim)
         return self.ln(self.proj(torch.cat(parts, dim=-1)))  # (B, L, D)
@@ -130,8 +147,10 @@ class HistoryEncoder(nn.Module):
         d_in = len(cfg.hist_num_transforms) + cfg.cat_dim * len(cfg.hist_cat_sizes)
         self.proj = MLP(d_in, 2 * cfg.d_model, cfg.d_model, cfg.dropout)
         self.ln = nn.LayerNorm(cfg.d_model)
+        self.cat_dropout = cfg.cat_dropout
 
     def forward(self, hist_num: torch.Tensor, hist_cat: torch.Tensor) -> torch.Tensor:
+        hist_cat = drop_categories(hist_cat, self.cat_dropout if self.training else 0.0)
         parts = [self.norm(hist_num)]  # (B, H, Hn)
         parts += [emb(hist_cat[..., j]) for j, emb in enumerate(self.embeddings)]
         return self.ln(self.proj(torch.cat(parts, dim=-1)))  # (B, H, D)
@@ -216,6 +235,7 @@ class Ranker(nn.Module):
         self.blocks = nn.ModuleList(ListBlock(cfg) for _ in range(n_blocks))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = MLP(cfg.d_model, cfg.d_model, 1, cfg.dropout)
+        self.residual_scale = nn.Parameter(torch.ones(())) if cfg.residual_input >= 0 else None
         self.position_bias = nn.Embedding(cfg.max_position + 1, 1) if cfg.bias_tower else None
         if self.position_bias is not None:
             nn.init.zeros_(self.position_bias.weight)
@@ -238,6 +258,8 @@ class Ranker(nn.Module):
         for block in self.blocks:
             x = block(x, key_bias)
         scores = self.head(self.ln_f(x)).squeeze(-1)  # (B, L)
+        if self.residual_scale is not None:
+            scores = scores + self.residual_scale * num[..., self.cfg.residual_input]  # (B, L)
         if positions is not None and self.position_bias is not None:
             pos = torch.clamp(positions, 0, self.cfg.max_position)
             scores = scores + self.position_bias(pos).squeeze(-1)  # (B, L)
@@ -247,11 +269,17 @@ class Ranker(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def init_weights(model: nn.Module, seed: int) -> None:
-    """Deterministic initialisation (small normal weights, zero biases)."""
+def init_weights(model: Ranker, seed: int) -> None:
+    """Deterministic initialisation (small normal weights, zero biases).
+
+    A residual re-ranker's last head layer starts at zero: its first scores are the baseline's.
+    """
     gen = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
-        if "position_bias" in name or name.endswith("null"):
+        if "position_bias" in name or name.endswith("null") or name == "residual_scale":
+            continue
+        if name == "head.fc2.weight" and model.cfg.residual_input >= 0:
+            nn.init.zeros_(p)
             continue
         if p.dim() >= 2:
             std = 0.02 if "embeddings" in name else 1.0 / math.sqrt(p.shape[1])

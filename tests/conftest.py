@@ -36,8 +36,8 @@ SMALL_TRANSFORMER = {"epochs": 1, "d_model": 32, "n_layers": 2, "d_ff": 64}
 
 @pytest.fixture(scope="session")
 def small_registry(small_lists: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry with a small LightGBM (lgbm/v1) and Transformer (transformer/v1), both
-    exported to ONNX. Shared by the evaluation, export and serving tests: treat as read-only."""
+    """A registry with a small LightGBM (lgbm/v1), Transformer (transformer/v1) and re-ranker
+    over that LightGBM (rerank/v1), all exported to ONNX. Shared by the evaluation, export and serving tests: treat as read-only."""
     from ranker.export.run import export_model
     from ranker.train.run import TrainRequest, run_training
 
@@ -57,6 +57,19 @@ def small_registry(small_lists: Path, tmp_path_factory: pytest.TempPathFactory) 
             overrides=SMALL_TRANSFORMER,
         )
     )
-    for name in ("lgbm", "transformer"):
+    # The product's default Transformer: a re-ranker over the LightGBM baseline.
+    run_training(
+        TrainRequest(
+            "transformer",
+            small_lists,
+            reg,
+            name="rerank",
+            bias="tower",
+            reranker="lgbm",
+            progress=False,
+            overrides=SMALL_TRANSFORMER,
+        )
+    )
+    for name in ("lgbm", "transformer", "rerank"):
         export_model(str(reg / name))
     return reg

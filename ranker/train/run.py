@@ -50,8 +50,10 @@ ARCH_KEYS = (
     "cat_dim",
     "dropout",
     "input_noise",
+    "cat_dropout",
     "use_history",
     "use_list_attention",
+    "residual",  # re-ranker only: score = baseline score + correction (default on)
 )
 
 
@@ -219,7 +221,15 @@ def _train_transformer(
     ):
         opts = {**overrides, **t}
         arch = {a: opts.pop(a) for a in list(opts) if a in ARCH_KEYS}
-        mc = config_from_manifest(m, extra, bias_tower=req.bias == "tower", **arch)
+        # The re-ranker adds the baseline's score (the first extra input) to its own: residual.
+        residual = bool(arch.pop("residual", True)) and bool(extra)
+        mc = config_from_manifest(
+            m,
+            extra,
+            bias_tower=req.bias == "tower",
+            residual_input=len(m.numeric) if residual else -1,
+            **arch,
+        )
         cfg = TrainConfig(**{**{"seed": req.seed, "threads": req.threads}, **opts})
         res = train_transformer(train, valid, mc, cfg, resume=resume_state, progress=req.progress)
         trials.append(

@@ -151,6 +151,13 @@ def train_transformer(
         ema.shadow = resume["ema"]
     loss_fn = LOSSES[cfg.loss]
     use_positions = model_cfg.bias_tower
+    if resume is None and model_cfg.residual_input >= 0:
+        # A residual re-ranker starts as its baseline: that is the score to beat on validation,
+        # and the model kept if no epoch beats it.
+        best = evaluate_ndcg(model, valid, cfg.eval_k, device)
+        best_epoch = 0
+        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        log.info("epoch 0 (the baseline): valid ndcg@%d %.4f", cfg.eval_k, best)
     amp = device.type == "cuda"
 
     for epoch in range(start_epoch, cfg.epochs):

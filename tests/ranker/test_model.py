@@ -109,3 +109,19 @@ def test_numeric_normalisation_is_inside_the_model(model: Ranker) -> None:
     norm = model.candidates.norm
     x = torch.tensor([[2.0, np.e - 1, -(np.e - 1)]])
     torch.testing.assert_close(norm(x), torch.tensor([[2.0, (1.0 - 1.0) / 2.0, -1.0]]))
+
+
+def test_residual_reranker_starts_as_its_baseline_and_can_move_away() -> None:
+    m = Ranker(_cfg(residual_input=0))
+    init_weights(m, 0)
+    m.eval()
+    x = _inputs(2, 6, 3)
+    with torch.no_grad():
+        # Untrained: exactly the raw baseline score (input 0, before normalisation).
+        torch.testing.assert_close(m(**x), x["num"][..., 0], rtol=0, atol=1e-6)
+    m.train()
+    loss = (m(**x) * torch.randn(2, 6, generator=torch.Generator().manual_seed(2))).sum()
+    loss.backward()
+    # The zero last layer still gets a gradient, so training can learn a correction.
+    assert m.head.fc2.weight.grad is not None and m.head.fc2.weight.grad.abs().sum() > 0
+    assert m.residual_scale is not None and m.residual_scale.grad is not None

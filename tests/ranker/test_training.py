@@ -102,9 +102,42 @@ def test_reranker_mode_uses_out_of_fold_baseline_scores(small_lists: Path, tmp_p
     man = rr.manifest()
     assert man["reranker"]["baseline"] == "lgbm/v1"
     assert [f["name"] for f in man["extra_numeric"]] == ["baseline_score", "baseline_rank"]
+    # Residual by default: the baseline score (the first extra input) is added to the output.
+    assert man["architecture"]["residual_input"] == len(man["features"]["numeric"])
     sp, _ = load_splits(small_lists)
     s = load(rr).score(sp.valid, sp.manifest)
     assert np.isfinite(s).all()
+
+
+def test_a_reranker_that_learns_nothing_ranks_as_its_baseline(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    """With no step taken (learning rate 0) the residual re-ranker is its baseline, and the
+    checkpoint kept is that starting point (epoch 0), never a worse one."""
+    reg = tmp_path / "registry"
+    base = run_training(
+        TrainRequest(
+            "lgbm", small_lists, reg, bias="none", progress=False, overrides={"max_rounds": 40}
+        )
+    )
+    rr = run_training(
+        TrainRequest(
+            "transformer",
+            small_lists,
+            reg,
+            name="rerank",
+            bias="tower",
+            reranker="lgbm",
+            progress=False,
+            overrides={**FAST, "lr": 0.0},
+        )
+    )
+    assert rr.manifest()["best_epoch"] == 0
+    sp, test = load_splits(small_lists, with_test=True)
+    assert test is not None
+    s_base = load(base).score(test, sp.manifest)
+    s_rr = load(rr).score(test, sp.manifest)
+    np.testing.assert_allclose(s_rr, s_base, rtol=0, atol=1e-5)
 
 
 def test_bad_requests_are_refused(small_lists: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from pipelines.features.state import FeatureState
-from ranker.inputs import lgbm_columns, lgbm_matrix
+from ranker.inputs import baseline_inputs, lgbm_columns, lgbm_matrix
 from ranker.scoring import load
 from serving.request_log import read_jsonl
 from serving.settings import Settings
@@ -65,7 +65,7 @@ def test_served_scores_equal_the_framework_scores_on_the_same_features(
     features the server computed (parity through the whole service)."""
     body = _body(settings, n=40)
     service = client.app.state.service  # type: ignore[attr-defined]
-    for name in ("transformer", "lgbm"):
+    for name in ("transformer", "lgbm", "rerank"):
         out = client.post("/v1/rank", json={**body, "model": name}).json()
         served = {i["item_id"]: i["score"] for i in out["items"]}
         ids = [c["item_id"] for c in body["candidates"]]  # type: ignore[union-attr]
@@ -80,16 +80,25 @@ def test_served_scores_equal_the_framework_scores_on_the_same_features(
                 context={"device": "ios"},
             )
         lm = load(small_registry / name)
+        booster = (lm.baseline or lm).booster
+        base_scores = None
+        if booster is not None:  # LightGBM, or the baseline under a re-ranker
+            _, keep, _ = lgbm_columns((lm.baseline or lm).features)
+            base_scores = booster.predict(lgbm_matrix(f.num, f.cat, keep), raw_score=True)
         if name == "lgbm":
-            _, keep, _ = lgbm_columns(lm.features)
-            ref = lm.booster.predict(lgbm_matrix(f.num, f.cat, keep), raw_score=True)  # type: ignore[union-attr]
+            ref = base_scores
         else:
             import torch
 
+            num = f.num
+            if base_scores is not None:  # re-ranker: the baseline's score and rank, live
+                num = np.concatenate(
+                    [num, baseline_inputs(base_scores, np.array([0, len(ids)]))], 1
+                )
             t = lambda a, dt=torch.float32: torch.as_tensor(a[None], dtype=dt)  # noqa: E731
             with torch.no_grad():
                 ref = lm.ranker(
-                    t(f.num),
+                    t(num),
                     t(f.cat, torch.long),
                     torch.ones(1, len(ids), dtype=torch.bool),  # type: ignore[misc]
                     t(f.hist_num),
