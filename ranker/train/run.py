@@ -268,6 +268,9 @@ def _check_overrides(req: TrainRequest) -> None:
         allowed = {f.name for f in fields(LgbmConfig)}
     else:
         allowed = {f.name for f in fields(TrainConfig)} | set(ARCH_KEYS)
+    residual = (req.overrides or {}).get("residual", True)
+    if not isinstance(residual, bool):
+        raise ValueError(f"residual must be true or false, got {residual!r}")
     unknown = sorted(set(req.overrides or {}) - allowed)
     if unknown:
         raise ValueError(f"unknown setting(s) for {req.model}: {unknown}; known: {sorted(allowed)}")

@@ -153,6 +153,12 @@ def test_bad_requests_are_refused(small_lists: Path, tmp_path: Path) -> None:
                 overrides={"loss": "nope", "epochs": 1},
             )
         )
+    with pytest.raises(ValueError, match="residual must be true or false"):
+        run_training(
+            TrainRequest(
+                "transformer", small_lists, tmp_path, reranker="lgbm", overrides={"residual": "no"}
+            )
+        )
     with pytest.raises(FileNotFoundError):
         resolve(tmp_path / "missing")
 
