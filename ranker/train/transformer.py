@@ -45,6 +45,9 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; fixed for reproducible scores
     device: str = "auto"  # auto | cpu | cuda
     eval_k: int = 10
+    # Also validate after every this many training lists inside an epoch (patience counts
+    # validations): on a large dataset the best model can come before the first epoch ends.
+    eval_every_lists: int = 16_384
     ema: float = 0.99  # decay of the weight average validated and kept (0: the raw weights)
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,7 +56,7 @@ class TrainConfig:
 
 @dataclass
 class EpochLog:
-    epoch: int
+    epoch: float  # epochs of training done at this validation (1.5: half-way through the 2nd)
     train_loss: float
     valid_ndcg: float
     lr: float
@@ -64,13 +67,13 @@ class EpochLog:
 @dataclass
 class TrainResult:
     model: Ranker
-    best_epoch: int
+    best_epoch: float  # 0: the starting point (a residual re-ranker's baseline) was kept
     best_valid_ndcg: float
     history: list[EpochLog] = field(default_factory=list)
     checkpoint: dict[str, Any] = field(default_factory=dict)  # what resuming needs
 
 
-Callback = Callable[[EpochLog, Ranker], None]  # after each epoch: its log and the model
+Callback = Callable[[EpochLog, Ranker], None]  # after each validation: its log and the model
 
 
 def pick_device(name: str) -> torch.device:
@@ -126,7 +129,7 @@ def train_transformer(
         return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    start_epoch, best, best_epoch, bad_epochs = 0, -1.0, -1, 0
+    start_epoch, best, best_epoch, bad_epochs = 0, -1.0, -1.0, 0
     best_state: dict[str, torch.Tensor] = {}
     rng = np.random.default_rng(cfg.seed)
     history: list[EpochLog] = []
@@ -155,17 +158,50 @@ def train_transformer(
         # A residual re-ranker starts as its baseline: that is the score to beat on validation,
         # and the model kept if no epoch beats it.
         best = evaluate_ndcg(model, valid, cfg.eval_k, device)
-        best_epoch = 0
+        best_epoch = 0.0
         best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         log.info("epoch 0 (the baseline): valid ndcg@%d %.4f", cfg.eval_k, best)
     amp = device.type == "cuda"
+    eval_steps = max(1, math.ceil(cfg.eval_every_lists / cfg.batch_lists))
+
+    def validate(epoch: float, train_loss: float, seconds: float, seen: int) -> None:
+        """Score the (averaged) weights on validation; keep them if they are the best yet."""
+        nonlocal best, best_epoch, bad_epochs, best_state
+        with ema.swapped_in(model) if ema is not None else contextlib.nullcontext():
+            score = evaluate_ndcg(model, valid, cfg.eval_k, device)
+            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            entry = EpochLog(
+                round(epoch, 3),
+                train_loss,
+                score,
+                float(sched.get_last_lr()[0]),
+                seconds,
+                seen / max(seconds, 1e-9),
+            )
+            history.append(entry)
+            if score > best:
+                best, best_epoch, bad_epochs, best_state = score, entry.epoch, 0, state
+            else:
+                bad_epochs += 1
+            log.info(
+                "epoch %g: loss %.4f, valid ndcg@%d %.4f (best %.4f at %g), %.0f lists/s",
+                entry.epoch,
+                entry.train_loss,
+                cfg.eval_k,
+                score,
+                best,
+                best_epoch,
+                entry.lists_per_s,
+            )
+            for cb in callbacks:  # they see the weights that were validated
+                cb(entry, model)
+        model.train()
 
     for epoch in range(start_epoch, cfg.epochs):
         if bad_epochs >= cfg.patience:
             break
         model.train()
-        t0 = time.perf_counter()
-        total_loss, n_batches = 0.0, 0
+        seconds, total_loss, n_batches, seen, stopped = 0.0, 0.0, 0, 0, False
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}",
@@ -174,6 +210,7 @@ def train_transformer(
             leave=False,
         )
         for batch in train.batches(cfg.batch_lists, shuffle=True, rng=rng):
+            t0 = time.perf_counter()
             b = batch.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 scores = model(
@@ -195,38 +232,18 @@ def train_transformer(
             sched.step()
             total_loss += float(loss.detach())
             n_batches += 1
+            seen += len(batch.lists)
+            seconds += time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{total_loss / n_batches:.4f}")
+            if n_batches % eval_steps == 0 and n_batches < steps_per_epoch:
+                validate(epoch + seen / len(train), total_loss / n_batches, seconds, seen)
+                stopped = bad_epochs >= cfg.patience
+                if stopped:
+                    break
         bar.close()
-        seconds = time.perf_counter() - t0
-        scored = ema.swapped_in(model) if ema is not None else contextlib.nullcontext()
-        with scored:
-            score = evaluate_ndcg(model, valid, cfg.eval_k, device)
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        entry = EpochLog(
-            epoch + 1,
-            total_loss / max(n_batches, 1),
-            score,
-            float(sched.get_last_lr()[0]),
-            seconds,
-            len(train) / seconds,
-        )
-        history.append(entry)
-        if score > best:
-            best, best_epoch, bad_epochs = score, epoch + 1, 0
-            best_state = state
-        else:
-            bad_epochs += 1
-        log.info(
-            "epoch %d: loss %.4f, valid ndcg@%d %.4f (best %.4f at %d), %.0f lists/s",
-            entry.epoch,
-            entry.train_loss,
-            cfg.eval_k,
-            score,
-            best,
-            best_epoch,
-            entry.lists_per_s,
-        )
+        if not stopped:
+            validate(epoch + seen / len(train), total_loss / max(n_batches, 1), seconds, seen)
         last = {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -245,10 +262,6 @@ def train_transformer(
             tmp = checkpoint_path.with_suffix(".tmp")
             torch.save(last, tmp)
             tmp.replace(checkpoint_path)
-        if callbacks:
-            with ema.swapped_in(model) if ema is not None else contextlib.nullcontext():
-                for cb in callbacks:  # they see the weights that were validated
-                    cb(entry, model)
     model.load_state_dict(best_state or model.state_dict())
     model.eval()
     ckpt = last if history else {}

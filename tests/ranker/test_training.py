@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,29 @@ def test_transformer_training_is_reproducible_and_resumable(
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
     assert np.abs(predict(resumed.model, valid) - sa).max() <= 1e-6
     assert a.best_valid_ndcg > 0.3  # it learned something
+
+
+def test_long_epochs_are_validated_inside_the_epoch(small_lists: Path) -> None:
+    """On a large dataset the best weights can come before the first epoch ends: with
+    ``eval_every_lists`` below the train size, validation (and early stopping) runs inside it."""
+    sp, _ = load_splits(small_lists)
+    m = sp.manifest
+    train, valid = rank_data(sp.train, m), rank_data(sp.valid, m)
+    mc = config_from_manifest(m, d_model=32, n_layers=1, d_ff=64)
+    third = len(train) // 3
+    cfg = TrainConfig(epochs=1, batch_lists=32, threads=1, eval_every_lists=third, patience=10)
+    res = train_transformer(train, valid, mc, cfg, progress=False)
+    epochs = [h.epoch for h in res.history]
+    assert len(epochs) >= 3 and epochs[-1] == 1.0 and 0 < epochs[0] < 0.5
+    assert epochs == sorted(epochs) and res.best_epoch in epochs
+    # Patience counts validations: with patience 1 it stops at the first one that does not
+    # improve, possibly inside the epoch.
+    cfg1 = TrainConfig(epochs=3, batch_lists=32, threads=1, eval_every_lists=third, patience=1)
+    short = train_transformer(train, valid, mc, cfg1, progress=False)
+    scores = [h.valid_ndcg for h in short.history]
+    assert all(b > a for a, b in itertools.pairwise(scores[:-1]))  # improving until...
+    # ...the one that stopped it (or the last epoch ended first)
+    assert short.history[-1].epoch == 3.0 or scores[-1] <= max(scores[:-1])
 
 
 def test_train_publish_and_score_both_models(small_lists: Path, tmp_path: Path) -> None:
