@@ -15,7 +15,10 @@ from serving.settings import Settings
 
 def test_models_health_readiness_and_metrics(client: TestClient) -> None:
     m = client.get("/v1/models").json()
-    assert {x["name"] for x in m["models"]} == {"lgbm", "transformer"}
+    assert {x["name"] for x in m["models"]} == {"lgbm", "transformer", "rerank"}
+    by_name = {x["name"]: x for x in m["models"]}
+    assert by_name["rerank"]["reranker_of"] == "lgbm/v1"
+    assert by_name["transformer"]["reranker_of"] is None
     assert [x["name"] for x in m["models"] if x["default"]] == ["transformer"]
     assert m["device"].startswith("CPU")
     assert client.get("/healthz").status_code == 200
