@@ -269,16 +269,17 @@ class Ranker(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def init_weights(model: Ranker, seed: int) -> None:
+def init_weights(model: nn.Module, seed: int) -> None:
     """Deterministic initialisation (small normal weights, zero biases).
 
     A residual re-ranker's last head layer starts at zero: its first scores are the baseline's.
     """
     gen = torch.Generator().manual_seed(seed)
+    residual = isinstance(model, Ranker) and model.cfg.residual_input >= 0
     for name, p in model.named_parameters():
         if "position_bias" in name or name.endswith("null") or name == "residual_scale":
             continue
-        if name == "head.fc2.weight" and model.cfg.residual_input >= 0:
+        if name == "head.fc2.weight" and residual:
             nn.init.zeros_(p)
             continue
         if p.dim() >= 2:
