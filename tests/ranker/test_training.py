@@ -104,25 +104,10 @@ def test_train_publish_and_score_both_models(small_lists: Path, tmp_path: Path) 
         assert s.shape == (sp.valid.n_items,) and np.isfinite(s).all()
 
 
-def test_reranker_mode_uses_out_of_fold_baseline_scores(small_lists: Path, tmp_path: Path) -> None:
-    reg = tmp_path / "registry"
-    run_training(
-        TrainRequest(
-            "lgbm", small_lists, reg, bias="none", progress=False, overrides={"max_rounds": 40}
-        )
-    )
-    rr = run_training(
-        TrainRequest(
-            "transformer",
-            small_lists,
-            reg,
-            name="rerank",
-            bias="none",
-            reranker="lgbm",
-            progress=False,
-            overrides=FAST,
-        )
-    )
+def test_reranker_mode_uses_out_of_fold_baseline_scores(
+    small_registry: Path, small_lists: Path
+) -> None:
+    rr = resolve(small_registry / "rerank")  # trained by the shared fixture over lgbm/v1
     man = rr.manifest()
     assert man["reranker"]["baseline"] == "lgbm/v1"
     assert [f["name"] for f in man["extra_numeric"]] == ["baseline_score", "baseline_rank"]
