@@ -23,7 +23,7 @@ from pipelines.features.batch import build_features
 from pipelines.features.config import load_config
 from pipelines.world.config import WorldConfig
 from pipelines.world.simulate import simulate
-from ranker.evaluate.offline import EvalRequest, evaluate
+from ranker.evaluate.offline import EvalRequest, comparison_of, evaluate
 from ranker.evaluate.report import write_report
 from ranker.registry import versions
 from ranker.train.run import TrainRequest, run_training
@@ -114,19 +114,12 @@ def main() -> None:
     m = report["metrics"]
     primary = report["primary"]
     diffs = {}
-    for seed in args.train_seeds:
+    for seed in args.train_seeds:  # each variant against the baseline of its own seed
         base = seeded(args.variants[0], seed, first)
-        names = {seeded(v, seed, first) for v in args.variants[1:]}
-        for c in report["comparisons"]:
-            if c["metric"] != primary or {c["a"], c["b"]} - names != {base}:
-                continue
-            flip = c["a"] == base
-            diffs[c["b"] if flip else c["a"]] = {
-                "vs": base,
-                "diff": -c["diff"] if flip else c["diff"],
-                "ci95": [-c["ci95"][1], -c["ci95"][0]] if flip else c["ci95"],
-                "p_value": c["p_value"],
-            }
+        for v in args.variants[1:]:
+            d = comparison_of(report, primary, seeded(v, seed, first), base)
+            d.pop("test")
+            diffs[seeded(v, seed, first)] = d
     # The seed check: a verdict holds only if it holds for every training seed.
     seed_check = {
         v: {

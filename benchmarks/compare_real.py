@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from pipelines.libsvm import import_libsvm
-from ranker.evaluate.offline import EvalRequest, evaluate
+from ranker.evaluate.offline import EvalRequest, comparison_of, evaluate
 from ranker.evaluate.report import write_report
 from ranker.train.run import TrainRequest, run_training
 
@@ -80,16 +80,10 @@ def main() -> None:
         write_report(report, out / "report")
         m = report["metrics"]
         diffs = {}
-        for c in report["comparisons"]:
-            if c["metric"] != "ndcg@10" or "lgbm" not in (c["a"], c["b"]):
-                continue
-            sign = 1 if c["b"] == "lgbm" else -1
-            diffs[c["a"] if sign == 1 else c["b"]] = {
-                "diff": sign * c["diff"],
-                "ci95": sorted(sign * x for x in c["ci95"]),
-                "p_value": c["p_value"],
-                "test": c["test"],
-            }
+        for k in list(MODELS)[1:]:
+            d = comparison_of(report, "ndcg@10", k, "lgbm")
+            d.pop("vs")
+            diffs[k] = d
         results[name] = {
             "test_queries": report["requests"],
             "ndcg@10": {k: m[k]["ndcg@10"] for k in MODELS},

@@ -100,9 +100,9 @@ class MLP(nn.Module):
         return self.fc2(self.drop(F.gelu(self.fc1(x))))
 
 
-def drop_categories(cat: torch.Tensor, p: float) -> torch.Tensor:
-    """Each categorical value replaced by 0 ("unknown") with probability p."""
-    if p <= 0:
+def drop_categories(cat: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """In training, each categorical value replaced by 0 ("unknown") with probability p."""
+    if not training or p <= 0:
         return cat
     return cat * (torch.rand(cat.shape, device=cat.device) >= p)  # (..., C)
 
@@ -124,7 +124,7 @@ class CandidateEncoder(nn.Module):
         x = self.norm(num)  # (B, L, F)
         if self.training and self.noise > 0:  # DASALC-style augmentation of tabular inputs
             x = x + self.noise * torch.randn_like(x)
-        cat = drop_categories(cat, self.cat_dropout if self.training else 0.0)
+        cat = drop_categories(cat, self.cat_dropout, self.training)
         parts = [x]
         parts += [emb(cat[..., j]) for j, emb in enumerate(self.embeddings)]  # (B, L, cat_dim)
         return self.ln(self.proj(torch.cat(parts, dim=-1)))  # (B, L, D)
@@ -150,7 +150,7 @@ class HistoryEncoder(nn.Module):
         self.cat_dropout = cfg.cat_dropout
 
     def forward(self, hist_num: torch.Tensor, hist_cat: torch.Tensor) -> torch.Tensor:
-        hist_cat = drop_categories(hist_cat, self.cat_dropout if self.training else 0.0)
+        hist_cat = drop_categories(hist_cat, self.cat_dropout, self.training)
         parts = [self.norm(hist_num)]  # (B, H, Hn)
         parts += [emb(hist_cat[..., j]) for j, emb in enumerate(self.embeddings)]
         return self.ln(self.proj(torch.cat(parts, dim=-1)))  # (B, H, D)

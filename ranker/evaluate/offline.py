@@ -242,6 +242,25 @@ def _gap_closed(per_request: dict[str, dict[str, np.ndarray]], cl: Clusters) -> 
     return out
 
 
+def comparison_of(report: dict[str, Any], metric: str, model: str, base: str) -> dict[str, Any]:
+    """``model`` minus ``base`` on ``metric``, read from the report's comparison of the pair
+    (stored once, in either order): ``{"vs", "diff", "ci95", "p_value", "test"}``."""
+    c = next(
+        x
+        for x in report["comparisons"]
+        if x["metric"] == metric and {x["a"], x["b"]} == {model, base}
+    )
+    sign = 1 if c["a"] == model else -1
+    lo, hi = sorted(sign * v for v in c["ci95"])
+    return {
+        "vs": base,
+        "diff": sign * c["diff"],
+        "ci95": [lo, hi],
+        "p_value": c["p_value"],
+        "test": c["test"],
+    }
+
+
 def verdict(report: dict[str, Any], models: list[str]) -> dict[str, Any]:
     """The primary metric's verdict: each model against the first (the baseline)."""
     primary = report["primary"]
@@ -255,28 +274,18 @@ def verdict(report: dict[str, Any], models: list[str]) -> dict[str, Any]:
     base = models[0]
     lines, outcomes = [], {}
     for other in models[1:]:
-        c = next(
-            x
-            for x in report["comparisons"]
-            if x["metric"] == primary and {x["a"], x["b"]} == {other, base}
-        )
-        sign = 1 if c["a"] == other else -1
-        diff, lo, hi = sign * c["diff"], *(sorted([sign * c["ci95"][0], sign * c["ci95"][1]]))
+        d = comparison_of(report, primary, other, base)
+        d.pop("test")
+        diff, (lo, hi) = d["diff"], d["ci95"]
         if lo > 0:
             outcome = "better"
         elif hi < 0:
             outcome = "worse"
         else:
             outcome = "no significant difference"
-        outcomes[other] = {
-            "vs": base,
-            "diff": diff,
-            "ci95": [lo, hi],
-            "p_value": c["p_value"],
-            "outcome": outcome,
-        }
+        outcomes[other] = {**d, "outcome": outcome}
         lines.append(
             f"{other} vs {base} on {primary}: {diff:+.4f} "
-            f"(95% CI [{lo:+.4f}, {hi:+.4f}], p={c['p_value']:.4g}): {outcome}"
+            f"(95% CI [{lo:+.4f}, {hi:+.4f}], p={d['p_value']:.4g}): {outcome}"
         )
     return {"primary": primary, "baseline": base, "outcomes": outcomes, "text": "; ".join(lines)}

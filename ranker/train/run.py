@@ -222,7 +222,7 @@ def _train_transformer(
         opts = {**overrides, **t}
         arch = {a: opts.pop(a) for a in list(opts) if a in ARCH_KEYS}
         # The re-ranker adds the baseline's score (the first extra input) to its own: residual.
-        residual = bool(arch.pop("residual", True)) and bool(extra)
+        residual = arch.pop("residual", True) and bool(extra)  # a bool: _check_overrides
         mc = config_from_manifest(
             m,
             extra,

@@ -159,7 +159,7 @@ def train_transformer(
         # and the model kept if no epoch beats it.
         best = evaluate_ndcg(model, valid, cfg.eval_k, device)
         best_epoch = 0.0
-        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        best_state = snapshot(model)
         log.info("epoch 0 (the baseline): valid ndcg@%d %.4f", cfg.eval_k, best)
     amp = device.type == "cuda"
     eval_steps = max(1, math.ceil(cfg.eval_every_lists / cfg.batch_lists))
@@ -169,7 +169,7 @@ def train_transformer(
         nonlocal best, best_epoch, bad_epochs, best_state
         with ema.swapped_in(model) if ema is not None else contextlib.nullcontext():
             score = evaluate_ndcg(model, valid, cfg.eval_k, device)
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state = snapshot(model)
             entry = EpochLog(
                 round(epoch, 3),
                 train_loss,
@@ -266,6 +266,11 @@ def train_transformer(
     model.eval()
     ckpt = last if history else {}
     return TrainResult(model.cpu(), best_epoch, best, history, ckpt)
+
+
+def snapshot(model: Ranker) -> dict[str, torch.Tensor]:
+    """A CPU copy of the model's weights, unaffected by later training steps."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 class EMA:
