@@ -125,3 +125,15 @@ def test_residual_reranker_starts_as_its_baseline_and_can_move_away() -> None:
     # The zero last layer still gets a gradient, so training can learn a correction.
     assert m.head.fc2.weight.grad is not None and m.head.fc2.weight.grad.abs().sum() > 0
     assert m.residual_scale is not None and m.residual_scale.grad is not None
+
+
+def test_category_dropout_blanks_categories_in_training_only() -> None:
+    m = Ranker(_cfg(cat_dropout=1.0, input_noise=0.0))
+    init_weights(m, 0)
+    x = _inputs(2, 5, 3)
+    blank = dict(x, cat=torch.zeros_like(x["cat"]), hist_cat=torch.zeros_like(x["hist_cat"]))
+    with torch.no_grad():
+        m.train()  # every categorical value (item ids included) becomes "unknown"
+        torch.testing.assert_close(m(**x), m(**blank))
+        m.eval()  # scoring sees the real values
+        assert not torch.allclose(m(**x), m(**blank))
