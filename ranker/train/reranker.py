@@ -20,10 +20,8 @@ from ranker.data import RankData
 from ranker.train.lgbm import lgbm_features
 
 log = logging.getLogger(__name__)
-EXTRA = (
-    NumericFeature("baseline_score", "reranker"),
-    NumericFeature("baseline_rank", "reranker", "log1p"),
-)
+BASELINE_SCORE = NumericFeature("baseline_score", "reranker")  # also added to the output
+EXTRA = (BASELINE_SCORE, NumericFeature("baseline_rank", "reranker", "log1p"))
 
 
 def out_of_fold_scores(

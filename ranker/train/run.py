@@ -18,7 +18,7 @@ from ranker.inputs import baseline_inputs
 from ranker.registry import ModelRef, publish, resolve_in
 from ranker.train.lgbm import LgbmConfig, train_lgbm
 from ranker.train.prepare import Splits, ipw_weights, load_splits, rank_data, validation_labels
-from ranker.train.reranker import EXTRA, extra_statistics, out_of_fold_scores
+from ranker.train.reranker import BASELINE_SCORE, EXTRA, extra_statistics, out_of_fold_scores
 from ranker.train.transformer import (
     TrainConfig,
     config_from_manifest,
@@ -221,13 +221,13 @@ def _train_transformer(
     ):
         opts = {**overrides, **t}
         arch = {a: opts.pop(a) for a in list(opts) if a in ARCH_KEYS}
-        # The re-ranker adds the baseline's score (the first extra input) to its own: residual.
+        # The re-ranker adds the baseline's score (an extra input, after the dataset's) to its own.
         residual = arch.pop("residual", True) and bool(extra)  # a bool: _check_overrides
         mc = config_from_manifest(
             m,
             extra,
             bias_tower=req.bias == "tower",
-            residual_input=len(m.numeric) if residual else -1,
+            residual_input=len(m.numeric) + EXTRA.index(BASELINE_SCORE) if residual else -1,
             **arch,
         )
         cfg = TrainConfig(**{**{"seed": req.seed, "threads": req.threads}, **opts})
