@@ -38,16 +38,24 @@ def play(run: Path, tmp: Path, mode: str, n: int, seed: int) -> Path:
     exp = tmp / f"{mode}-{seed}.toml"
     exp.write_text(two_arm_toml("power", f"power-{seed}", mode, "lgbm", "transformer"))
     logs = tmp / f"{mode}-{seed}-{n}"
-    with background_server(run / "registry", run / "lists" / "state", logs, experiment=exp) as url:
+    with background_server(
+        run / "registry", run / "lists" / "state", logs, experiment=exp
+    ) as server:
         run_abtest(
-            url, run / "world", n, seed=seed, days=max(1.0, n / REQUESTS_PER_DAY), progress=False
+            server.url,
+            run / "world",
+            n,
+            seed=seed,
+            days=max(1.0, n / REQUESTS_PER_DAY),
+            progress=False,
+            token=server.client_token,
         )
     return logs
 
 
 def user_table(logs: Path) -> pd.DataFrame:
-    rankings, events, _ = load_logs(logs)
-    per = request_outcomes(rankings, events)
+    served = load_logs(logs)
+    per = request_outcomes(served.rankings, served.events)
     return per.groupby(["user_id", "variant"])[["orders", "one"]].sum().reset_index()
 
 
@@ -67,7 +75,8 @@ def ab_power(users: pd.DataFrame, fraction: float, draws: int, rng: np.random.Ge
 
 
 def interleave_prefs(logs: Path) -> pd.DataFrame:
-    rankings, events, _ = load_logs(logs)
+    served = load_logs(logs)
+    rankings, events = served.rankings, served.events
     clicked = (
         events[events["type"] == "click"].groupby("request_id")["item_id"].apply(set).to_dict()
     )

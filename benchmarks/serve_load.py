@@ -162,17 +162,17 @@ def main() -> None:
         "goal": {"p50_ms": 2.0, "p99_ms": 8.0},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        with background_server(registry, state, Path(tmp) / "c1", workers=1) as url:
-            result["concurrency_1"] = latency_run(url, payloads, args.seconds)
-            result["concurrency_1_wrk"] = wrk_run(url, payloads, args.seconds, 1)
+        with background_server(registry, state, Path(tmp) / "c1", workers=1) as server:
+            result["concurrency_1"] = latency_run(server.url, payloads, args.seconds)
+            result["concurrency_1_wrk"] = wrk_run(server.url, payloads, args.seconds, 1)
         for label, extra in (
             ("concurrency_16", []),
-            ("concurrency_16_no_inference", ["--no-inference"]),
+            ("concurrency_16_no_inference", ["--skip-inference"]),
         ):
             with background_server(
                 registry, state, Path(tmp) / label, workers=2, extra=extra
-            ) as url:
-                result[label] = wrk_run(url, payloads, args.seconds, 16)
+            ) as server:
+                result[label] = wrk_run(server.url, payloads, args.seconds, 16)
     print(json.dumps(result, indent=2))
 
 

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
@@ -66,3 +70,33 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class JsonlRecords:
+    records: list[dict[str, Any]]
+    bad_lines: int  # torn (a writer killed mid-line) or otherwise unreadable: skipped
+
+
+def read_jsonl(directory: Path, kind: str) -> JsonlRecords:
+    """Every record of the ``<kind>-*.jsonl`` files in ``directory`` (a server's logs: all
+    workers, all rotations), skipping and counting lines that do not parse."""
+    out: list[dict[str, Any]] = []
+    bad = 0
+    for path in sorted(Path(directory).glob(f"{kind}-*.jsonl")):
+        with path.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    bad += 1
+                    continue
+                if isinstance(record, dict):
+                    out.append(record)
+                else:
+                    bad += 1
+    if bad:
+        log.warning("%s: skipped %d unreadable %s line(s) (torn writes?)", directory, bad, kind)
+    return JsonlRecords(out, bad)

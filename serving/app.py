@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from serving import errors
+from serving import errors, openapi
+from serving.admission import Admission
 from serving.routers import events, health, models, rank, users
 from serving.service import Service
 from serving.settings import Settings, get_settings
@@ -21,20 +22,18 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    s = settings or get_settings()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        s = settings or get_settings()
-        app.state.service = Service(s)
-        log.info(
-            "ready: models %s, default %s",
-            sorted(app.state.service.models.models),
-            app.state.service.models.default,
-        )
+        service = Service(s)
+        app.state.service = service
+        service.maintenance.start()
         try:
             yield
         finally:
-            app.state.service.close()
             app.state.service = None
+            service.close()
 
     app = FastAPI(
         title="ranker",
@@ -43,17 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    openapi.install(app)
     for router in (rank.router, events.router, models.router, users.router, health.router):
         app.include_router(router)
-    known = settings or _maybe_settings()
-    app.add_middleware(errors.BodyLimit, max_bytes=known.max_body_bytes if known else 8 * 2**20)
-    if settings is not None:
-        app.dependency_overrides[get_settings] = lambda: settings
+    app.add_middleware(errors.BodyLimit, max_bytes=s.max_body_bytes)
+    # Outermost: stamps the arrival time and sheds load before any body is read.
+    app.add_middleware(Admission, max_in_flight=s.max_in_flight, deadline_ms=s.deadline_ms)
     return app
-
-
-def _maybe_settings() -> Settings | None:
-    try:
-        return get_settings()
-    except RuntimeError:
-        return None

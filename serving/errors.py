@@ -4,13 +4,16 @@
 - a field of the wrong type, missing, unknown, NaN or infinite -> 422 with each field's path;
 - a request the service cannot serve as asked (too many candidates, an unknown model or item
   feature) -> the status the service chose, with the field;
+- the shared store unavailable -> 503 with ``Retry-After``;
 - anything unexpected -> 500 with a request reference, and the traceback in the server log.
+
+Errors are counted by route template, never by the raw path, and no message echoes more than
+a bounded, ASCII-escaped piece of what the client sent.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -21,20 +24,34 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import metrics
+from serving.bounds import name_as_sent
 from serving.requests import ServingError
+from serving.store import StoreError
 
 log = logging.getLogger(__name__)
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     """A field path as a client wrote it: no "body" prefix, no union-member tags (pydantic
-    reports ``user_id.str`` and ``user_id.int`` for a union it could not match)."""
-    parts = [str(p) for p in loc if p != "body" and not _is_tag(p)]
+    reports ``user_id.str`` and ``user_id.int`` for a union it could not match); a key the
+    client made up (an unknown field) is clipped."""
+    parts = [name_as_sent(p) for p in loc if p != "body" and not _is_tag(p)]
     return ".".join(parts) or "body"
 
 
+def endpoint(request: Request) -> str:
+    """The route template a request matched (a bounded label), or "unmatched"."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
 def _is_tag(p: object) -> bool:
-    return isinstance(p, str) and (p in _UNION_TAGS or "[" in p or p[:1].isupper())
+    return isinstance(p, str) and (
+        p in _UNION_TAGS
+        or "[" in p
+        or p[:1].isupper()
+        or p.startswith(("constrained-", "function-"))
+    )
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "none", "function-after", "function-before"}
@@ -45,7 +62,7 @@ def install(app: FastAPI) -> None:
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            metrics.ERRORS.labels(request.url.path, "400").inc()
+            metrics.ERRORS.labels(endpoint(request), "400").inc()
             msg = next(e.get("msg", "") for e in errors if e.get("type") == "json_invalid")
             return JSONResponse({"error": "invalid JSON", "detail": msg}, status_code=400)
         detail: list[dict[str, str]] = []
@@ -57,7 +74,7 @@ def install(app: FastAPI) -> None:
                 detail.append(
                     {"field": name, "message": e.get("msg", ""), "type": e.get("type", "")}
                 )
-        metrics.ERRORS.labels(request.url.path, "422").inc()
+        metrics.ERRORS.labels(endpoint(request), "422").inc()
         fields = ", ".join(d["field"] for d in detail[:5])
         return JSONResponse(
             {"error": f"invalid request: {fields}", "detail": detail}, status_code=422
@@ -65,15 +82,25 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ServingError)
     async def serving(request: Request, exc: ServingError) -> JSONResponse:
-        metrics.ERRORS.labels(request.url.path, str(exc.status)).inc()
+        metrics.ERRORS.labels(endpoint(request), str(exc.status)).inc()
         body: dict[str, Any] = {"error": exc.message}
-        if exc.field:
-            body["detail"] = [{"field": exc.field, "message": exc.message}]
-        return JSONResponse(body, status_code=exc.status)
+        if exc.detail:
+            body["detail"] = exc.detail
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StoreError)
+    async def store(request: Request, exc: StoreError) -> JSONResponse:
+        metrics.ERRORS.labels(endpoint(request), "503").inc()
+        log.error("store unavailable on %s: %s", endpoint(request), exc)
+        return JSONResponse(
+            {"error": "the shared store is unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(HTTPException)
     async def http(request: Request, exc: HTTPException) -> JSONResponse:
-        metrics.ERRORS.labels(request.url.path, str(exc.status_code)).inc()
+        metrics.ERRORS.labels(endpoint(request), str(exc.status_code)).inc()
         return JSONResponse(
             {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
@@ -81,8 +108,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         ref = uuid.uuid4().hex[:12]
-        log.exception("internal error %s on %s", ref, request.url.path)
-        metrics.ERRORS.labels(request.url.path, "500").inc()
+        log.exception("internal error %s on %s", ref, endpoint(request))
+        metrics.ERRORS.labels(endpoint(request), "500").inc()
         return JSONResponse({"error": f"internal error (reference {ref})"}, status_code=500)
 
 
@@ -97,7 +124,6 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope["ranker_t0"] = time.perf_counter()  # arrival: routes report parse time from here
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:

@@ -24,8 +24,16 @@ LATENCY = Histogram(
     ["model", "variant"],
     buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 1.0),
 )
+# Labelled by route template (``/v1/users/{user_id}/history``), never by the raw path: a
+# client must not be able to create series (3,000 unknown paths once made 6,000).
 ERRORS = Counter("ranker_errors_total", "Requests answered with an error", ["endpoint", "status"])
-EVENTS = Counter("ranker_events_total", "Events received", ["type"])
+EVENTS = Counter("ranker_events_total", "Events accepted", ["type"])
+EVENTS_REFUSED = Counter(
+    "ranker_events_refused_total", "Events refused by the checks against their ranking", ["reason"]
+)
+SHED = Counter(
+    "ranker_shed_total", "Requests answered 503 to shed load", ["reason"]
+)  # busy: too many in flight; deadline: waited too long
 
 
 def render() -> tuple[bytes, str]:

@@ -1,17 +1,33 @@
-"""Served rankings and events, logged as JSON lines, one file series per worker, rotated.
+"""Served rankings and events, logged as JSON lines, one file series per worker, rotated, and
+deleted by age and total size.
 
-Files are ``<dir>/<kind>-<pid>-<n>.jsonl``; a file is closed and the next opened once it
-passes the size limit. One line per served ranking or event: what the next training and the
-online A/B report read.
+Files are ``<dir>/<kind>-<pid>-<start>-<n>.jsonl``: the start time in the name means a worker
+that reuses a dead worker's pid never appends to its file (whose last line may be torn). A
+file is closed and the next opened once it passes the size limit. One line per served
+ranking or event: what the next training and the online A/B report read. A worker killed
+mid-write leaves a torn last line; ``pipelines.io.read_jsonl`` skips such lines and counts
+them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+
+log = logging.getLogger(__name__)
+BUSY_S = 120.0  # a file written within this long may still be open: never deleted
+
+
+@dataclass(frozen=True)
+class Retention:
+    max_age_s: float
+    max_bytes: int  # per kind, all workers together
 
 
 class RotatingJsonl:
@@ -21,17 +37,18 @@ class RotatingJsonl:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._n = 0
+        self._start = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         self._file: TextIO | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
     def _path(self) -> Path:
-        return self.directory / f"{self.kind}-{os.getpid()}-{self._n:04d}.jsonl"
+        return self.directory / f"{self.kind}-{os.getpid()}-{self._start}-{self._n:04d}.jsonl"
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
         with self._lock:
             if self._file is None:
-                while self._path().exists() and self._path().stat().st_size >= self.max_bytes:
+                while self._path().exists():
                     self._n += 1
                 self._file = self._path().open("a", encoding="utf-8")
             self._file.write(line)
@@ -48,10 +65,29 @@ class RotatingJsonl:
                 self._file = None
 
 
-def read_jsonl(directory: Path, kind: str) -> list[dict[str, Any]]:
-    """Every record of one kind under ``directory`` (all workers, all rotations)."""
-    out = []
-    for path in sorted(Path(directory).glob(f"{kind}-*.jsonl")):
-        with path.open(encoding="utf-8") as f:
-            out += [json.loads(line) for line in f if line.strip()]
-    return out
+def prune_logs(directory: Path, kind: str, keep: Retention, now: float | None = None) -> int:
+    """Delete ``kind`` log files older than ``keep.max_age_s``, then the oldest until the rest
+    fit in ``keep.max_bytes``; files written in the last ``BUSY_S`` are left alone (a worker
+    may still be appending). Returns how many were deleted."""
+    now = time.time() if now is None else now
+    files = []
+    for p in Path(directory).glob(f"{kind}-*.jsonl"):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        files.append((st.st_mtime, st.st_size, p))
+    files.sort()
+    total = sum(size for _, size, _ in files)
+    deleted = 0
+    for mtime, size, p in files:
+        if now - mtime < BUSY_S:
+            break
+        if now - mtime <= keep.max_age_s and total <= keep.max_bytes:
+            break
+        p.unlink(missing_ok=True)
+        total -= size
+        deleted += 1
+    if deleted:
+        log.info("deleted %d old %s log file(s)", deleted, kind)
+    return deleted

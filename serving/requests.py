@@ -9,15 +9,30 @@ from typing import Any
 import numpy as np
 
 from pipelines.features.live import HistoryEvent as LiveHistory
+from serving.bounds import clip, name_as_sent
 from serving.schemas import HistoryEvent, RankRequest
 
 
 class ServingError(Exception):
-    """A request the service cannot serve as asked: a 4xx with a message naming the field."""
+    """A request the service cannot serve as asked: a 4xx (or a 503 when it cannot serve now)
+    with a message naming the field; ``detail`` lists several fields."""
 
-    def __init__(self, status: int, message: str, field: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        detail: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.field = status, message, field
+        self.detail = (
+            detail
+            if detail is not None
+            else ([{"field": field, "message": message}] if field else None)
+        )
+        self.headers = headers
 
 
 def to_us(ts: datetime | None) -> int:
@@ -26,6 +41,11 @@ def to_us(ts: datetime | None) -> int:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return int(ts.timestamp() * 1_000_000)
+
+
+def retry_later(message: str, seconds: int = 1) -> ServingError:
+    """A 503 telling the client when to try again."""
+    return ServingError(503, message, headers={"Retry-After": str(seconds)})
 
 
 def item_overrides(req: RankRequest, known: set[str]) -> dict[str, np.ndarray] | None:
@@ -40,11 +60,14 @@ def item_overrides(req: RankRequest, known: set[str]) -> dict[str, np.ndarray] |
             if name not in known:
                 raise ServingError(
                     422,
-                    f"unknown item feature {name!r}; known: {sorted(known)}",
-                    f"candidates.{j}.features.{name}",
+                    f"unknown item feature {clip(name)}; known: {sorted(known)}",
+                    f"candidates.{j}.features.{name_as_sent(name)}",
                 )
             out.setdefault(name, np.full(n, np.nan))[j] = value
     return out
+
+
+COORD_RANGE = {"lat": 90.0, "lon": 180.0}
 
 
 def context_coord(context: dict[str, Any], key: str) -> float | None:
@@ -53,6 +76,10 @@ def context_coord(context: dict[str, Any], key: str) -> float | None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise ServingError(422, f"context.{key} must be a number", f"context.{key}")
+    if abs(v) > COORD_RANGE[key]:
+        raise ServingError(
+            422, f"context.{key} must be within +-{COORD_RANGE[key]:g}", f"context.{key}"
+        )
     return float(v)
 
 

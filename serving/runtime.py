@@ -153,26 +153,42 @@ class _Job:
 
 class MicroBatcher:
     """Collects concurrent requests for ``window_ms`` (or until ``max_batch``) and scores them
-    in one session call; each caller gets its own scores back."""
+    in one session call; each caller gets its own scores back.
+
+    A request never waits on a closed batcher: after ``close`` callers score directly, and
+    jobs still queued when the loop stopped are scored by ``close`` itself (a reload once
+    closed the batcher under requests in flight, and they hung).
+    """
 
     def __init__(self, runner: TransformerRunner, window_ms: float, max_batch: int):
         self.runner = runner
         self.window = window_ms / 1000.0
         self.max_batch = max_batch
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
         self._thread.start()
         self.batches = 0
         self.items = 0
 
     def score(self, item: TransformerInput) -> np.ndarray:
+        if self._closed:
+            return self.runner.score(item)
         job = _Job(item)
         self._queue.put(job)
         return job.future.result()
 
     def close(self) -> None:
+        self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=5)
+        while True:  # jobs queued after the loop stopped
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self._run([job])
 
     def _loop(self) -> None:
         while True:
@@ -193,12 +209,15 @@ class MicroBatcher:
                     self._queue.put(None)
                     break
                 jobs.append(nxt)
-            try:
-                scores = self.runner.score_many([j.item for j in jobs])
-                for j, s in zip(jobs, scores, strict=True):
-                    j.future.set_result(s)
-            except Exception as e:  # every waiting request gets the error, none hangs
-                for j in jobs:
-                    j.future.set_exception(e)
+            self._run(jobs)
             self.batches += 1
             self.items += len(jobs)
+
+    def _run(self, jobs: list[_Job]) -> None:
+        try:
+            scores = self.runner.score_many([j.item for j in jobs])
+            for j, s in zip(jobs, scores, strict=True):
+                j.future.set_result(s)
+        except Exception as e:  # every waiting request gets the error, none hangs
+            for j in jobs:
+                j.future.set_exception(e)

@@ -1,55 +1,84 @@
 """Request and response bodies of the HTTP API (OpenAPI at /docs, with examples).
 
 Unknown fields are refused (a typo gets a clear 422 naming it); NaN and infinite numbers are
-refused; identifiers may be strings or integers and are compared as strings.
+refused; types are strict (a number is not a string, a string is not a date unless it is
+ISO-8601); identifiers may be strings or integers and are compared as strings. Every value is
+bounded (``serving.bounds``). The limits that are settings (candidates, history length, events
+per call) and the item feature names the state knows are filled into the served OpenAPI
+schema at start (``serving.openapi``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-Id = str | int
+from serving.bounds import (
+    MAX_CONTEXT_KEYS,
+    MAX_TOP_K,
+    FeatureValue,
+    Id,
+    IdStr,
+    Key,
+    Position,
+    Query,
+    Text,
+    Timestamp,
+)
+
+# Upper bounds of the lists; the server's own (smaller) limits are settings, enforced by the
+# service and written into the served schema.
+MAX_LIST = 100_000
+Context = dict[Key, Text | FeatureValue | StrictBool | None]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class Candidate(Strict):
     item_id: Id
-    features: dict[str, float] | None = Field(
+    features: dict[Key, FeatureValue] | None = Field(
         None,
-        description="numeric item attributes to use instead of the server's (e.g. a live price)",
+        description="numeric item attributes to use instead of the server's (e.g. a live "
+        "price); the names this server knows are listed in its schema",
     )
 
 
 class HistoryEvent(Strict):
     item_id: Id
-    ts: datetime | None = None
-    ordered: bool = False
+    ts: Timestamp | None = None
+    ordered: StrictBool = False
 
 
 class RankRequest(Strict):
-    request_id: str | None = Field(None, description="made by the server when absent")
+    request_id: IdStr | None = Field(None, description="made by the server when absent")
     user_id: Id
-    query: str = Field(..., max_length=1000)
-    ts: datetime | None = Field(None, description="ISO-8601; the server's clock when absent")
-    context: dict[str, str | float | int | bool | None] | None = Field(
-        None, description="request context, e.g. lat, lon (numbers) and device"
+    query: Query
+    ts: Timestamp | None = Field(
+        None,
+        description="ISO-8601; the server's clock when absent; at most the server's allowed "
+        "clock skew ahead of it",
     )
-    candidates: list[Candidate] = Field(..., min_length=1)
+    context: Context | None = Field(
+        None,
+        max_length=MAX_CONTEXT_KEYS,
+        description="request context, e.g. lat, lon (numbers) and device",
+    )
+    candidates: list[Candidate] = Field(..., min_length=1, max_length=MAX_LIST)
     history: list[Id | HistoryEvent] | None = Field(
-        None, description="the user's recent clicks, oldest first; the server's own when absent"
+        None,
+        max_length=MAX_LIST,
+        description="the user's recent clicks, oldest first; the server's own when absent",
     )
-    top_k: int | None = Field(None, ge=1)
-    model: str | None = Field(None, description="a model name; overrides the experiment")
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
+    model: Text | None = Field(None, description="a model name; overrides the experiment")
 
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -104,20 +133,23 @@ class RankResponse(BaseModel):
 
 class Event(Strict):
     type: Literal["impression", "click", "order"]
-    request_id: str
-    user_id: Id
-    item_id: Id
-    position: int | None = Field(None, ge=1)
-    ts: datetime | None = Field(
-        None, description="when it happened; the request's time when absent"
+    request_id: IdStr = Field(..., description="the served ranking the event belongs to")
+    user_id: Id = Field(..., description="the user the ranking was served to")
+    item_id: Id = Field(..., description="one of the ranking's candidates")
+    position: Position | None = Field(None, description="1 = top; at most the list's length")
+    ts: Timestamp | None = Field(
+        None,
+        description="when it happened; the ranking's time when absent; not before the ranking, "
+        "at most the server's allowed clock skew ahead of it",
     )
 
 
 class EventsRequest(Strict):
-    events: list[Event] = Field(..., min_length=1)
+    events: list[Event] = Field(..., min_length=1, max_length=MAX_LIST)
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -156,10 +188,19 @@ class ModelInfo(BaseModel):
     sha256: str
 
 
+class WorkerInfo(BaseModel):
+    pid: int
+    generation: int
+    models: dict[str, str] = Field(description="model name -> version this worker serves")
+
+
 class ModelsResponse(BaseModel):
     generation: int
     device: str
+    worker: int = Field(description="the process id of the worker that answered")
     models: list[ModelInfo]
+    workers: list[WorkerInfo] = Field(description="every worker seen in the last 10 s")
+    version_skew: bool = Field(description="true while live workers serve different versions")
     experiment: dict[str, object] | None = None
 
 

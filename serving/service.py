@@ -1,43 +1,54 @@
 """What a request needs: the live feature state, the models, the experiment and the logs.
 
-One ``Service`` per worker process. The feature state is local to the worker and replays the
-shared store's events before each request; state access is serialised by a lock (one
-request's featurisation takes about a millisecond), inference runs outside it.
+One ``Service`` per worker process. ``LiveState`` holds the feature state (one lock; a
+request's featurisation takes about a millisecond), ``ModelPool`` the models (leased per
+request; inference runs outside the state lock), ``SharedStore`` what all workers share,
+``Maintenance`` the background duties. Every input was bounded by the schema
+(``serving.bounds``); what depends on settings or on the store (list lengths, clock skew,
+served rankings) is checked here. One request's failure never reaches another: a store that
+cannot be written degrades a ranking (a header says so) and refuses events with a 503.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from pipelines.features.history import Sequences
-from pipelines.features.live import LiveFeaturizer
-from pipelines.features.state import Events, FeatureState
 from pipelines.features.transforms import Features
 from pipelines.io import write_json_atomic
 from pipelines.lists.manifest import Manifest
 from serving import metrics
+from serving.auth import Tokens
+from serving.event_checks import check_events
 from serving.experiments import Experiment, load_experiment, team_draft
-from serving.models import ModelLoadError, ModelSet, ServedModel, load_model_set
+from serving.live_state import Checkpoint, LiveState
+from serving.maintenance import LIVE_WORKER_S, Health, Maintenance
+from serving.model_pool import ModelPool
+from serving.models import LoadOptions, ModelLoadError, ModelSet, ServedModel
 from serving.request_log import RotatingJsonl
 from serving.requests import (
     ServingError,
     context_coord,
     history_event,
     item_overrides,
+    retry_later,
     to_us,
 )
 from serving.runtime import Device, choose_device
 from serving.schemas import EventsRequest, RankRequest
 from serving.settings import Settings
-from serving.store import SharedStore
+from serving.store import SharedStore, StoreError, now_us
 
 log = logging.getLogger(__name__)
 
@@ -59,68 +70,72 @@ class Ranked:
 
 class Service:
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self.device: Device = choose_device(settings.device)
-        self.state = FeatureState.load(settings.state)
-        self.live = LiveFeaturizer(self.state)
-        spec = self.live.spec
-        self.experiment: Experiment | None = (
-            load_experiment(settings.experiment) if settings.experiment else None
+        self.settings = s = settings
+        self.tokens = Tokens.from_settings(s)
+        if s.insecure_open:
+            log.warning(
+                "INSECURE: --insecure-open: anyone who can reach this server can read any "
+                "user's history and post events; set RANKER_CLIENT_TOKEN to require a token"
+            )
+        self.device: Device = choose_device(s.device)
+        self.experiment: Experiment | None = load_experiment(s.experiment) if s.experiment else None
+        self.pid, self.started_us = os.getpid(), now_us()
+        self.store = SharedStore(s.store_path)
+        # The store's events belong to the snapshot they followed; a new snapshot starts afresh.
+        self.store.reset_for(hashlib.sha256((s.state / "state.json").read_bytes()).hexdigest())
+        isolate = (
+            s.isolate_variants and self.experiment is not None and self.experiment.mode == "ab"
         )
-        # Per-variant states (A/B only): each variant's counters and histories see only the
-        # events of its own traffic, so variants cannot influence each other through them.
-        self.variant_live: dict[str, LiveFeaturizer] = {}
-        if (
-            settings.isolate_variants
-            and self.experiment is not None
-            and self.experiment.mode == "ab"
-        ):
-            for v in self.experiment.variants:
-                self.variant_live[v.name] = LiveFeaturizer(FeatureState.load(settings.state), spec)
+        variants = [v.name for v in self.experiment.variants] if isolate and self.experiment else []
+        checkpoint = Checkpoint.from_json(
+            self.store.register_worker(self.pid, self.started_us), s.log_dir
+        )
+        self.live = LiveState(
+            s.state, variants, checkpoint, s.max_history_users, s.max_counter_keys
+        )
+        replayed = self.live.catch_up(self.store)
+        spec = self.live.main.spec
         self.schema = Manifest(
             numeric=spec.numeric,
             categorical=spec.categorical,
             history_numeric=spec.history_numeric,
             history_categorical=spec.history_categorical,
-            history_max_len=self.state.cfg.history.max_len,
+            history_max_len=self.live.state.cfg.history.max_len,
         ).schema_key()
-        self.numeric_attrs = set(self.state.items.num_names)
-        self.lock = threading.Lock()
-        self.store = SharedStore(settings.store_path)
-        # The store's events belong to the snapshot they followed; a new snapshot starts afresh.
-        self.store.reset_for(
-            hashlib.sha256((settings.state / "state.json").read_bytes()).hexdigest()
-        )
-        self.last_event = 0
-        window = settings.batch_window_ms
+        self.numeric_attrs = set(self.live.state.items.num_names)
+        window = s.batch_window_ms
         self.window_ms = (2.0 if self.device.name == "cuda" else 0.0) if window is None else window
-        self.models = self._load_models()
-        self.generation = self.store.generation()
-        self._check_experiment(self.models)
+        # Requests scoring at once on the CPU: more only add memory (a 1,000-candidate list
+        # needs tens of MB in the Transformer) while they share the same cores.
+        self.infer_slots = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+        opts = LoadOptions(
+            self.schema, self.device, s.intra_op_threads, self.window_ms, s.max_batch
+        )
+        self.models = ModelPool(
+            s.registry, opts, self.store, s.default_model, self._warmup(), self._check_experiment
+        )
         if self.experiment is not None:  # the online report reads the weights from here
-            write_json_atomic(self.experiment.to_dict(), settings.log_dir / "experiment.json")
-        self.rankings = RotatingJsonl(settings.log_dir, "rankings", settings.log_rotate_bytes)
-        self.event_log = RotatingJsonl(settings.log_dir, "events", settings.log_rotate_bytes)
-        self.sync()
+            write_json_atomic(self.experiment.to_dict(), s.log_dir / "experiment.json")
+        self.rankings = RotatingJsonl(s.log_dir, "rankings", s.log_rotate_bytes)
+        self.event_log = RotatingJsonl(s.log_dir, "events", s.log_rotate_bytes)
+        self.health = Health()
+        self.maintenance = Maintenance(self)
+        self.maintenance.heartbeat()
         self.ready = True
+        log.info(
+            "worker %d ready: replayed %d events, models %s",
+            self.pid,
+            replayed,
+            self.models.versions(),
+        )
 
     # ---- models ----------------------------------------------------------------------------
-    def _load_models(self) -> ModelSet:
-        warm = self.live.featurize(
+    def _warmup(self) -> Features:
+        return self.live.main.featurize(
             user_id="warmup",
             query="warmup",
-            t_us=int(self.state.clock_us or 0),
-            item_ids=list(self.state.items.ids[:20]) or ["warmup"],
-        )
-        return load_model_set(
-            self.settings.registry,
-            self.schema,
-            self.device,
-            self.settings.intra_op_threads,
-            self.settings.default_model,
-            self.window_ms,
-            self.settings.max_batch,
-            warmup=warm,
+            t_us=int(self.live.state.clock_us or 0),
+            item_ids=list(self.live.state.items.ids[:20]) or ["warmup"],
         )
 
     def _check_experiment(self, models: ModelSet) -> None:
@@ -130,73 +145,67 @@ class Service:
         if missing:
             raise ModelLoadError(f"experiment {self.experiment.name}: no served model {missing}")
 
-    def reload(self) -> ModelSet:
+    def reload(self) -> None:
         """Load the registry afresh; swap only if every model loads (else the old ones serve)."""
         try:
-            new = self._load_models()
-            self._check_experiment(new)
+            self.models.reload()
         except ModelLoadError as e:
             raise ServingError(409, f"reload rejected, previous models keep serving: {e}") from e
-        old, self.models = self.models, new
-        self.generation = self.store.bump_generation()
-        old.close()
-        log.info("models reloaded (generation %d): %s", self.generation, sorted(new.models))
-        return new
+        except StoreError as e:
+            self.health.failed(str(e))
+            raise retry_later(f"reload not published, the store cannot be written: {e}") from e
 
-    def sync(self) -> None:
-        """Apply events other workers stored; reload models if another worker did."""
-        rows = self.store.events_since(self.last_event)
-        if rows:
-            with self.lock:
-                self._apply(rows)
-            self.last_event = rows[-1].id
-        gen = self.store.generation()
-        if gen != self.generation:
-            try:
-                new = self._load_models()
-                self._check_experiment(new)
-                old, self.models = self.models, new
-                old.close()
-            except ModelLoadError as e:  # keep serving the old ones; say so
-                log.error("generation %d reload failed in this worker: %s", gen, e)
-            self.generation = gen
-
-    def _apply(self, rows: list[Any]) -> None:
-        targets = [(self.live, rows)]
-        for name, live in self.variant_live.items():
-            # An event whose request is unknown cannot be attributed: every state sees it.
-            targets.append((live, [r for r in rows if r.variant in (name, "")]))
-        for live, part in targets:
-            if not part:
-                continue
-            kind = np.array([r.type for r in part])
-            live.state.observe(
-                Events(
-                    user_id=np.array([r.user_id for r in part], dtype=object),
-                    query=np.array([r.query for r in part], dtype=object),
-                    item_id=np.array([r.item_id for r in part], dtype=object),
-                    t_us=np.array([r.t_us for r in part], dtype=np.int64),
-                    position=np.array([r.position or 0 for r in part], dtype=np.int64),
-                    clicked=kind == "click",
-                    ordered=kind == "order",
-                    impression=kind == "impression",
-                )
+    # ---- time and state --------------------------------------------------------------------
+    def _time(self, ts: datetime | None, field: str) -> int:
+        """A client's time in microseconds; the server's clock when absent. No client may move
+        the state's clock: a time more than the allowed skew ahead is refused."""
+        now = now_us()
+        if ts is None:
+            return now
+        t_us = to_us(ts)
+        skew = self.settings.max_clock_skew_s
+        if t_us > now + skew * 1e6:
+            raise ServingError(
+                422,
+                f"{field} is {(t_us - now) / 1e6:.0f} s ahead of the server clock "
+                f"(at most {skew:g} s, the server's --max-clock-skew-s)",
+                field,
             )
+        return t_us
+
+    def _sync(self) -> bool:
+        """Apply other workers' new events; False when the store could not be read."""
+        try:
+            self.live.sync(self.store)
+            return True
+        except StoreError as e:
+            self.health.failed(str(e))
+            return False
+
+    @staticmethod
+    def _check_deadline(deadline: float | None, stage: str) -> None:
+        if deadline is not None and time.perf_counter() > deadline:
+            metrics.SHED.labels("deadline").inc()
+            raise retry_later(f"the request missed its deadline ({stage}); the server is busy")
 
     # ---- ranking ---------------------------------------------------------------------------
-    def rank(self, req: RankRequest) -> dict[str, Any]:
+    def rank(self, req: RankRequest, deadline: float | None = None) -> dict[str, Any]:
         """The ranking as a plain dict in the shape of ``RankResponse``."""
         t0 = time.perf_counter()
+        self._check_deadline(deadline, "before it started")
         s = self.settings
         if len(req.candidates) > s.max_candidates:
             raise ServingError(
                 422,
-                f"too many candidates: {len(req.candidates)} > {s.max_candidates}",
+                f"too many candidates: {len(req.candidates)} > {s.max_candidates} "
+                "(the server's --max-candidates)",
                 "candidates",
             )
         if req.history is not None and len(req.history) > s.max_history:
             raise ServingError(
-                422, f"history too long: {len(req.history)} > {s.max_history}", "history"
+                422,
+                f"history too long: {len(req.history)} > {s.max_history} (--max-history)",
+                "history",
             )
         ids = [str(c.item_id) for c in req.candidates]
         if len(set(ids)) != len(ids):
@@ -206,32 +215,41 @@ class Service:
         lat, lon = context_coord(context, "lat"), context_coord(context, "lon")
         ctx = {
             k: None if context.get(k) is None else str(context.get(k))
-            for k in self.state.cfg.requests.categorical
+            for k in self.live.state.cfg.requests.categorical
         }
-        t_us = to_us(req.ts)
-        user = str(req.user_id)
+        t_us = self._time(req.ts, "ts")
+        # A client's history is used for this request only, and its events after the request
+        # time are left out by the featuriser: it cannot move anything.
         history = None if req.history is None else [history_event(h) for h in req.history]
+        user = str(req.user_id)
         rid = req.request_id or uuid.uuid4().hex
-        route = self._route(req, user)
-        live = self.variant_live.get(route.variant, self.live)
-        self.sync()
-        t_feat = time.perf_counter()
-        with self.lock:
-            feats = live.featurize(
-                user_id=user,
-                query=req.query,
-                t_us=t_us,
-                item_ids=ids,
-                lat=lat,
-                lon=lon,
-                context=ctx,
-                overrides=overrides,
-                history=history,
-            )
-        t_infer = time.perf_counter()
-        ranked = self._score(route, rid, user, feats)
+        degraded = [] if self._sync() else ["store-unreadable"]
+        with self.models.lease() as models:
+            route = self._route(models, req, user)
+            live = self.live.for_variant(route.variant)
+            t_feat = time.perf_counter()
+            with self.live.lock:
+                feats = live.featurize(
+                    user_id=user,
+                    query=req.query,
+                    t_us=t_us,
+                    item_ids=ids,
+                    lat=lat,
+                    lon=lon,
+                    context=ctx,
+                    overrides=overrides,
+                    history=history,
+                )
+            t_infer = time.perf_counter()
+            self._check_deadline(deadline, "before inference")
+            ranked = self._score(route, rid, user, feats)
         t_done = time.perf_counter()
-        timing = {"featurize": (t_infer - t_feat) * 1000, "infer": (t_done - t_infer) * 1000}
+        if not np.isfinite(ranked.scores).all():
+            raise ServingError(
+                422,
+                "the candidates' features give non-finite scores; check the values sent",
+                "candidates",
+            )
         top = ranked.items[: req.top_k] if req.top_k else ranked.items
         # Plain dicts: the route sends them as JSON directly (no second validation pass).
         items: list[dict[str, Any]] = [
@@ -242,25 +260,12 @@ class Service:
             for r, item in enumerate(items):
                 item["team"] = ranked.teams[r]
         took = (time.perf_counter() - t0) * 1000
-        self.store.record_request(rid, user, req.query, t_us, ranked.variant)
-        self.rankings.write(
-            {
-                "request_id": rid,
-                "t_us": t_us,
-                "user_id": user,
-                "query": req.query,
-                "context": context,
-                "experiment": self.experiment.name if self.experiment else None,
-                "variant": ranked.variant,
-                "model": ranked.model.name,
-                "version": ranked.model.version,
-                "items": [ids[i] for i in top],
-                "scores": [float(ranked.scores[i]) for i in top],
-                "teams": ranked.teams[: len(top)] if ranked.teams else None,
-                "candidates": ids,
-                "took_ms": round(took, 3),
-            }
-        )
+        try:
+            self.store.record_request(rid, user, req.query, t_us, ranked.variant, ids)
+        except StoreError as e:  # the ranking still serves; its events cannot be checked
+            self.health.failed(str(e))
+            degraded.append("store-unwritable")
+        self._log_ranking(rid, t_us, user, req, context, ranked, ids, top, took)
         metrics.REQUESTS.labels(ranked.model.name, ranked.variant).inc()
         metrics.LATENCY.labels(ranked.model.name, ranked.variant).observe(took / 1000)
         return {
@@ -270,17 +275,58 @@ class Service:
             "variant": ranked.variant,
             "items": items,
             "took_ms": round(took, 3),
-            "_timing": timing,  # per-stage milliseconds; the route moves it to a header
+            # Moved to headers by the route: per-stage milliseconds, and what was degraded.
+            "_timing": {
+                "featurize": (t_infer - t_feat) * 1000,
+                "infer": (t_done - t_infer) * 1000,
+            },
+            "_degraded": degraded,
         }
 
-    def _route(self, req: RankRequest, user: str) -> Route:
+    def _log_ranking(
+        self,
+        rid: str,
+        t_us: int,
+        user: str,
+        req: RankRequest,
+        context: dict[str, Any],
+        ranked: Ranked,
+        ids: list[str],
+        top: list[int],
+        took: float,
+    ) -> None:
+        record = {
+            "request_id": rid,
+            "t_us": t_us,
+            "user_id": user,
+            "query": req.query,
+            "context": context,
+            "experiment": self.experiment.name if self.experiment else None,
+            "variant": ranked.variant,
+            "model": ranked.model.name,
+            "version": ranked.model.version,
+            "items": [ids[i] for i in top],
+            # Seven significant digits are all a float32 score has.
+            "scores": [float(f"{ranked.scores[i]:.7g}") for i in top],
+            "teams": ranked.teams[: len(top)] if ranked.teams else None,
+            # The candidates only when top_k cut the list: otherwise they are the items.
+            "candidates": ids if len(top) < len(ids) else None,
+            "took_ms": round(took, 3),
+        }
+        try:
+            self.rankings.write(record)
+        except OSError as e:  # a full disk loses the log line, not the ranking
+            log.error("ranking log not written: %s", e)
+
+    def _route(self, models: ModelSet, req: RankRequest, user: str) -> Route:
         """Which model(s) serve the request, under which variant name."""
-        models = self.models  # one consistent set for this request, even during a reload
         if req.model is not None:
             m = models.get(req.model)
             if m is None:
                 raise ServingError(
-                    422, f"unknown model {req.model!r}; served: {sorted(models.models)}", "model"
+                    422,
+                    f"unknown model {req.model[:60]!a}; served: {sorted(models.models)}",
+                    "model",
                 )
             return Route("explicit", [m])
         exp = self.experiment
@@ -314,82 +360,101 @@ class Service:
 
     def _order(self, model: ServedModel, variant: str, feats: Features) -> Ranked:
         # skip_inference (benchmarks only): the same server answering without the model.
-        scores = (
-            np.zeros(len(feats.num), np.float32)
-            if self.settings.skip_inference
-            else model.score(feats)
-        )
+        if self.settings.skip_inference:
+            scores = np.zeros(len(feats.num), np.float32)
+        elif self.window_ms > 0:  # the batcher bounds the work in flight itself
+            scores = model.score(feats)
+        else:
+            with self.infer_slots:
+                scores = model.score(feats)
         order = np.argsort(-scores, kind="stable").tolist()
         return Ranked(model, variant, order, scores)
 
     # ---- events ----------------------------------------------------------------------------
     def events(self, req: EventsRequest) -> int:
-        if len(req.events) > self.settings.max_events:
+        s = self.settings
+        if len(req.events) > s.max_events:
             raise ServingError(
-                422, f"too many events: {len(req.events)} > {self.settings.max_events}", "events"
+                422, f"too many events: {len(req.events)} > {s.max_events} (--max-events)", "events"
             )
-        known = self.store.request_info([e.request_id for e in req.events])
-        rows: list[tuple[str, str, str, str, int | None, int, str, str]] = []
-        for e in req.events:
-            query, req_t, variant = known.get(e.request_id, ("", None, ""))
-            t_us = to_us(e.ts) if e.ts is not None else req_t if req_t is not None else to_us(None)
-            rows.append(
-                (
-                    str(e.type),
-                    e.request_id,
-                    str(e.user_id),
-                    str(e.item_id),
-                    e.position,
-                    t_us,
-                    query,
-                    variant,
+        try:
+            served = self.store.served([e.request_id for e in req.events])
+        except StoreError as e:
+            self.health.failed(str(e))
+            raise retry_later(f"events not accepted: the shared store cannot be read ({e})") from e
+        rows = check_events(
+            req.events, served, now_us(), int(s.max_clock_skew_s * 1e6), s.accept_unserved_events
+        )
+        try:
+            self.store.add_events(rows)
+        except StoreError as e:
+            self.health.failed(str(e))
+            raise retry_later(
+                f"events not accepted, none of this call was kept: the shared store cannot be "
+                f"written ({e})"
+            ) from e
+        for kind, rid, user, item, position, t_us, _, _ in rows:
+            metrics.EVENTS.labels(kind).inc()
+            try:
+                self.event_log.write(
+                    {
+                        "type": kind,
+                        "request_id": rid,
+                        "user_id": user,
+                        "item_id": item,
+                        "position": position,
+                        "t_us": t_us,
+                        "known_request": rid in served,
+                    }
                 )
-            )
-            self.event_log.write(
-                {
-                    "type": e.type,
-                    "request_id": e.request_id,
-                    "user_id": str(e.user_id),
-                    "item_id": str(e.item_id),
-                    "position": e.position,
-                    "t_us": t_us,
-                    "known_request": e.request_id in known,
-                }
-            )
-            metrics.EVENTS.labels(e.type).inc()
-        self.store.add_events(rows)
-        self.sync()
+            except OSError as e:
+                log.error("event log not written: %s", e)
+        self._sync()
         return len(rows)
 
     def user_history(self, user_id: str) -> Sequences:
-        self.sync()
-        with self.lock:
-            return self.state.history.lookup(np.array([user_id], dtype=object), np.array([2**62]))
+        self._sync()
+        return self.live.history(user_id)
 
     def info(self) -> dict[str, Any]:
-        self.sync()
-        models = self.models
-        return {
-            "generation": self.generation,
-            "device": self.device.description,
-            "models": [
-                {
-                    "name": m.name,
-                    "version": m.version,
-                    "kind": m.kind,
-                    "sha256": m.sha256,
-                    "default": m.name == models.default,
-                    "reranker_of": f"{m.baseline.name}/{m.baseline.version}"
-                    if m.baseline
-                    else None,
-                }
-                for m in models.models.values()
-            ],
-            "experiment": self.experiment.to_dict() if self.experiment else None,
-        }
+        with contextlib.suppress(StoreError):
+            self.models.follow()  # a reload made through another worker, without waiting
+        versions = self.models.versions()
+        try:
+            rows = self.store.workers()
+        except StoreError:
+            rows = []
+        live = [w for w in rows if w.seen_us >= now_us() - int(LIVE_WORKER_S * 1e6)]
+        with self.models.lease() as models:
+            return {
+                "generation": self.models.generation,
+                "device": self.device.description,
+                "worker": self.pid,
+                "models": [
+                    {
+                        "name": m.name,
+                        "version": m.version,
+                        "kind": m.kind,
+                        "sha256": m.sha256,
+                        "default": m.name == models.default,
+                        "reranker_of": f"{m.baseline.name}/{m.baseline.version}"
+                        if m.baseline
+                        else None,
+                    }
+                    for m in models.models.values()
+                ],
+                "workers": [
+                    {"pid": w.pid, "generation": w.generation, "models": w.models} for w in live
+                ],
+                "version_skew": any(w.models and w.models != versions for w in live),
+                "experiment": self.experiment.to_dict() if self.experiment else None,
+            }
 
     def close(self) -> None:
+        self.maintenance.stop()
         self.models.close()
         self.rankings.close()
         self.event_log.close()
+        with contextlib.suppress(StoreError):
+            self.store.forget_worker(self.pid)
         self.store.close()

@@ -1,8 +1,10 @@
 """Service settings, read once per process from ``RANKER_*`` environment variables.
 
-``ranker serve`` sets them from its options before starting the workers, so every worker of
-one server sees the same settings. Routes get them through the cached ``get_settings``
-dependency (overridable in tests).
+``ranker serve`` derives one command-line flag per field (``--max-candidates`` for
+``max_candidates``; help from the description) and passes the values to every worker as
+``RANKER_<NAME>``, so every worker of one server sees the same settings. Secrets (the tokens)
+have no flag: a flag would show in the process list. Routes get the settings through the
+cached ``get_settings`` dependency (overridable in tests).
 """
 
 from __future__ import annotations
@@ -10,30 +12,125 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+from pydantic.config import JsonDict
+
+MIB = 2**20
+SECRET: JsonDict = {"secret": True}  # no command-line flag; environment only
 
 
 class Settings(BaseModel):
-    registry: Path
-    state: Path
-    log_dir: Path = Path("runs/serve")
-    store: Path | None = None  # shared SQLite store; default <log_dir>/store.sqlite
-    experiment: Path | None = None
-    isolate_variants: bool = False  # per-variant counters and histories (A/B experiments)
-    default_model: str | None = None  # default: the latest "transformer", else any model
-    admin_token: str | None = None  # POST /v1/models/reload needs "Authorization: Bearer <it>"
-    max_candidates: int = Field(10_000, ge=1)
-    max_history: int = Field(500, ge=0)
-    max_body_bytes: int = Field(8 * 2**20, ge=1024)
-    max_events: int = Field(10_000, ge=1)
-    workers: int = Field(1, ge=1)
-    threads: int | None = Field(None, ge=1)  # ONNX Runtime intra-op threads per worker
-    device: str = "auto"  # auto | cpu | cuda
-    batch_window_ms: float | None = None  # None: 2 ms on a GPU, off on the CPU
-    max_batch: int = Field(64, ge=1)
-    log_rotate_bytes: int = Field(64 * 2**20, ge=1024)
-    skip_inference: bool = False  # benchmarks only: answer with constant scores, no model call
+    # ---- what to serve ---------------------------------------------------------------------
+    registry: Path = Field(description="the model registry")
+    state: Path = Field(description="the state `ranker features` wrote")
+    log_dir: Path = Field(
+        Path("runs/serve"), description="served rankings, events, the shared store"
+    )
+    store: Path | None = Field(None, description="the shared SQLite store (LOG_DIR/store.sqlite)")
+    experiment: Path | None = Field(None, description="an A/B experiment file (TOML)")
+    isolate_variants: bool = Field(
+        False, description="per-variant counters and histories, so A/B variants cannot interfere"
+    )
+    default_model: str | None = Field(
+        None, description="model served without an experiment (default: transformer)"
+    )
+    workers: int = Field(1, ge=1, description="worker processes")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime device")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="ONNX Runtime threads per model session (1; requests run in parallel)",
+    )
+    batch_window_ms: float | None = Field(
+        None, ge=0, description="batch concurrent requests (default: 2 on a GPU, off on the CPU)"
+    )
+    max_batch: int = Field(64, ge=1, description="requests per batch at most")
+    skip_inference: bool = Field(
+        False, description="benchmarks only: answer with constant scores, no model call"
+    )
+    # ---- credentials -----------------------------------------------------------------------
+    admin_token: str | None = Field(
+        None, description="bearer token of POST /v1/models/reload", json_schema_extra=SECRET
+    )
+    client_token: str | None = Field(
+        None,
+        description="bearer token of /v1/events and /v1/users/{id}/history",
+        json_schema_extra=SECRET,
+    )
+    client_tokens_file: Path | None = Field(
+        None, description="a file of client tokens, one per line (# comments)"
+    )
+    insecure_open: bool = Field(
+        False,
+        description="serve /v1/events and user histories to anyone, without a client token",
+    )
+    # ---- what events and times are accepted ------------------------------------------------
+    accept_unserved_events: bool = Field(
+        False,
+        description="accept events of rankings this server did not serve (imports from elsewhere)",
+    )
+    max_clock_skew_s: float = Field(
+        300, ge=0, description="how far ahead of the server clock a ts may be, in seconds"
+    )
+    served_ttl_s: float = Field(
+        2 * 86400,
+        gt=0,
+        description="how long a served ranking accepts events, in seconds; older ones are deleted",
+    )
+    max_served_rows: int = Field(
+        5_000_000, ge=1, description="served rankings kept for event checks; the oldest go first"
+    )
+    # ---- limits ----------------------------------------------------------------------------
+    # MEASURE: see benchmarks/candidate_limit.py
+    max_candidates: int = Field(1000, ge=1, description="candidates per ranking at most")
+    max_history: int = Field(500, ge=0, description="history events per ranking at most")
+    max_body_bytes: int = Field(8 * MIB, ge=1024, description="request body size at most")
+    max_events: int = Field(10_000, ge=1, description="events per call at most")
+    max_in_flight: int = Field(
+        64, ge=1, description="requests in flight per worker; more get 503 with Retry-After"
+    )
+    deadline_ms: float = Field(
+        2000,
+        gt=0,
+        description="a request still waiting this long after it arrived gets 503 instead",
+    )
+    # ---- state bounds, durability, retention -----------------------------------------------
+    max_history_users: int = Field(
+        1_000_000,
+        ge=1,
+        description="users whose click history a worker keeps; the least recent are evicted",
+    )
+    max_counter_keys: int = Field(
+        5_000_000,
+        ge=1,
+        description="keys per counter table a worker keeps; the least recently counted are evicted",
+    )
+    checkpoint_every_s: float = Field(
+        600,
+        gt=0,
+        description="how often the live state is checkpointed so that old events can be deleted",
+    )
+    log_rotate_bytes: int = Field(64 * MIB, ge=1024, description="size of one JSONL log file")
+    log_retention_days: float = Field(
+        7, gt=0, description="rotated logs older than this are deleted"
+    )
+    log_max_bytes: int = Field(
+        5 * 1024 * MIB, ge=1024, description="rotated logs of each kind beyond this are deleted"
+    )
+    min_free_disk_bytes: int = Field(
+        64 * MIB, ge=0, description="not ready while the store's disk has less free space"
+    )
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Settings:
+        if not (self.insecure_open or self.client_token or self.client_tokens_file):
+            raise ValueError(
+                "no client token: set RANKER_CLIENT_TOKEN or --client-tokens-file, or pass "
+                "--insecure-open to serve events and user histories without credentials"
+            )
+        return self
 
     @property
     def store_path(self) -> Path:
@@ -47,26 +144,28 @@ class Settings(BaseModel):
         across workers."""
         return self.threads or 1
 
+    @staticmethod
+    def env_name(field: str) -> str:
+        return f"RANKER_{field.upper()}"
+
     def to_env(self) -> dict[str, str]:
-        out = {}
-        for key, value in self.model_dump().items():
-            if value is not None:
-                out[f"RANKER_{key.upper()}"] = str(value)
-        return out
+        return {
+            self.env_name(key): str(value)
+            for key, value in self.model_dump().items()
+            if value is not None
+        }
 
     @classmethod
     def from_env(cls) -> Settings:
         values: dict[str, str] = {}
         for name in cls.model_fields:
-            raw = os.environ.get(f"RANKER_{name.upper()}")
+            raw = os.environ.get(cls.env_name(name))
             if raw is not None and raw != "":
                 values[name] = raw
-        if "admin_token" not in values and os.environ.get("RANKER_ADMIN_TOKEN"):
-            values["admin_token"] = os.environ["RANKER_ADMIN_TOKEN"]
         missing = [k for k in ("registry", "state") if k not in values]
         if missing:
             raise RuntimeError(
-                f"set {', '.join('RANKER_' + m.upper() for m in missing)} (or use `ranker serve`)"
+                f"set {', '.join(cls.env_name(m) for m in missing)} (or use `ranker serve`)"
             )
         return cls.model_validate(values)
 

@@ -1,20 +1,28 @@
 """The store shared by all workers of one server: SQLite in WAL mode on the local disk.
 
-It is an append-only log: the requests served (so an event can find its query and time) and
-the events posted (impressions, clicks, orders), plus a control table whose ``generation``
-counter tells workers to reload their models. Each worker keeps its own in-memory feature
-state and replays new events from the log before it featurises a request, so an event posted
-to one worker is seen by all. On several machines a networked store (Redis, a queue) would take
-this module's place; the rest of the service would not change.
+It holds the rankings served (so an event can be checked against its ranking and find its
+query, time and variant), the events posted (impressions, clicks, orders), a ``workers`` table
+(each worker's generation, model versions and progress, for /v1/models and for deciding which
+events every worker has applied) and a ``control`` table (the reload generation, the pinned
+model versions, the latest state checkpoint). Each worker keeps its own in-memory feature state
+and replays new events from here, so an event posted to one worker is seen by all.
+
+Every write runs in one transaction that is rolled back on any error, so a failed write
+(a full disk, a value SQLite refuses) never leaves the database locked for other workers.
+On several machines a networked store (Redis) would take this module's place.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -27,7 +35,38 @@ CREATE TABLE IF NOT EXISTS events (
     query TEXT NOT NULL, variant TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS control (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (
+    pid INTEGER PRIMARY KEY, started_us INTEGER NOT NULL, seen_us INTEGER NOT NULL,
+    generation INTEGER NOT NULL, last_event INTEGER NOT NULL, models TEXT NOT NULL
+);
 """
+# Columns added after the first release: an older store gains them in place.
+ADDED_COLUMNS = {
+    "requests": {
+        "candidates": "TEXT NOT NULL DEFAULT ''",
+        "created_us": "INTEGER NOT NULL DEFAULT 0",
+    },
+}
+INDEXES = "CREATE INDEX IF NOT EXISTS requests_created ON requests (created_us);"
+# Identifiers are printable (serving.bounds), so a control character separates candidates.
+SEP = "\x1f"
+BUSY_TIMEOUT_S = 5.0  # the longest a writer waits for another; transactions last milliseconds
+
+
+class StoreError(Exception):
+    """The store cannot be read or written (disk full, I/O error, locked for too long)."""
+
+
+@dataclass(frozen=True)
+class Served:
+    """A served ranking, as events are checked against it."""
+
+    user_id: str
+    query: str
+    t_us: int
+    variant: str
+    candidates: frozenset[str]  # empty for rankings stored before candidates were kept
+    n_candidates: int
 
 
 @dataclass
@@ -43,104 +82,283 @@ class EventRow:
     variant: str  # of the request that showed the item ('' when unknown)
 
 
+@dataclass(frozen=True)
+class WorkerRow:
+    pid: int
+    seen_us: int
+    generation: int
+    last_event: int
+    models: dict[str, str]
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
 class SharedStore:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._db = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
+        )
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as e:
+            raise StoreError(f"{path}: cannot open the store: {e}") from e
+        with self._tx() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            for table, columns in ADDED_COLUMNS.items():
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, decl in columns.items():
+                    if name not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+            db.execute(INDEXES)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed at the end, rolled back on any error."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot start a write: {e}") from e
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):
+                    raise StoreError(f"write failed and was rolled back: {e}") from e
+                raise
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                raise StoreError(f"read failed: {e}") from e
+
     # ---- control ---------------------------------------------------------------------------
     def get(self, key: str, default: str | None = None) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM control WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
+        rows = self._read("SELECT value FROM control WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
 
     def set(self, key: str, value: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO control (key, value) VALUES (?, ?)", (key, value)
-            )
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO control (key, value) VALUES (?, ?)", (key, value))
 
     def generation(self) -> int:
         return int(self.get("generation", "0") or 0)
 
-    def bump_generation(self) -> int:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT value FROM control WHERE key = 'generation'").fetchone()
-            new = int(row[0]) + 1 if row else 1
-            self._db.execute(
-                "INSERT OR REPLACE INTO control (key, value) VALUES ('generation', ?)", (str(new),)
-            )
-            self._db.execute("COMMIT")
-        return new
+    def pinned_models(self) -> dict[str, str] | None:
+        """The model versions the server last loaded successfully (name -> version)."""
+        raw = self.get("models")
+        return None if raw is None else dict(json.loads(raw))
 
-    def reset_for(self, snapshot: str) -> None:
-        """Start afresh when the state snapshot changed: old events belong to the old one."""
-        if self.get("snapshot") == snapshot:
-            return
-        with self._lock:
-            self._db.execute("DELETE FROM requests")
-            self._db.execute("DELETE FROM events")
-            self._db.execute(
+    def publish_models(self, versions: dict[str, str], bump: bool) -> int:
+        """Pin ``versions`` (and with ``bump`` start a new generation, which every worker
+        follows), in one transaction. Returns the generation."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM control WHERE key = 'generation'").fetchone()
+            gen = int(row[0]) if row else 0
+            gen += 1 if bump else 0
+            db.execute(
+                "INSERT OR REPLACE INTO control (key, value) VALUES ('generation', ?)", (str(gen),)
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO control (key, value) VALUES ('models', ?)",
+                (json.dumps(versions, sort_keys=True),),
+            )
+        return gen
+
+    def reset_for(self, snapshot: str) -> bool:
+        """Start afresh when the state snapshot changed: old events belong to the old one.
+        Returns whether it did."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM control WHERE key = 'snapshot'").fetchone()
+            if row and row[0] == snapshot:
+                return False
+            db.execute("DELETE FROM requests")
+            db.execute("DELETE FROM events")
+            db.execute("DELETE FROM control WHERE key = 'checkpoint'")
+            db.execute(
                 "INSERT OR REPLACE INTO control (key, value) VALUES ('snapshot', ?)", (snapshot,)
             )
+        return True
+
+    def probe(self) -> None:
+        """A small real write: raises ``StoreError`` when the store cannot be written."""
+        self.set("probe", str(now_us()))
 
     # ---- requests and events ---------------------------------------------------------------
     def record_request(
-        self, request_id: str, user_id: str, query: str, t_us: int, variant: str
+        self,
+        request_id: str,
+        user_id: str,
+        query: str,
+        t_us: int,
+        variant: str,
+        candidates: Sequence[str],
     ) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO requests (request_id, user_id, query, t_us, variant) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (request_id, user_id, query, t_us, variant),
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO requests (request_id, user_id, query, t_us, variant, "
+                "candidates, created_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (request_id, user_id, query, t_us, variant, SEP.join(candidates), now_us()),
             )
 
-    def request_info(self, request_ids: list[str]) -> dict[str, tuple[str, int, str]]:
-        """request_id -> (query, t_us, variant) for the known ones."""
-        out: dict[str, tuple[str, int, str]] = {}
-        with self._lock:
-            for rid in set(request_ids):
-                row = self._db.execute(
-                    "SELECT query, t_us, variant FROM requests WHERE request_id = ?", (rid,)
-                ).fetchone()
-                if row:
-                    out[rid] = (row[0], int(row[1]), row[2])
+    def served(self, request_ids: Sequence[str]) -> dict[str, Served]:
+        """The stored rankings among ``request_ids``."""
+        out: dict[str, Served] = {}
+        for rid in set(request_ids):
+            for user, query, t_us, variant, cands in self._read(
+                "SELECT user_id, query, t_us, variant, candidates FROM requests "
+                "WHERE request_id = ?",
+                (rid,),
+            ):
+                items = cands.split(SEP) if cands else []
+                out[rid] = Served(user, query, int(t_us), variant, frozenset(items), len(items))
         return out
 
     def add_events(
         self, rows: Sequence[tuple[str, str, str, str, int | None, int, str, str]]
     ) -> None:
-        """Append (type, request_id, user_id, item_id, position, t_us, query, variant) rows."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
+        """Append (type, request_id, user_id, item_id, position, t_us, query, variant) rows,
+        all or none."""
+        with self._tx() as db:
+            db.executemany(
                 "INSERT INTO events (type, request_id, user_id, item_id, position, t_us, query, "
                 "variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            self._db.execute("COMMIT")
 
     def events_since(self, last_id: int, limit: int = 100_000) -> list[EventRow]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, type, request_id, user_id, item_id, position, t_us, query, variant "
-                "FROM events "
-                "WHERE id > ? ORDER BY id LIMIT ?",
-                (last_id, limit),
-            ).fetchall()
+        rows = self._read(
+            "SELECT id, type, request_id, user_id, item_id, position, t_us, query, variant "
+            "FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (last_id, limit),
+        )
         return [EventRow(*r) for r in rows]
 
     def last_event_id(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT MAX(id) FROM events").fetchone()
-        return int(row[0] or 0)
+        return int(self._read("SELECT MAX(id) FROM events")[0][0] or 0)
+
+    # ---- workers, leases, checkpoints ------------------------------------------------------
+    def register_worker(self, pid: int, started_us: int) -> str | None:
+        """Register a starting worker and read the latest checkpoint in one transaction: the
+        worker's row holds back the deletion of the events after that checkpoint, which it
+        has yet to replay. Returns the checkpoint (JSON) or None."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM control WHERE key = 'checkpoint'").fetchone()
+            raw = row[0] if row else None
+            event_id = int(json.loads(raw)["event_id"]) if raw else 0
+            db.execute(
+                "INSERT OR REPLACE INTO workers (pid, started_us, seen_us, generation, "
+                "last_event, models) VALUES (?, ?, ?, 0, ?, '{}')",
+                (pid, started_us, now_us(), event_id),
+            )
+        return raw
+
+    def claim(self, name: str, pid: int, ttl_s: float) -> bool:
+        """Take the lease ``name`` for ``ttl_s`` if it is free, expired or already ours: one
+        worker of the server does a periodic job (retention, checkpoints) at a time."""
+        key = f"lease:{name}"
+        t = now_us()
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM control WHERE key = ?", (key,)).fetchone()
+            if row:
+                owner, until = (int(x) for x in row[0].split(":"))
+                if owner != pid and until > t:
+                    return False
+            db.execute(
+                "INSERT OR REPLACE INTO control (key, value) VALUES (?, ?)",
+                (key, f"{pid}:{t + int(ttl_s * 1e6)}"),
+            )
+        return True
+
+    def set_checkpoint(self, raw: str, event_id: int) -> bool:
+        """Point at a new checkpoint unless a newer one is already named."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM control WHERE key = 'checkpoint'").fetchone()
+            if row and int(json.loads(row[0])["event_id"]) >= event_id:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO control (key, value) VALUES ('checkpoint', ?)", (raw,)
+            )
+        return True
+
+    def heartbeat(
+        self, pid: int, started_us: int, generation: int, last_event: int, models: dict[str, str]
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO workers (pid, started_us, seen_us, generation, "
+                "last_event, models) VALUES (?, ?, ?, ?, ?, ?)",
+                (pid, started_us, now_us(), generation, last_event, json.dumps(models)),
+            )
+
+    def workers(self) -> list[WorkerRow]:
+        rows = self._read(
+            "SELECT pid, seen_us, generation, last_event, models FROM workers ORDER BY pid"
+        )
+        return [WorkerRow(p, s, g, e, json.loads(m)) for p, s, g, e, m in rows]
+
+    def forget_worker(self, pid: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM workers WHERE pid = ?", (pid,))
+
+    # ---- retention -------------------------------------------------------------------------
+    def prune(
+        self,
+        served_before_us: int,
+        max_served: int,
+        events_upto: int,
+        workers_before_us: int,
+        chunk: int = 5000,
+    ) -> int:
+        """Delete rankings stored before ``served_before_us`` or beyond the newest
+        ``max_served``, events with id <= ``events_upto`` (every worker and the latest
+        checkpoint hold them) and the rows of workers not seen since ``workers_before_us``.
+        In small transactions, so no other writer waits long. Returns the rows deleted."""
+        newest = self._read(
+            "SELECT created_us FROM requests ORDER BY created_us DESC LIMIT 1 OFFSET ?",
+            (max_served,),
+        )
+        cutoff = max(served_before_us, int(newest[0][0]) + 1 if newest else 0)
+        deleted = 0
+        for sql, arg in (
+            (
+                "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests "
+                "WHERE created_us < ? LIMIT ?)",
+                cutoff,
+            ),
+            (
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ? LIMIT ?)",
+                events_upto,
+            ),
+        ):
+            while True:
+                with self._tx() as db:
+                    n = db.execute(sql, (arg, chunk)).rowcount
+                deleted += n
+                if n < chunk:
+                    break
+        with self._tx() as db:
+            db.execute("DELETE FROM workers WHERE seen_us < ?", (workers_before_us,))
+        return deleted
+
+    def counts(self) -> dict[str, int]:
+        return {
+            table: int(self._read(f"SELECT COUNT(*) FROM {table}")[0][0])
+            for table in ("requests", "events", "workers")
+        }

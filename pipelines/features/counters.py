@@ -57,6 +57,9 @@ class CounterTable:
         self._first = 0
         self._folded = {w: 0 for w in self._lag}
         self._max_window = max((w for w in windows if w is not None), default=0)
+        # Per key, the last bucket it was counted in: kept only where keys may be evicted
+        # (the server), from ``track_recency`` on.
+        self._recency: np.ndarray | None = None
 
     # ---- writing ---------------------------------------------------------------------------
     def insert(self, keys: np.ndarray) -> np.ndarray:
@@ -81,6 +84,8 @@ class CounterTable:
         counts = np.asarray(counts, np.int64).reshape(len(ids), len(self.kinds))
         if self.bucket is not None:
             buckets = np.maximum(buckets, self.bucket)
+        if self._recency is not None:
+            np.maximum.at(self._recency, ids, np.asarray(buckets, np.int64))
         first = int(buckets[0])
         if (buckets == first).all():  # the usual case: one bucket per call
             slot = self._pending.setdefault(first, _Bucket())
@@ -126,6 +131,48 @@ class CounterTable:
         self._total = _resize(self._total, cap)
         for w in self._lag:
             self._lag[w] = _resize(self._lag[w], cap)
+        if self._recency is not None:
+            self._recency = _resize(self._recency[:, None], cap)[:, 0]
+
+    # ---- bounding memory (the server) ------------------------------------------------------
+    def track_recency(self) -> None:
+        """Start recording when each key was last counted. Keys already here count as last
+        seen in the current bucket (older than anything counted later)."""
+        if self._recency is None:
+            self._recency = np.full(len(self._total), self.bucket or 0, np.int64)
+
+    def evict_least_recent(self, keep: int) -> int:
+        """Forget all but the ``keep`` most recently counted keys (ties: the earliest added
+        go first), with their totals and queued events; a forgotten key counts zero again.
+        Deterministic, so workers fed the same events evict the same keys. Returns how many
+        were forgotten."""
+        n = len(self.index)
+        if n <= keep:
+            return 0
+        self.track_recency()
+        assert self._recency is not None
+        order = np.lexsort((np.arange(n), self._recency[:n]))  # oldest first
+        alive = np.ones(n, bool)
+        alive[order[: n - keep]] = False
+        new_id = np.full(n, -1, np.int64)
+        new_id[alive] = np.arange(keep)
+        self.index = KeyIndex(self.index.keys()[alive])
+        cap = max(keep, 1024)
+        self._total = _resize(self._total[:n][alive], cap)
+        for w in self._lag:
+            self._lag[w] = _resize(self._lag[w][:n][alive], cap)
+        self._recency = _resize(self._recency[:n][alive][:, None], cap)[:, 0]
+
+        def remap(ids: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            mapped = new_id[ids]
+            return mapped[mapped >= 0], cnt[mapped >= 0]
+
+        k = len(self.kinds)
+        for b, slot in self._pending.items():
+            ids, cnt = remap(*slot.arrays(k))
+            self._pending[b] = _Bucket([ids], [cnt])
+        self._closed = deque((b, *remap(ids, cnt)) for b, ids, cnt in self._closed)
+        return n - keep
 
     # ---- reading ---------------------------------------------------------------------------
     def lookup(self, keys: np.ndarray) -> dict[int | None, np.ndarray]:
@@ -156,6 +203,8 @@ class CounterTable:
         }
         for w, lag in self._lag.items():
             arrays[f"lag_{w}"] = lag[:n]
+        if self._recency is not None:
+            arrays["recency"] = self._recency[:n]
         pend = sorted(self._pending)
         parts = [self._pending[b].arrays(k) for b in pend]
         closed = list(self._closed)
@@ -180,6 +229,8 @@ class CounterTable:
                 t._lag[w] = z[f"lag_{w}"].astype(np.int64)
             b = int(z["bucket"][0])
             t.bucket = None if b < 0 else b
+            if "recency" in z.files:
+                t._recency = z["recency"].astype(np.int64)
             buckets, ids, counts = z["pending_bucket"], z["pending_ids"], z["pending_counts"]
             for bb in np.unique(buckets):
                 sel = buckets == bb

@@ -60,6 +60,21 @@ class HistoryStore:
                 return
         self.add(user, t_us, 0, item_id, True)
 
+    def __len__(self) -> int:
+        """Users with a stored history."""
+        return len(self._keys)
+
+    def evict_least_recent(self, keep: int) -> int:
+        """Forget the histories of all but the ``keep`` users who clicked most recently (ties
+        by user id, so every worker evicts the same users). Returns how many were forgotten."""
+        extra = len(self._keys) - keep
+        if extra <= 0:
+            return 0
+        last = sorted((keys[-1][0], user) for user, keys in self._keys.items())
+        for _, user in last[:extra]:
+            del self._keys[user], self._items[user], self._ordered[user]
+        return extra
+
     def lookup(self, users: np.ndarray, t_us: np.ndarray) -> Sequences:
         """The last ``max_len`` clicks before each (user, time)."""
         offsets = np.zeros(len(users) + 1, dtype=np.int64)

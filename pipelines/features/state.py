@@ -244,7 +244,27 @@ class FeatureState:
         """Group index (e.g. category) of item rows as uint64; 0 when unknown or unconfigured."""
         return self.items.take(self.items.group, rows, 0).astype(np.uint64)
 
+    # ---- bounding memory (the server) ------------------------------------------------------
+    def evict_least_recent(self, max_users: int, max_keys: int) -> dict[str, int]:
+        """Keep the histories of at most ``max_users`` users and at most ``max_keys`` keys per
+        counter table, forgetting the least recently active (deterministic: the same events
+        give the same state). Returns what was forgotten, by table."""
+        out = {"history": self.history.evict_least_recent(max_users)}
+        for name, table in self.counters.items():
+            table.track_recency()
+            out[name] = table.evict_least_recent(max_keys)
+        return {k: v for k, v in out.items() if v}
+
     # ---- snapshot --------------------------------------------------------------------------
+    def save_dynamic(self, out: Path) -> None:
+        """What events change (counters, histories, the clock) into ``out``, a fresh directory:
+        a checkpoint that ``load(base, dynamic=out)`` completes with the base snapshot."""
+        out.mkdir(parents=True, exist_ok=True)
+        for name, table in self.counters.items():
+            table.save(out / f"counters_{name}.npz")
+        self.history.save(out / "history.parquet")
+        (out / "dynamic.json").write_text(json.dumps({"clock_us": self.clock_us}))
+
     def save(self, out: Path, items_frame: pd.DataFrame, users_frame: pd.DataFrame | None) -> None:
         """Write the state to ``out`` (a fresh directory): what ``ranker serve --state`` loads."""
         out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +283,9 @@ class FeatureState:
         (out / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
 
     @classmethod
-    def load(cls, path: Path) -> FeatureState:
+    def load(cls, path: Path, dynamic: Path | None = None) -> FeatureState:
+        """The snapshot ``ranker features`` wrote to ``path``; with ``dynamic``, its counters,
+        histories and clock from a checkpoint (``save_dynamic``) instead."""
         path = Path(path)
         if not (path / "state.json").exists():
             raise FileNotFoundError(f"{path}: no state.json (write one with `ranker features`)")
@@ -286,10 +308,15 @@ class FeatureState:
             {k: Vocab(usr[k]) for k in cfg.users.categorical},
         )
         windows = [w for _, w in cfg.counters.window_buckets()]
+        src = path if dynamic is None else Path(dynamic)
         for name, kinds in TABLES.items():
-            state.counters[name] = CounterTable.load(path / f"counters_{name}.npz", kinds, windows)
-        state.history = HistoryStore.load(path / "history.parquet", cfg.history.max_len)
-        state.clock_us = meta["clock_us"]
+            state.counters[name] = CounterTable.load(src / f"counters_{name}.npz", kinds, windows)
+        state.history = HistoryStore.load(src / "history.parquet", cfg.history.max_len)
+        state.clock_us = (
+            meta["clock_us"]
+            if dynamic is None
+            else json.loads((src / "dynamic.json").read_text())["clock_us"]
+        )
         return state
 
 

@@ -50,8 +50,8 @@ def _online_ab(out: Path, registry: Path, lists: Path, requests: int, seed: int)
     )
     with background_server(
         registry, lists / "state", online / "logs", experiment=online / "experiment.toml"
-    ) as url:
-        s = run_abtest(url, out / "world", requests, seed=seed)
+    ) as server:
+        s = run_abtest(server.url, out / "world", requests, seed=seed, token=server.client_token)
     print(
         f"   {s.requests} searches by {s.users} users: {s.clicks} clicks, {s.orders} orders, "
         f"{s.errors} errors, variants {s.variants}"

@@ -5,49 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import typing
 from pathlib import Path
+from typing import Any
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the registry's exported models over HTTP")
-    p.add_argument("--registry", type=Path, required=True)
-    p.add_argument("--state", type=Path, required=True, help="the state `ranker features` wrote")
+    p = sub.add_parser(
+        "serve",
+        help="serve the registry's exported models over HTTP",
+        description="Tokens come from the environment only: RANKER_CLIENT_TOKEN (events, user "
+        "histories; or --client-tokens-file) and RANKER_ADMIN_TOKEN (reloads).",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--experiment", type=Path, help="an A/B experiment file (TOML)")
-    p.add_argument(
-        "--isolate-variants",
-        action="store_true",
-        help="per-variant counters and histories, so A/B variants cannot interfere",
-    )
-    p.add_argument(
-        "--default-model", help="model served without an experiment (default: transformer)"
-    )
-    p.add_argument(
-        "--log-dir",
-        type=Path,
-        default=Path("runs/serve"),
-        help="served rankings, events, the shared store",
-    )
-    p.add_argument(
-        "--store", type=Path, help="the shared SQLite store (default: LOG_DIR/store.sqlite)"
-    )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="ONNX Runtime threads per model session (default 1; requests run in parallel)",
-    )
-    p.add_argument(
-        "--batch-window-ms", type=float, help="batch concurrent requests (default: 2 on a GPU)"
-    )
-    p.add_argument("--max-candidates", type=int, default=10_000)
-    p.add_argument(
-        "--no-inference",
-        action="store_true",
-        help="benchmarks only: answer with constant scores, to see the model's share of the time",
-    )
+    add_settings_flags(p)
     p.add_argument("--log-level", default="info")
     p.add_argument(
         "--example-from",
@@ -57,7 +29,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(run=run_serve)
 
-    p = sub.add_parser("abtest", help="simulated users search against a running server")
+    p = sub.add_parser(
+        "abtest",
+        help="simulated users search against a running server",
+        description="The client token for /v1/events comes from RANKER_CLIENT_TOKEN.",
+    )
     p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
     p.add_argument("--world", type=Path, required=True, help="the simulated world directory")
     p.add_argument("--requests", type=int, required=True)
@@ -78,46 +54,63 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(run=run_report_online)
 
 
+def add_settings_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per field of the server's ``Settings`` (``max_candidates`` ->
+    ``--max-candidates``), typed and documented from the field; secrets have none."""
+    from serving.settings import Settings  # the settings' one definition
+
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("secret"):
+            continue
+        kind = _flag_type(field.annotation)
+        flag = "--" + name.replace("_", "-")
+        default = field.get_default()
+        shown = "" if field.is_required() or default in (None, False) else f" (default {default})"
+        help_text = f"{field.description or name}{shown}"
+        if kind is bool:
+            p.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
+        elif isinstance(kind, tuple):
+            p.add_argument(flag, dest=name, choices=kind, help=help_text)
+        else:
+            p.add_argument(flag, dest=name, type=kind, required=field.is_required(), help=help_text)
+
+
+def _flag_type(annotation: Any) -> Any:
+    """bool, a tuple of choices (a Literal), or a converter (int, float, str, Path)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return _flag_type(args[0]) if len(args) == 1 else annotation
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    from serving.settings import Settings
 
     for path, what in ((args.registry, "registry"), (args.state / "state.json", "state")):
         if not path.exists():
             raise FileNotFoundError(f"--{what}: {path} does not exist")
-    if args.workers < 1:
-        raise ValueError("--workers must be >= 1")
-    env = {
-        "RANKER_REGISTRY": args.registry,
-        "RANKER_STATE": args.state,
-        "RANKER_LOG_DIR": args.log_dir,
-        "RANKER_WORKERS": args.workers,
-        "RANKER_DEVICE": args.device,
-        "RANKER_MAX_CANDIDATES": args.max_candidates,
-        "RANKER_EXPERIMENT": args.experiment,
-        "RANKER_DEFAULT_MODEL": args.default_model,
-        "RANKER_STORE": args.store,
-        "RANKER_THREADS": args.threads,
-        "RANKER_ISOLATE_VARIANTS": args.isolate_variants or None,
-        "RANKER_BATCH_WINDOW_MS": args.batch_window_ms,
-        "RANKER_SKIP_INFERENCE": True if args.no_inference else None,
-    }
-    for key, value in env.items():
+    for name in Settings.model_fields:
+        value = getattr(args, name, None)
         if value is not None:
-            os.environ[key] = str(value)
-    if args.workers > 1:  # Prometheus samples of all workers, aggregated by GET /metrics
-        prom = args.log_dir / "prometheus"
+            os.environ[Settings.env_name(name)] = str(value)
+    settings = Settings.from_env()  # every worker reads the same; refused here if invalid
+    if settings.workers > 1:  # Prometheus samples of all workers, aggregated by GET /metrics
+        prom = settings.log_dir / "prometheus"
         shutil.rmtree(prom, ignore_errors=True)
         prom.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
     if args.example_from:
         print(curl_example(args.example_from, args.host, args.port), flush=True)
-    # The app is imported by name in each worker (ranker never imports serving itself).
+    # The app is imported by name in each worker.
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
-        workers=args.workers,
+        workers=settings.workers,
         log_level=args.log_level,
         access_log=False,
     )
@@ -161,7 +154,14 @@ def run_abtest(args: argparse.Namespace) -> int:
     if args.requests < 1:
         raise ValueError("--requests must be >= 1")
     s = play(
-        args.url, args.world, args.requests, args.users, args.seed, args.days, not args.no_progress
+        args.url,
+        args.world,
+        args.requests,
+        args.users,
+        args.seed,
+        args.days,
+        not args.no_progress,
+        token=os.environ.get("RANKER_CLIENT_TOKEN") or None,
     )
     print(
         f"played {s.requests} searches by {s.users} users in {s.seconds:.1f} s: {s.clicks} clicks, "

@@ -38,20 +38,24 @@ class AbtestSummary:
 
 
 class Client:
-    """A keep-alive HTTP/1.1 JSON client (the standard library; one connection)."""
+    """A keep-alive HTTP/1.1 JSON client (the standard library; one connection), sending the
+    client token when it has one."""
 
-    def __init__(self, url: str, timeout: float = 30.0):
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None):
         u = urlparse(url)
         if u.scheme != "http" or not u.hostname:
             raise ValueError(f"--url must look like http://host:port, not {url!r}")
         self.host, self.port, self.timeout = u.hostname, u.port or 80, timeout
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        self.headers = {"content-type": "application/json"}
+        if token:
+            self.headers["authorization"] = f"Bearer {token}"
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body).encode()
         for attempt in range(2):  # one reconnect if the server closed the idle connection
             try:
-                self.conn.request("POST", path, data, {"content-type": "application/json"})
+                self.conn.request("POST", path, data, self.headers)
                 r = self.conn.getresponse()
                 return r.status, json.loads(r.read() or b"{}")
             except (http.client.HTTPException, ConnectionError, OSError):
@@ -70,6 +74,7 @@ def run_abtest(
     seed: int = 0,
     days: float = 1.0,
     progress: bool = True,
+    token: str | None = None,
 ) -> AbtestSummary:
     world = World.load(world_dir)
     rng = np.random.default_rng([seed, 1])
@@ -80,7 +85,7 @@ def run_abtest(
         pool = np.sort(rng.choice(len(world.users), size=users, replace=False))
     s = world.sample_searches(requests, rng, days=days, id_prefix=f"ab{seed}-", user_pool=pool)
     lat, lon = to_latlon(s.x, s.y)
-    client = Client(url)
+    client = Client(url, token=token)
     clicks = orders = errors = 0
     variants: dict[str, int] = {}
     t0 = time.perf_counter()

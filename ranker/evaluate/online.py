@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pipelines.io import read_jsonl
 from ranker.evaluate.online_stats import (
     Lift,
     interleaving_preference,
@@ -38,26 +40,39 @@ INTERFERENCE = (
 )
 
 
-def load_logs(log_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None]:
-    def read(kind: str) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        for path in sorted(Path(log_dir).glob(f"{kind}-*.jsonl")):
-            with path.open(encoding="utf-8") as f:
-                rows += [json.loads(line) for line in f if line.strip()]
-        return rows
+@dataclass
+class ServedLogs:
+    rankings: pd.DataFrame  # one row per served ranking
+    events: pd.DataFrame
+    experiment: dict[str, Any] | None
+    bad_lines: int  # unreadable log lines skipped (a worker killed mid-write tears its last)
 
-    rankings, events = read("rankings"), read("events")
-    if not rankings:
+
+def load_logs(log_dir: Path) -> ServedLogs:
+    rankings, events = read_jsonl(log_dir, "rankings"), read_jsonl(log_dir, "events")
+    if not rankings.records:
         raise FileNotFoundError(f"{log_dir}: no rankings-*.jsonl (is this a server's --log-dir?)")
     exp_file = Path(log_dir) / "experiment.json"
     exp = json.loads(exp_file.read_text()) if exp_file.exists() else None
-    r = pd.DataFrame(rankings).drop_duplicates("request_id", keep="last")
-    e = pd.DataFrame(events) if events else pd.DataFrame(columns=["type", "request_id", "item_id"])
-    return r, e, exp
+    r = pd.DataFrame(rankings.records).drop_duplicates("request_id", keep="last")
+    if "candidates" in r.columns:  # logged only where top_k cut the list; else the items
+        r["candidates"] = [
+            c if isinstance(c, list) else i
+            for c, i in zip(r["candidates"], r["items"], strict=True)
+        ]
+    else:
+        r["candidates"] = r["items"]
+    e = (
+        pd.DataFrame(events.records)
+        if events.records
+        else pd.DataFrame(columns=["type", "request_id", "item_id"])
+    )
+    return ServedLogs(r, e, exp, rankings.bad_lines + events.bad_lines)
 
 
 def online_report(log_dir: Path, world_dir: Path | None = None) -> dict[str, Any]:
-    rankings, events, exp = load_logs(log_dir)
+    logs = load_logs(log_dir)
+    rankings, events, exp = logs.rankings, logs.events, logs.experiment
     rankings = rankings[rankings["variant"] != "explicit"]  # requests that chose a model by hand
     per = request_outcomes(rankings, events)
     if world_dir is not None:
@@ -65,7 +80,9 @@ def online_report(log_dir: Path, world_dir: Path | None = None) -> dict[str, Any
     variants = list(exp["variants"]) if exp else []
     names = [v["name"] for v in variants] or sorted(per["variant"].unique())
     if exp and exp.get("mode") == "interleave":
-        return _interleaving_report(per, rankings, events, exp, world_dir)
+        out = _interleaving_report(per, rankings, events, exp, world_dir)
+        out["unreadable_log_lines"] = logs.bad_lines
+        return out
     control = names[0]
     users = per.groupby("variant")["user_id"].nunique().to_dict()
     report: dict[str, Any] = {
@@ -80,6 +97,7 @@ def online_report(log_dir: Path, world_dir: Path | None = None) -> dict[str, Any
         "lifts": {},
         "srm": None,
         "interference": INTERFERENCE,
+        "unreadable_log_lines": logs.bad_lines,
     }
     base = per[per["variant"] == control]
     for v in names:

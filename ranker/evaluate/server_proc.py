@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -19,6 +21,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class BackgroundServer:
+    url: str
+    client_token: str  # for /v1/events and user histories
+    admin_token: str  # for reloads
+    pid: int  # the server's main process (uvicorn's supervisor with several workers)
 
 
 @contextmanager
@@ -31,9 +41,12 @@ def background_server(
     workers: int = 1,
     extra: list[str] | None = None,
     ready_timeout: float = 180.0,
-) -> Iterator[str]:
-    """``ranker serve`` in a child process; yields its URL once /readyz answers 200."""
+) -> Iterator[BackgroundServer]:
+    """``ranker serve`` in a child process, with fresh client and admin tokens; yields it once
+    /readyz answers 200."""
     port = free_port()
+    tokens = {"RANKER_CLIENT_TOKEN": secrets.token_urlsafe(16)}
+    tokens["RANKER_ADMIN_TOKEN"] = secrets.token_urlsafe(16)
     cmd = [
         sys.executable,
         "-m",
@@ -56,7 +69,13 @@ def background_server(
     ]
     log_dir.mkdir(parents=True, exist_ok=True)
     err = (log_dir / "server.stderr").open("w")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+        start_new_session=True,
+        env={**os.environ, **tokens},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + ready_timeout
@@ -74,7 +93,9 @@ def background_server(
             if time.time() > deadline:
                 raise TimeoutError(f"the server was not ready within {ready_timeout:.0f} s")
             time.sleep(0.3)
-        yield url
+        yield BackgroundServer(
+            url, tokens["RANKER_CLIENT_TOKEN"], tokens["RANKER_ADMIN_TOKEN"], proc.pid
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)  # the workers too

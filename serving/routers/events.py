@@ -1,24 +1,31 @@
-"""POST /v1/events: impressions, clicks and orders, fed back."""
+"""POST /v1/events: impressions, clicks and orders, fed back (client token)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from serving.deps import get_service
+from serving.deps import ClientAuth, ServiceDep
 from serving.schemas import ErrorResponse, EventsRequest, EventsResponse
-from serving.service import Service
 
-router = APIRouter(tags=["events"])
+router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[ClientAuth])
 
 
 @router.post(
-    "/v1/events",
+    "",
     response_model=EventsResponse,
-    responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses={
+        400: {"model": ErrorResponse},
+        401: {"model": ErrorResponse},
+        413: {"model": ErrorResponse},
+        422: {"model": ErrorResponse, "description": "a bad event: each one named"},
+        503: {"model": ErrorResponse, "description": "the store cannot be written: retry"},
+    },
     summary="Report impressions, clicks and orders",
 )
-def events(body: EventsRequest, service: Service = Depends(get_service)) -> EventsResponse:  # noqa: B008
-    """Events update user histories at once and counters after the same fixed delay as
-    offline; every worker of the server sees them. They are also logged for the next
-    training and for online A/B reports."""
+def events(body: EventsRequest, service: ServiceDep) -> EventsResponse:
+    """Each event must belong to a ranking this server served: its request id, user, one of
+    its candidates, a time not before it (unless the server accepts unserved events). A call
+    is accepted whole or not at all. Events update user histories at once and counters after
+    the same fixed delay as offline; every worker of the server sees them. They are also
+    logged for the next training and for online A/B reports."""
     return EventsResponse(accepted=service.events(body))

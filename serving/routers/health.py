@@ -1,4 +1,4 @@
-"""GET /healthz (the process is up), /readyz (models loaded and warmed), /metrics."""
+"""GET /healthz (the process is up), /readyz (models loaded, store writable), /metrics."""
 
 from __future__ import annotations
 
@@ -15,14 +15,19 @@ def healthz() -> dict[str, str]:
 
 
 @router.get(
-    "/readyz", summary="Models loaded and warmed up", responses={503: {"description": "not ready"}}
+    "/readyz",
+    summary="Models loaded and warmed up, the shared store writable",
+    responses={503: {"description": "not ready, with the reason"}},
 )
 def readyz(request: Request, response: Response) -> dict[str, str]:
     service = getattr(request.app.state, "service", None)
     if service is None or not service.ready:
         response.status_code = 503
         return {"status": "starting"}
-    return {"status": "ready", "models": ", ".join(sorted(service.models.models))}
+    if not service.health.ok:
+        response.status_code = 503
+        return {"status": "store unavailable", "reason": service.health.reason}
+    return {"status": "ready", "models": ", ".join(sorted(service.models.versions()))}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -1,14 +1,18 @@
-"""GET /v1/users/{user_id}/history: what this server knows of a user's recent clicks."""
+"""GET /v1/users/{user_id}/history: what this server knows of a user's recent clicks (client
+token)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
-from serving.deps import get_service
-from serving.service import Service
+from serving.bounds import MAX_ID_CHARS, PRINTABLE
+from serving.deps import ClientAuth, ServiceDep
+from serving.schemas import ErrorResponse
 
-router = APIRouter(tags=["users"])
+router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[ClientAuth])
 
 
 class HistoryItem(BaseModel):
@@ -22,10 +26,16 @@ class UserHistory(BaseModel):
     history: list[HistoryItem]
 
 
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=PRINTABLE)]
+
+
 @router.get(
-    "/v1/users/{user_id}/history", response_model=UserHistory, summary="A user's stored history"
+    "/{user_id}/history",
+    response_model=UserHistory,
+    responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    summary="A user's stored history",
 )
-def history(user_id: str, service: Service = Depends(get_service)) -> UserHistory:  # noqa: B008
+def history(user_id: UserId, service: ServiceDep) -> UserHistory:
     """The clicks the server would use for this user's next request, oldest first."""
     seq = service.user_history(user_id)
     return UserHistory(

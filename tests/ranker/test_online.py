@@ -80,9 +80,15 @@ def test_simulated_users_play_an_experiment_and_the_report_judges_it(
     logs = tmp_path / "logs"
     with background_server(
         small_registry, small_lists / "state", logs, experiment=exp
-    ) as url:  # `ranker serve`, as the demo runs it
+    ) as server:  # `ranker serve`, as the demo runs it
         summary = run_abtest(
-            url, small_sim / "world", requests=120, users=60, seed=3, progress=False
+            server.url,
+            small_sim / "world",
+            requests=120,
+            users=60,
+            seed=3,
+            progress=False,
+            token=server.client_token,
         )
     assert summary.errors == 0 and summary.requests == 120 and summary.users <= 60
     assert summary.clicks > 0

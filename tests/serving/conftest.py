@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +12,20 @@ from serving.app import create_app
 from serving.settings import Settings
 
 TOKEN = "test-admin-token"
+CLIENT = "test-client-token"
+CLIENT_AUTH = {"Authorization": f"Bearer {CLIENT}"}
 
 
 def make_settings(registry: Path, state: Path, log_dir: Path, **kw: object) -> Settings:
     return Settings(
-        registry=registry, state=state, log_dir=log_dir, admin_token=TOKEN, threads=1, **kw
-    )  # type: ignore[arg-type]
+        registry=registry,
+        state=state,
+        log_dir=log_dir,
+        admin_token=TOKEN,
+        client_token=CLIENT,
+        threads=1,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture
@@ -36,6 +44,16 @@ def settings(small_registry: Path, small_lists: Path, tmp_path: Path) -> Setting
 
 
 @pytest.fixture
+def open_client() -> Callable[[Settings], TestClient]:
+    """open_client(settings): a test client of the app, sending the client token."""
+
+    def make(settings: Settings) -> TestClient:
+        return TestClient(create_app(settings), headers=CLIENT_AUTH)
+
+    return make
+
+
+@pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), headers=CLIENT_AUTH) as c:
         yield c

@@ -9,11 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from serving.app import create_app
+from pipelines.io import read_jsonl
 from serving.experiments import Experiment, Variant, load_experiment, team_draft
-from serving.request_log import read_jsonl
 
 
 def _exp(tmp_path: Path, mode: str = "ab", weights: tuple[int, int] = (50, 50)) -> Path:
@@ -63,10 +61,10 @@ def test_team_draft_interleaving_keeps_each_teams_order() -> None:
 
 
 def test_ab_serving_names_the_variant_and_logs_it(
-    small_registry: Path, settings_for: Any, tmp_path: Path
+    open_client: Any, small_registry: Path, settings_for: Any, tmp_path: Path
 ) -> None:
     s = settings_for(small_registry, tmp_path / "logs", experiment=_exp(tmp_path))
-    with TestClient(create_app(s)) as c:
+    with open_client(s) as c:
         seen = {}
         for i in range(40):
             out = c.post(
@@ -80,7 +78,7 @@ def test_ab_serving_names_the_variant_and_logs_it(
             seen[out["variant"]] = out["model"]
         assert seen == {"control": "lgbm", "treatment": "transformer"}
         assert c.get("/v1/models").json()["experiment"]["name"] == "t-vs-l"
-        logged = read_jsonl(s.log_dir, "rankings")
+        logged = read_jsonl(s.log_dir, "rankings").records
         assert {r["variant"] for r in logged} == {"control", "treatment"} and logged[0][
             "experiment"
         ] == "t-vs-l"
@@ -98,24 +96,24 @@ def test_ab_serving_names_the_variant_and_logs_it(
 
 
 def test_interleaving_marks_each_item_with_its_team(
-    small_registry: Path, settings_for: Any, tmp_path: Path
+    open_client: Any, small_registry: Path, settings_for: Any, tmp_path: Path
 ) -> None:
     s = settings_for(
         small_registry,
         tmp_path / "logs",
         experiment=_exp(tmp_path, "interleave"),
     )
-    with TestClient(create_app(s)) as c:
+    with open_client(s) as c:
         ids = [{"item_id": f"i{j:03d}"} for j in range(12)]
         out = c.post("/v1/rank", json={"user_id": "u", "query": "hotpot", "candidates": ids}).json()
         assert out["variant"] == "interleave"
         assert {i["team"] for i in out["items"]} == {"control", "treatment"}
         assert [i["rank"] for i in out["items"]] == list(range(1, 13))
-        assert read_jsonl(s.log_dir, "rankings")[-1]["teams"] is not None
+        assert read_jsonl(s.log_dir, "rankings").records[-1]["teams"] is not None
 
 
 def test_micro_batching_gives_each_request_its_own_scores(
-    small_registry: Path, settings_for: Any, tmp_path: Path
+    open_client: Any, small_registry: Path, settings_for: Any, tmp_path: Path
 ) -> None:
     plain = settings_for(small_registry, tmp_path / "a")
     batched = settings_for(small_registry, tmp_path / "b", batch_window_ms=20.0)
@@ -128,9 +126,9 @@ def test_micro_batching_gives_each_request_its_own_scores(
         }
         for i in range(12)
     ]
-    with TestClient(create_app(plain)) as c:
+    with open_client(plain) as c:
         expected = [c.post("/v1/rank", json=b).json()["items"] for b in bodies]
-    with TestClient(create_app(batched)) as c:
+    with open_client(batched) as c:
         got: dict[int, list] = {}
 
         def go(i: int) -> None:
@@ -141,7 +139,7 @@ def test_micro_batching_gives_each_request_its_own_scores(
             t.start()
         for t in threads:
             t.join()
-        batcher = c.app.state.service.models.get("transformer").batcher  # type: ignore[attr-defined]
+        batcher = c.app.state.service.models.current.get("transformer").batcher  # type: ignore[attr-defined]
         assert batcher is not None and batcher.batches < batcher.items  # requests shared calls
     for i in range(len(bodies)):
         assert [x["item_id"] for x in got[i]] == [x["item_id"] for x in expected[i]]
@@ -151,11 +149,11 @@ def test_micro_batching_gives_each_request_its_own_scores(
 
 
 def test_variants_are_validated_against_served_models(
-    small_registry: Path, settings_for: Any, tmp_path: Path
+    open_client: Any, small_registry: Path, settings_for: Any, tmp_path: Path
 ) -> None:
     p = tmp_path / "exp.toml"
     p.write_text('name="x"\nsalt="s"\n[[variants]]\nname="a"\nmodel="missing-model"\n')
     s = settings_for(small_registry, tmp_path / "logs", experiment=p)
-    with pytest.raises(Exception, match="missing-model"), TestClient(create_app(s)):
+    with pytest.raises(Exception, match="missing-model"), open_client(s):
         pass
     assert Variant("a", "m", 1.0).weight == 1.0

@@ -6,13 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi.testclient import TestClient
-
-from serving.app import create_app
-
 
 def test_isolated_variants_keep_their_events_apart(
-    small_registry: Path, settings_for: Any, tmp_path: Path
+    open_client: Any, small_registry: Path, settings_for: Any, tmp_path: Path
 ) -> None:
     exp = tmp_path / "exp.toml"
     exp.write_text(
@@ -20,7 +16,7 @@ def test_isolated_variants_keep_their_events_apart(
         '[[variants]]\nname = "treatment"\nmodel = "transformer"\n'
     )
     s = settings_for(small_registry, tmp_path / "logs", experiment=exp, isolate_variants=True)
-    with TestClient(create_app(s)) as c:
+    with open_client(s) as c:
         service = c.app.state.service  # type: ignore[attr-defined]
         users = {}
         for i in range(20):
@@ -36,8 +32,8 @@ def test_isolated_variants_keep_their_events_apart(
                 "events": [{"type": "click", "request_id": crid, "user_id": cu, "item_id": "i001"}]
             },
         )
-        control_state = service.variant_live["control"].state
-        treatment_state = service.variant_live["treatment"].state
+        control_state = service.live.variants["control"].state
+        treatment_state = service.live.variants["treatment"].state
         import numpy as np
 
         far = np.array([2**62])
@@ -46,7 +42,7 @@ def test_isolated_variants_keep_their_events_apart(
         ]
         assert len(treatment_state.history.lookup(np.array([cu], dtype=object), far).item_id) == 0
         # The shared state (explicit model requests) sees everything.
-        assert list(service.state.history.lookup(np.array([cu], dtype=object), far).item_id) == [
-            "i001"
-        ]
+        assert list(
+            service.live.state.history.lookup(np.array([cu], dtype=object), far).item_id
+        ) == ["i001"]
         del tu, trid

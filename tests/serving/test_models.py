@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
 from serving.settings import Settings
 
 
@@ -66,11 +65,11 @@ def _copy_registry(src: Path, dst: Path) -> Path:
 
 
 def test_a_corrupted_model_is_rejected_while_the_old_keeps_serving(
-    small_registry: Path, settings_for: Any, tmp_path: Path
+    open_client: Any, small_registry: Path, settings_for: Any, tmp_path: Path
 ) -> None:
     reg = _copy_registry(small_registry, tmp_path / "reg")
     s = settings_for(reg, tmp_path / "logs")
-    with TestClient(create_app(s)) as c:
+    with open_client(s) as c:
         body = {"user_id": "u", "query": "q", "candidates": [{"item_id": "x"}, {"item_id": "y"}]}
         before = c.post("/v1/rank", json=body).json()
         # A new version whose ONNX file is damaged: its sha256 no longer matches.
@@ -86,11 +85,11 @@ def test_a_corrupted_model_is_rejected_while_the_old_keeps_serving(
 
 
 def test_reload_swaps_models_with_no_failed_request(
-    small_registry: Path, settings_for: Any, tmp_path: Path
+    open_client: Any, small_registry: Path, settings_for: Any, tmp_path: Path
 ) -> None:
     reg = _copy_registry(small_registry, tmp_path / "reg")
     s = settings_for(reg, tmp_path / "logs")
-    with TestClient(create_app(s)) as c:
+    with open_client(s) as c:
         body = {"user_id": "u", "query": "q", "candidates": [{"item_id": "x"}, {"item_id": "y"}]}
         shutil.copytree(reg / "transformer" / "v1", reg / "transformer" / "v2")  # a new version
         statuses: list[int] = []
@@ -121,10 +120,14 @@ def test_settings_come_from_the_environment(
     import pytest
 
     mp: pytest.MonkeyPatch = monkeypatch  # type: ignore[assignment]
+    mp.delenv("RANKER_CLIENT_TOKEN", raising=False)
     mp.setenv("RANKER_REGISTRY", str(small_registry))
     mp.setenv("RANKER_STATE", str(tmp_path))
     mp.setenv("RANKER_MAX_CANDIDATES", "7")
     mp.setenv("RANKER_ADMIN_TOKEN", "secret")
+    with pytest.raises(ValueError, match="no client token"):
+        Settings.from_env()
+    mp.setenv("RANKER_CLIENT_TOKEN", "client-secret")
     s = Settings.from_env()
     assert (
         s.max_candidates == 7

@@ -10,9 +10,9 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from pipelines.features.state import FeatureState
+from pipelines.io import read_jsonl
 from ranker.inputs import baseline_inputs, lgbm_columns, lgbm_matrix
 from ranker.scoring import load
-from serving.request_log import read_jsonl
 from serving.settings import Settings
 
 
@@ -69,11 +69,11 @@ def test_served_scores_equal_the_framework_scores_on_the_same_features(
         out = client.post("/v1/rank", json={**body, "model": name}).json()
         served = {i["item_id"]: i["score"] for i in out["items"]}
         ids = [c["item_id"] for c in body["candidates"]]  # type: ignore[union-attr]
-        with service.lock:
-            f = service.live.featurize(
+        with service.live.lock:
+            f = service.live.main.featurize(
                 user_id="u0001",
                 query="hotpot",
-                t_us=service.state.clock_us,
+                t_us=service.live.state.clock_us,
                 item_ids=ids,
                 lat=31.23,
                 lon=121.47,
@@ -144,7 +144,7 @@ def test_every_served_ranking_is_logged(client: TestClient, settings: Settings) 
         client.post("/v1/rank", json=_body(settings, top_k=3)).json()["request_id"]
         for _ in range(3)
     ]
-    rows = read_jsonl(settings.log_dir, "rankings")
+    rows = read_jsonl(settings.log_dir, "rankings").records
     assert [r["request_id"] for r in rows][-3:] == rids
     last = rows[-1]
     assert (

@@ -16,6 +16,7 @@ from pathlib import Path
 from ranker.evaluate.server_proc import background_server, free_port
 
 TOKEN = "test-admin-token"
+CLIENT = "test-client-token"
 
 
 def _call(
@@ -23,7 +24,7 @@ def _call(
 ) -> tuple[int, dict]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=data, method="POST" if data or token else "GET"
+        f"http://127.0.0.1:{port}{path}", data=data, method="POST" if data else "GET"
     )
     req.add_header("content-type", "application/json")
     if token:
@@ -81,6 +82,7 @@ def test_two_workers_share_events_and_reloads(
         "RANKER_STATE": str(small_lists / "state"),
         "RANKER_LOG_DIR": str(tmp_path / "logs"),
         "RANKER_ADMIN_TOKEN": TOKEN,
+        "RANKER_CLIENT_TOKEN": CLIENT,
         "RANKER_WORKERS": "2",
     }
     a, b = free_port(), free_port()
@@ -116,8 +118,8 @@ def test_two_workers_share_events_and_reloads(
             "item_id": "i002",
             "position": 2,
         }
-        assert _call(a, "/v1/events", {"events": [event]}) == (200, {"accepted": 1})
-        status, hist = _call(b, "/v1/users/shared-user/history")
+        assert _call(a, "/v1/events", {"events": [event]}, token=CLIENT) == (200, {"accepted": 1})
+        status, hist = _call(b, "/v1/users/shared-user/history", token=CLIENT)
         assert status == 200 and [h["item_id"] for h in hist["history"]] == ["i002"]
         # A reload through one worker reaches the other.
         assert _call(b, "/v1/models")[1]["generation"] == 0
@@ -130,8 +132,8 @@ def test_ranker_serve_runs_several_workers(
 ) -> None:
     with background_server(
         small_registry, small_lists / "state", tmp_path / "logs", workers=2
-    ) as url:
-        port = int(url.rsplit(":", 1)[1])
+    ) as server:
+        port = int(server.url.rsplit(":", 1)[1])
         for i in range(6):
             status, out = _call(
                 port,
