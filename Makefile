@@ -23,10 +23,13 @@ demo: setup
 	$(RANKER) demo --out $(DEMO_DIR)
 
 # The demo's models in the foreground (Ctrl-C stops it); runs the demo first if needed.
+# Events and user histories need RANKER_CLIENT_TOKEN; without one set, this local server runs
+# --insecure-open (and says so).
 serve: setup
 	@test -f $(DEMO_DIR)/registry/transformer/v1/model.onnx || $(RANKER) demo --out $(DEMO_DIR)
 	$(RANKER) serve --registry $(DEMO_DIR)/registry --state $(DEMO_DIR)/lists/state \
-		--log-dir $(DEMO_DIR)/serve --example-from $(DEMO_DIR)/world --port $${PORT:-8000}
+		--log-dir $(DEMO_DIR)/serve --example-from $(DEMO_DIR)/world --port $${PORT:-8000} \
+		$$(test -n "$$RANKER_CLIENT_TOKEN" || echo --insecure-open)
 
 test: setup
 	$(PY) -m pytest -q

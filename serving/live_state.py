@@ -172,9 +172,7 @@ class LiveState:
     def sizes(self) -> dict[str, int]:
         with self.lock:
             st = self.state
-            return {"history_users": len(st.history)} | {
-                f"counter_keys_{k}": len(t.index) for k, t in st.counters.items()
-            }
+            return {"history": len(st.history)} | {k: len(t.index) for k, t in st.counters.items()}
 
     # ---- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self, root: Path) -> Checkpoint:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from serving import metrics
 from serving.live_state import Checkpoint, remove_old_checkpoints
 from serving.request_log import Retention, prune_logs
 from serving.store import StoreError, now_us
@@ -81,7 +82,12 @@ class Maintenance:
 
     # ---- duties ----------------------------------------------------------------------------
     def sync(self) -> None:
-        self.service.live.sync(self.service.store)
+        live = self.service.live
+        live.sync(self.service.store)
+        for table, n in live.sizes().items():
+            metrics.STATE_SIZE.labels(table).set(n)
+        for table, n in live.evicted.items():
+            metrics.EVICTED.labels(table).set(n)
 
     def follow(self) -> None:
         self.service.models.follow()

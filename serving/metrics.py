@@ -12,6 +12,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -34,6 +35,21 @@ EVENTS_REFUSED = Counter(
 SHED = Counter(
     "ranker_shed_total", "Requests answered 503 to shed load", ["reason"]
 )  # busy: too many in flight; deadline: waited too long
+
+
+# What the worker's feature state holds (all workers hold the same: the largest is shown).
+STATE_SIZE = Gauge(
+    "ranker_state_entries",
+    "Users with a history, keys per counter table",
+    ["table"],
+    multiprocess_mode="max",
+)
+EVICTED = Gauge(
+    "ranker_state_evicted",
+    "Entries forgotten by the memory bounds since the worker started",
+    ["table"],
+    multiprocess_mode="max",
+)
 
 
 def render() -> tuple[bytes, str]:
