@@ -1,7 +1,10 @@
 """Small file helpers shared by every job: atomic writes and table readers.
 
 Every output is written under a temporary name in the same directory and renamed into place,
-so an interrupted run never leaves a file (or a directory) that looks complete.
+so an interrupted run never leaves a file (or a directory) that looks complete. Temporary
+names carry the host and process that made them (``.NAME.HOST.pidPID.RANDOM.tmp``), so the
+next run can tell what a dead run left behind and remove it (``remove_dead_scratch``); a
+killed ``ranker features`` once left 14 such entries, 788 MB.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -24,10 +29,49 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_SCRATCH = re.compile(r"^\..*\.(?P<host>[A-Za-z0-9_-]+)\.pid(?P<pid>\d+)\.[^.]*\.(?:tmp|old)$")
+
+
+def scratch_prefix(name: str) -> str:
+    """The start of a temporary name for ``name``, tagged with this host and process."""
+    return f".{name}.{_HOST}.pid{os.getpid()}."
+
+
+def remove_dead_scratch(directory: Path) -> int:
+    """Remove the temporary files and directories that processes of this host which are no
+    longer running left in ``directory``. Returns how many entries were removed."""
+    removed = 0
+    if not Path(directory).is_dir():
+        return 0
+    for entry in Path(directory).iterdir():
+        m = _SCRATCH.match(entry.name)
+        if m is None or m["host"] != _HOST or _pid_alive(int(m["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.info("removed %d temporary entries left by dead runs in %s", removed, directory)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f"{scratch_prefix(path.name)}{uuid.uuid4().hex}.tmp")
     try:
         pq.write_table(table, tmp, compression="zstd")
         tmp.replace(path)
@@ -41,7 +85,7 @@ def write_json_atomic(obj: Any, path: Path) -> None:
 
 def write_text_atomic(text: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=scratch_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -57,11 +101,11 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     On an exception the temporary directory is removed and ``final`` is left as it was.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=scratch_prefix(final.name), suffix=".tmp", dir=final.parent))
     try:
         yield tmp
         if final.exists():
-            trash = final.with_name(f".{final.name}.{uuid.uuid4().hex}.old")
+            trash = final.with_name(f"{scratch_prefix(final.name)}{uuid.uuid4().hex}.old")
             final.replace(trash)
             tmp.replace(final)
             shutil.rmtree(trash, ignore_errors=True)

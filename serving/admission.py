@@ -10,15 +10,17 @@ after a 503 then meets a server that is working on requests someone still waits 
 from __future__ import annotations
 
 import json
+import os
 import time
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import metrics
 
 LIMITED = ("/v1/rank", "/v1/events")  # the expensive ones; health checks always answer
 ARRIVAL = "ranker_t0"  # scope keys: when the request arrived (perf_counter seconds)
 DEADLINE = "ranker_deadline"
+WORKER = b"x-ranker-worker"  # every response names the process that answered it
 
 
 class Admission:
@@ -34,18 +36,25 @@ class Admission:
             return
         t0 = time.perf_counter()
         scope[ARRIVAL] = t0
+        pid = str(os.getpid()).encode()
+
+        async def named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (WORKER, pid)]
+            await send(message)
+
         if scope.get("path") not in LIMITED:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, named)
             return
         if self.in_flight >= self.max_in_flight:
             metrics.SHED.labels("busy").inc()
             metrics.ERRORS.labels(scope["path"], "503").inc()
-            await _busy(send, self.in_flight)
+            await _busy(named, self.in_flight)
             return
         scope[DEADLINE] = t0 + self.deadline_s
         self.in_flight += 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, named)
         finally:
             self.in_flight -= 1
 

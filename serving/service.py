@@ -424,7 +424,10 @@ class Service:
             rows = self.store.workers()
         except StoreError:
             rows = []
-        live = [w for w in rows if w.seen_us >= now_us() - int(LIVE_WORKER_S * 1e6)]
+        # The store is on this machine, so is every worker: a dead pid is gone at once.
+        live = [
+            w for w in rows if w.seen_us >= now_us() - int(LIVE_WORKER_S * 1e6) and _alive(w.pid)
+        ]
         with self.models.lease() as models:
             return {
                 "generation": self.models.generation,
@@ -458,3 +461,13 @@ class Service:
         with contextlib.suppress(StoreError):
             self.store.forget_worker(self.pid)
         self.store.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

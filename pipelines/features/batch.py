@@ -39,6 +39,7 @@ from pipelines.features.log_tables import (
 from pipelines.features.partition import partition_by_day, read_day
 from pipelines.features.state import US_PER_S, Events, FeatureState, Lookups
 from pipelines.features.transforms import FeatureSpec, RequestFrame, feature_spec, featurize
+from pipelines.io import remove_dead_scratch, scratch_prefix
 from pipelines.lists.io import ListsWriter, open_dataset, write_vocab
 from pipelines.lists.manifest import Manifest
 from pipelines.lists.table import Lists
@@ -129,10 +130,10 @@ def build_features(logs: Path, out: Path, cfg: FeatureConfig, progress: bool = T
     )
     imp_path = find_table(logs, "impressions")
     assert imp_path is not None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_scratch(out.parent)  # what an interrupted run left beside its output
     scratch = Path(
-        tempfile.mkdtemp(
-            prefix=".features-scratch-", dir=out.parent if out.parent.exists() else None
-        )
+        tempfile.mkdtemp(prefix=scratch_prefix("features-scratch"), suffix=".tmp", dir=out.parent)
     )
     try:
         day_of = pd.Series(req["day"].to_numpy(), index=req["request_id"].to_numpy())

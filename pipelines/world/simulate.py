@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipelines.io import atomic_dir, write_parquet_atomic
+from pipelines.io import atomic_dir, remove_dead_scratch, write_parquet_atomic
 from pipelines.world.clicks import N_DRAWS, respond_batch
 from pipelines.world.config import CATEGORIES, DISTRICTS, WorldConfig
 from pipelines.world.relevance import pad_candidates
@@ -65,6 +65,7 @@ def simulate(cfg: WorldConfig, out: Path, progress: bool = True) -> SimulationSu
     counts = {"impressions": 0, "clicks": 0, "orders": 0}
     bar = tqdm(total=n, desc="simulate", unit="req", disable=not progress, leave=False)
     # Impressions and truth are written chunk by chunk, so memory stays flat as the log grows.
+    remove_dead_scratch(out)  # what an interrupted run left beside its output
     with atomic_dir(out / "logs") as logs_dir, atomic_dir(out / "world") as world_dir:
         imp_writer = pq.ParquetWriter(
             logs_dir / "impressions.parquet", _IMPRESSIONS, compression="zstd"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -97,23 +98,28 @@ def run_serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[Settings.env_name(name)] = str(value)
     settings = Settings.from_env()  # every worker reads the same; refused here if invalid
+    prom = None
     if settings.workers > 1:  # Prometheus samples of all workers, aggregated by GET /metrics
-        prom = settings.log_dir / "prometheus"
-        shutil.rmtree(prom, ignore_errors=True)
-        prom.mkdir(parents=True)
+        # In a private temporary directory, not beside the logs: its memory-mapped files
+        # must not share a disk that the logs may fill.
+        prom = Path(tempfile.mkdtemp(prefix="ranker-prometheus-"))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
     if args.example_from:
         print(curl_example(args.example_from, args.host, args.port), flush=True)
     # The app is imported by name in each worker.
-    uvicorn.run(
-        "serving.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=settings.workers,
-        log_level=args.log_level,
-        access_log=False,
-    )
+    try:
+        uvicorn.run(
+            "serving.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=settings.workers,
+            log_level=args.log_level,
+            access_log=False,
+        )
+    finally:
+        if prom is not None:
+            shutil.rmtree(prom, ignore_errors=True)
     return 0
 
 

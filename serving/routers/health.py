@@ -27,7 +27,8 @@ def readyz(request: Request, response: Response) -> dict[str, str]:
     if not service.health.ok:
         response.status_code = 503
         return {"status": "store unavailable", "reason": service.health.reason}
-    return {"status": "ready", "models": ", ".join(sorted(service.models.versions()))}
+    versions = service.models.versions()
+    return {"status": "ready", "models": ", ".join(f"{k}/{v}" for k, v in versions.items())}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -13,7 +13,6 @@ from serving.schemas import ErrorResponse, RankRequest, RankResponse
 
 router = APIRouter(prefix="/v1/rank", tags=["ranking"])
 DEGRADED = "X-Ranker-Degraded"
-WORKER = "X-Ranker-Worker"  # the process that answered: which worker is which, in tests
 
 
 @router.post(
@@ -48,10 +47,7 @@ def rank(request: Request, body: RankRequest, service: ServiceDep) -> Response:
         **inner,
         "serialize": (done - t_ser) * 1000,
     }
-    headers = {
-        "Server-Timing": ", ".join(f"{k};dur={v:.3f}" for k, v in stages.items()),
-        WORKER: str(service.pid),
-    }
+    headers = {"Server-Timing": ", ".join(f"{k};dur={v:.3f}" for k, v in stages.items())}
     if degraded:
         headers[DEGRADED] = ", ".join(degraded)
     return Response(payload, media_type="application/json", headers=headers)

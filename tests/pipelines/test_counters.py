@@ -63,3 +63,61 @@ def test_key_index_assigns_ids_in_first_seen_order() -> None:
     assert hash_strings(["hotpot"])[0] == hash_strings(np.array(["hotpot"], dtype=object))[0]
     h1, h2 = hash_strings(["u1"]), hash_strings(["i9"])
     assert combine(h1, h2)[0] != combine(h2, h1)[0]
+
+
+def test_eviction_forgets_the_least_recent_keys_and_keeps_the_rest_exact(tmp_path: Path) -> None:
+    """Against a table that never evicts: kept keys count exactly as before (totals, windows,
+    events still queued), forgotten ones count zero, through a snapshot round trip."""
+    rng = np.random.default_rng(1)
+    windows: list[int | None] = [4, None]
+    full = CounterTable(("imp", "click"), windows)
+    bounded = CounterTable(("imp", "click"), windows)
+    bounded.track_recency()
+    last: dict[int, int] = {}
+    ever_forgotten: set[int] = set()
+    for b in range(60):
+        keys = rng.integers(0, 40 + b, 8).astype(np.uint64)  # new keys keep coming
+        counts = rng.integers(0, 3, (8, 2))
+        buckets = np.full(8, b + 2)  # two buckets in the future: queued when evicting
+        for t in (full, bounded):
+            t.add(keys, buckets, counts)
+            t.advance_to(b)
+        last.update({int(k): b + 2 for k in keys})
+        if b % 10 == 9:
+            before = set(bounded.index.keys().tolist())
+            gone = bounded.evict_least_recent(25)
+            after = set(bounded.index.keys().tolist())
+            assert len(after) == min(25, len(full.index)) and gone == len(before - after)
+            ever_forgotten |= before - after
+    bounded.save(tmp_path / "c.npz")
+    bounded = CounterTable.load(tmp_path / "c.npz", ("imp", "click"), windows)
+    for t in (full, bounded):
+        t.advance_to(70)
+    everything = np.array(sorted(last), np.uint64)
+    kept = bounded.index.get(everything) >= 0
+    assert 0 < kept.sum() <= 25
+    # The kept keys are the most recently counted ones.
+    assert (
+        min(last[int(k)] for k in everything[kept])
+        >= max(last[int(k)] for k in everything[~kept]) - 10
+    )
+    never = np.array([int(k) not in ever_forgotten for k in everything])
+    assert (kept & never).any() and (kept & ~never).any()
+    a, b = full.lookup(everything[kept & never]), bounded.lookup(everything[kept & never])
+    again = bounded.lookup(everything[kept & ~never])  # forgotten once: counting afresh
+    for w in windows:
+        np.testing.assert_array_equal(a[w], b[w])
+        assert (bounded.lookup(everything[~kept])[w] == 0).all()
+        assert (again[w] <= full.lookup(everything[kept & ~never])[w]).all()
+
+
+def test_history_eviction_keeps_the_users_who_clicked_last() -> None:
+    from pipelines.features.history import HistoryStore
+
+    h = HistoryStore(max_len=3)
+    for k in range(10):
+        h.add(f"u{k}", 100 - k if k < 5 else 100 + k, 1, f"i{k}", False)
+    assert h.evict_least_recent(4) == 6 and len(h) == 4
+    left = h.lookup(np.array([f"u{k}" for k in range(10)], dtype=object), np.full(10, 10**6))
+    assert np.diff(left.offsets).tolist() == [0] * 6 + [1] * 4  # u6..u9 clicked last
+    assert h.evict_least_recent(10) == 0
