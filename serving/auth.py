@@ -50,23 +50,22 @@ class Tokens:
         )
 
 
-def matches(header: str | None, tokens: tuple[bytes, ...]) -> bool:
-    if not header or not tokens:
+def matches(presented: str | None, tokens: tuple[bytes, ...]) -> bool:
+    """Whether the bearer token ``presented`` is one of ``tokens``."""
+    if not presented or not tokens:
         return False
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    given = presented.strip().encode("latin-1", "replace")
+    given = presented.strip().encode("latin-1", "replace")  # headers arrive as Latin-1
     ok = False
     for token in tokens:
         ok |= hmac.compare_digest(given, token)
     return ok
 
 
-def check_bearer(kind: str, allowed: tuple[bytes, ...], authorization: str | None) -> None:
+def check_bearer(kind: str, allowed: tuple[bytes, ...], presented: str | None) -> None:
+    """Raises 403 when no token of ``kind`` is configured, 401 when ``presented`` is not one."""
     if not allowed:
         raise ServingError(403, f"this server has no {kind} token configured")
-    if not matches(authorization, allowed):
+    if not matches(presented, allowed):
         raise ServingError(
             401,
             f"missing or wrong {kind} token (Authorization: Bearer ...)",

@@ -2,9 +2,11 @@
 feature state, the models or the store.
 
 Why each bound exists (each was a 500 or worse before):
-- identifiers: 1 to 256 printable characters, or a 64-bit integer. A lone UTF-16 surrogate
-  (``"\\ud800"``, which JSON allows) cannot be stored as UTF-8 and left the store's write
-  transaction open; an integer beyond 64 bits overflowed SQLite.
+- identifiers: 1 to 256 printable characters, or an integer within JSON's exact range
+  (+-(2**53 - 1); larger ids travel as strings). A lone UTF-16 surrogate (``"\\ud800"``,
+  which JSON allows) cannot be stored as UTF-8 and left the store's write transaction open;
+  an integer beyond 64 bits overflowed SQLite, and one beyond 2**53 is not the same number
+  in every JSON library (a schema fuzzer found the bound itself rounded).
 - free text (query, context values): valid UTF-8, bounded length.
 - numbers: finite and within ``MAX_ABS_FEATURE``; a candidate feature of 1e200 overflowed
   float32 inside the model and every score became NaN.
@@ -71,7 +73,20 @@ def name_as_sent(value: object, limit: int = 40) -> str:
 IdStr = Annotated[
     StrictStr, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=PRINTABLE)
 ]
-IdInt = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+MAX_EXACT_INT = 2**53 - 1
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 798.0 as an integer; so does the server (798). True stays a bool."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_EXACT_INT:
+        return int(value)
+    return value
+
+
+# Bounds before the validator: after it, pydantic writes them into the schema as "ge"/"le",
+# which JSON Schema does not know (a fuzzer then sent ids of 2**61 as schema-valid).
+Integral = BeforeValidator(_integral)
+IdInt = Annotated[StrictInt, Field(ge=-MAX_EXACT_INT, le=MAX_EXACT_INT), Integral]
 Id = IdStr | IdInt
 Text = Annotated[StrictStr, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(_utf8)]
 Query = Annotated[StrictStr, StringConstraints(max_length=MAX_QUERY_CHARS), AfterValidator(_utf8)]
@@ -79,7 +94,8 @@ Key = Annotated[
     StrictStr, StringConstraints(min_length=1, max_length=MAX_KEY_CHARS, pattern=PRINTABLE)
 ]
 FeatureValue = Annotated[float, Field(ge=-MAX_ABS_FEATURE, le=MAX_ABS_FEATURE)]
-Position = Annotated[StrictInt, Field(ge=1, le=MAX_POSITION)]
+Position = Annotated[StrictInt, Field(ge=1, le=MAX_POSITION), Integral]
+TopK = Annotated[StrictInt, Field(ge=1, le=MAX_TOP_K), Integral]
 
 _DATETIME = TypeAdapter(datetime)
 

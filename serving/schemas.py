@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from serving.bounds import (
     MAX_CONTEXT_KEYS,
-    MAX_TOP_K,
     FeatureValue,
     Id,
     IdStr,
@@ -25,6 +24,7 @@ from serving.bounds import (
     Query,
     Text,
     Timestamp,
+    TopK,
 )
 
 # Upper bounds of the lists; the server's own (smaller) limits are settings, enforced by the
@@ -66,13 +66,19 @@ class RankRequest(Strict):
         max_length=MAX_CONTEXT_KEYS,
         description="request context, e.g. lat, lon (numbers) and device",
     )
-    candidates: list[Candidate] = Field(..., min_length=1, max_length=MAX_LIST)
+    candidates: list[Candidate] = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_LIST,
+        description="distinct items (item_ids compared as strings)",
+        json_schema_extra={"uniqueItems": True},
+    )
     history: list[Id | HistoryEvent] | None = Field(
         None,
         max_length=MAX_LIST,
         description="the user's recent clicks, oldest first; the server's own when absent",
     )
-    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
+    top_k: TopK | None = None
     model: Text | None = Field(None, description="a model name; overrides the experiment")
 
     model_config = ConfigDict(

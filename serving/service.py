@@ -261,10 +261,15 @@ class Service:
                 item["team"] = ranked.teams[r]
         took = (time.perf_counter() - t0) * 1000
         try:
-            self.store.record_request(rid, user, req.query, t_us, ranked.variant, ids)
+            mine = self.store.record_request(rid, user, req.query, t_us, ranked.variant, ids)
         except StoreError as e:  # the ranking still serves; its events cannot be checked
             self.health.failed(str(e))
             degraded.append("store-unwritable")
+            mine = True
+        if not mine:
+            raise ServingError(
+                409, "request_id was already used for another user's ranking", "request_id"
+            )
         self._log_ranking(rid, t_us, user, req, context, ranked, ids, top, took)
         metrics.REQUESTS.labels(ranked.model.name, ranked.variant).inc()
         metrics.LATENCY.labels(ranked.model.name, ranked.variant).observe(took / 1000)

@@ -209,13 +209,20 @@ class SharedStore:
         t_us: int,
         variant: str,
         candidates: Sequence[str],
-    ) -> None:
+    ) -> bool:
+        """Store a served ranking. A request id already served to the same user is replaced
+        (a client's retry); one served to another user is left alone and False returned, so
+        no client can take over another user's ranking and its events."""
         with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO requests (request_id, user_id, query, t_us, variant, "
-                "candidates, created_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            done = db.execute(
+                "INSERT INTO requests (request_id, user_id, query, t_us, variant, candidates, "
+                "created_us) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET "
+                "query = excluded.query, t_us = excluded.t_us, variant = excluded.variant, "
+                "candidates = excluded.candidates, created_us = excluded.created_us "
+                "WHERE requests.user_id = excluded.user_id",
                 (request_id, user_id, query, t_us, variant, SEP.join(candidates), now_us()),
             )
+            return done.rowcount == 1
 
     def served(self, request_ids: Sequence[str]) -> dict[str, Served]:
         """The stored rankings among ``request_ids``."""

@@ -20,6 +20,7 @@ DEGRADED = "X-Ranker-Degraded"
     response_model=RankResponse,
     responses={
         400: {"model": ErrorResponse},
+        409: {"model": ErrorResponse, "description": "request_id used for another user"},
         413: {"model": ErrorResponse},
         422: {"model": ErrorResponse},
         503: {"model": ErrorResponse, "description": "busy or past the deadline: retry"},

@@ -320,3 +320,22 @@ def test_future_clicks_cannot_evict_a_history(server: Http, world: World) -> Non
     for _ in range(6):  # through both workers
         hist = server.get("/v1/users/fut-user/history").body["history"]
         assert [h["item_id"] for h in hist] == [items[0]]
+
+
+def test_a_request_id_cannot_take_over_another_users_ranking(server: Http, world: World) -> None:
+    items = world.items[500:504]
+    body = {
+        "request_id": "taken-rid",
+        "user_id": "owner",
+        "query": "bbq",
+        "ts": iso(world.clock_us + 240 * 10**6),
+        "candidates": [{"item_id": i} for i in items],
+    }
+    assert server.post("/v1/rank", body).status == 200
+    assert server.post("/v1/rank", body).status == 200  # the same user retrying: fine
+    r = server.post("/v1/rank", {**body, "user_id": "intruder"})
+    assert r.status == 409 and r.body["detail"][0]["field"] == "request_id"
+    click = {"type": "click", "request_id": "taken-rid", "user_id": "owner", "item_id": items[0]}
+    assert server.post("/v1/events", {"events": [click]}).status == 200
+    intruder = {**click, "user_id": "intruder"}
+    assert server.post("/v1/events", {"events": [intruder]}).status == 422
