@@ -1,0 +1,402 @@
+"""Hardening checks of `ranker serve --workers 2` under load, on the demo's models.
+
+    python benchmarks/soak.py --run runs/demo soak    [--seconds 180 --concurrency 16]
+    python benchmarks/soak.py --run runs/demo kill    [--seconds 60 --concurrency 12 --kill-at 20]
+    python benchmarks/soak.py --run runs/demo growth  [--users 200000 --cap 50000]
+
+soak: ranks (100 candidates) and events (ten impressions and a click) mixed, from keep-alive
+client threads; 320 probe users get exactly one click each. Reports errors, p99 in the first
+and last 30 s, worker RSS after warm-up and at the end, log and store bytes per ranking, and
+reads every clicked user's history back through each worker (duplicates, differences, probe
+clicks missing).
+kill: the same load; one worker is SIGKILLed at --kill-at; failed requests, seconds until the
+replacement is listed, throughput in the 15 s before the kill and the last 15 s, histories
+through both workers afterwards.
+growth: --users new users each with an impression and a click (events of unserved rankings,
+so the server runs --accept-unserved-events), posted in batches; worker RSS and the p99 of a
+fixed ranking workload before and after; with --cap the server bounds its histories and
+counters (--max-history-users, --max-counter-keys).
+Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from pipelines.features.state import FeatureState
+from ranker.evaluate.server_proc import BackgroundServer, background_server
+
+
+class Conn:
+    """One keep-alive connection; reconnects after an error."""
+
+    def __init__(self, url: str, token: str):
+        u = urlparse(url)
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
+        self.headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+        self.conn: http.client.HTTPConnection | None = None
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any, dict[str, str]]:
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        try:
+            data = None if body is None else json.dumps(body).encode()
+            self.conn.request(method, path, data, self.headers)
+            r = self.conn.getresponse()
+            raw = r.read()
+            return r.status, json.loads(raw) if raw else None, dict(r.getheaders())
+        except (OSError, http.client.HTTPException, ValueError):
+            self.conn.close()
+            self.conn = None
+            raise
+
+
+@dataclass
+class World:
+    users: list[str]
+    items: list[str]
+    t0_us: int
+
+
+def load_world(state: Path) -> World:
+    st = FeatureState.load(state)
+    users = sorted(u for u, k in st.history._keys.items() if len(k) >= 10)
+    return World(users[:2000], [str(i) for i in st.items.ids], int(st.clock_us or 0) + 600 * 10**6)
+
+
+@dataclass
+class Record:
+    t: float  # monotonic seconds when it finished
+    ms: float
+    kind: str  # rank | events
+    ok: bool
+    status: str
+
+
+@dataclass
+class Load:
+    url: str
+    token: str
+    world: World
+    probes: int = 0  # probe users, one click each
+    stop: threading.Event = field(default_factory=threading.Event)
+    records: list[Record] = field(default_factory=list)
+    clicks: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # user -> (t, item)
+    uncertain: set[str] = field(default_factory=set)  # clicks whose answer was lost
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counter: int = 0
+
+    def run(self, n: int, worker: int) -> None:
+        rng = np.random.default_rng(worker)
+        conn = Conn(self.url, self.token)
+        w = self.world
+        while not self.stop.is_set():
+            with self.lock:
+                k = self.counter
+                self.counter += 1
+            probe = self.probes and k % 50 == 7 and k // 50 < self.probes
+            user = f"probe-{k // 50}" if probe else w.users[int(rng.integers(len(w.users)))]
+            t_us = w.t0_us + k * 1000  # distinct times: a history entry is (time, item)
+            cands = rng.choice(len(w.items), 100, replace=False)
+            body = {
+                "user_id": user,
+                "query": ["hotpot", "coffee", "dinner", "sushi"][k % 4],
+                "ts": f"{np.datetime64(t_us, 'us')}Z",
+                "candidates": [{"item_id": w.items[i]} for i in cands],
+            }
+            status, out = self._timed(conn, "rank", "/v1/rank", body)
+            if status != 200 or not (probe or k % 2 == 0):
+                continue
+            rid, shown = out["request_id"], [x["item_id"] for x in out["items"][:10]]
+            events: list[dict[str, Any]] = [
+                {
+                    "type": "impression",
+                    "request_id": rid,
+                    "user_id": user,
+                    "item_id": i,
+                    "position": p + 1,
+                }
+                for p, i in enumerate(shown)
+            ]
+            clicked = shown[int(rng.integers(len(shown)))]
+            events.append({**events[shown.index(clicked)], "type": "click"})
+            status, _ = self._timed(conn, "events", "/v1/events", {"events": events})
+            with self.lock:
+                if status == 200:
+                    self.clicks.setdefault(user, []).append((t_us, clicked))
+                elif status == 0 or status >= 500:
+                    self.uncertain.add(user)
+
+    def _timed(self, conn: Conn, kind: str, path: str, body: Any) -> tuple[int, Any]:
+        t = time.perf_counter()
+        try:
+            status, out, _ = conn.call("POST", path, body)
+            result = str(status)
+        except Exception as e:
+            status, out, result = 0, None, type(e).__name__
+        ms = (time.perf_counter() - t) * 1000
+        with self.lock:
+            self.records.append(Record(time.monotonic(), ms, kind, status == 200, result))
+        return status, out
+
+    def start(self, threads: int) -> list[threading.Thread]:
+        ts = [threading.Thread(target=self.run, args=(n, n), daemon=True) for n in range(threads)]
+        for t in ts:
+            t.start()
+        return ts
+
+
+def worker_pids(url: str, token: str) -> list[int]:
+    _, out, _ = Conn(url, token).call("GET", "/v1/models")
+    return sorted(w["pid"] for w in out["workers"])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def p99(records: list[Record]) -> float | None:
+    ms = [r.ms for r in records if r.kind == "rank" and r.ok]
+    return round(float(np.percentile(ms, 99)), 2) if ms else None
+
+
+def histories(
+    url: str, token: str, users: list[str]
+) -> dict[str, dict[str, list[tuple[int, str]]]]:
+    """worker pid -> user -> history, each user read until both workers have answered."""
+    conn = Conn(url, token)
+    out: dict[str, dict[str, list[tuple[int, str]]]] = {}
+    for user in users:
+        seen: set[str] = set()
+        for _ in range(200):
+            status, body, headers = conn.call("GET", f"/v1/users/{user}/history")
+            assert status == 200, body
+            pid = {k.lower(): v for k, v in headers.items()}["x-ranker-worker"]
+            out.setdefault(pid, {})[user] = [(h["ts_us"], h["item_id"]) for h in body["history"]]
+            seen.add(pid)
+            if len(seen) == 2:
+                break
+            if conn.conn is not None:  # a new connection may land on the other worker
+                conn.conn.close()
+                conn.conn = None
+    return out
+
+
+def consistency(load: Load, s: BackgroundServer) -> dict[str, Any]:
+    users = sorted(load.clicks)
+    views = histories(s.url, s.client_token, users)
+    dup = sum(len(h) - len(set(h)) for v in views.values() for h in v.values())
+    both = [u for u in users if all(u in v for v in views.values())]
+    differ = sum(1 for u in both if len({json.dumps(v[u]) for v in views.values()}) > 1)
+    probes = [u for u in both if u.startswith("probe-")]
+    missing = sum(
+        1
+        for u in probes
+        for v in views.values()
+        if u not in load.uncertain and not set(load.clicks[u]) <= set(map(tuple, v[u]))
+    )
+    return {
+        "users_read_back": len(users),
+        "users_read_through_both_workers": len(both),
+        "workers_read": len(views),
+        "duplicated_entries": dup,
+        "users_differing_between_workers": differ,
+        "probe_clicks": len(probes),
+        "probe_clicks_missing_through_some_worker": missing,
+    }
+
+
+def log_bytes(log_dir: Path) -> dict[str, int]:
+    out = {"logs": 0, "store": 0}
+    for p in log_dir.rglob("*"):
+        if p.is_file():
+            out["store" if p.name.startswith("store.sqlite") else "logs"] += p.stat().st_size
+    return out
+
+
+def soak(
+    args: argparse.Namespace, world: World, reg: Path, state: Path, log_dir: Path
+) -> dict[str, Any]:
+    with background_server(reg, state, log_dir, workers=2) as s:
+        load = Load(s.url, s.client_token, world, probes=320)
+        t0 = time.monotonic()
+        threads = load.start(args.concurrency)
+        time.sleep(30)
+        pids = worker_pids(s.url, s.client_token)
+        rss0 = {p: rss_mb(p) for p in pids}
+        time.sleep(max(0.0, args.seconds - (time.monotonic() - t0)))
+        rss1 = {p: rss_mb(p) for p in pids}
+        load.stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        end = time.monotonic()
+        recs = load.records
+        first = [r for r in recs if r.t - t0 <= 30]
+        last = [r for r in recs if end - r.t <= 30]
+        ranks = sum(1 for r in recs if r.kind == "rank" and r.ok)
+        sizes = log_bytes(log_dir)
+        check = consistency(load, s)
+    return {
+        "scenario": "soak",
+        "seconds": round(end - t0, 1),
+        "concurrency": args.concurrency,
+        "requests": len(recs),
+        "failed": sum(not r.ok for r in recs),
+        "failures": sorted({r.status for r in recs if not r.ok}),
+        "ranks_per_s": round(ranks / (end - t0), 1),
+        "p99_first_30s_ms": p99(first),
+        "p99_last_30s_ms": p99(last),
+        "rss_mb_after_warmup": {str(p): round(v, 1) for p, v in rss0.items()},
+        "rss_mb_at_end": {str(p): round(v, 1) for p, v in rss1.items()},
+        "rss_growth": {str(p): round(rss1[p] / rss0[p] - 1, 4) for p in pids},
+        "bytes_per_ranking": {k: round(v / max(ranks, 1)) for k, v in sizes.items()},
+        **check,
+    }
+
+
+def kill(
+    args: argparse.Namespace, world: World, reg: Path, state: Path, log_dir: Path
+) -> dict[str, Any]:
+    with background_server(reg, state, log_dir, workers=2) as s:
+        load = Load(s.url, s.client_token, world)
+        t0 = time.monotonic()
+        threads = load.start(args.concurrency)
+        time.sleep(args.kill_at)
+        before = worker_pids(s.url, s.client_token)
+        victim = before[0]
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        replaced = None
+        while time.monotonic() - killed < 120:
+            try:
+                now = worker_pids(s.url, s.client_token)
+            except Exception:
+                now = []
+            if len(set(now) - set(before)) == 1 and len(now) == 2:
+                replaced = time.monotonic() - killed
+                break
+            time.sleep(0.2)
+        time.sleep(max(0.0, args.seconds - (time.monotonic() - t0)))
+        load.stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        end = time.monotonic()
+        ok = [r for r in load.records if r.ok and r.kind == "rank"]
+        before_rps = sum(1 for r in ok if killed - 15 <= r.t < killed) / 15
+        after_rps = sum(1 for r in ok if r.t >= end - 15) / 15
+        check = consistency(load, s)
+    return {
+        "scenario": "kill",
+        "concurrency": args.concurrency,
+        "killed_worker": victim,
+        "failed": sum(not r.ok for r in load.records),
+        "failures": sorted({r.status for r in load.records if not r.ok}),
+        "replacement_listed_after_s": None if replaced is None else round(replaced, 1),
+        "ranks_per_s_15s_before_kill": round(before_rps, 1),
+        "ranks_per_s_last_15s": round(after_rps, 1),
+        **check,
+    }
+
+
+def probe_p99(s: BackgroundServer, world: World, n: int = 400, threads: int = 4) -> float | None:
+    load = Load(s.url, s.client_token, world)
+    ts = load.start(threads)
+    while len(load.records) < n:
+        time.sleep(0.1)
+    load.stop.set()
+    for t in ts:
+        t.join(timeout=60)
+    return p99(load.records)
+
+
+def growth(
+    args: argparse.Namespace, world: World, reg: Path, state: Path, log_dir: Path
+) -> dict[str, Any]:
+    extra = ["--accept-unserved-events", "--max-events", "10000"]
+    if args.cap:
+        extra += ["--max-history-users", str(args.cap), "--max-counter-keys", str(args.cap * 4)]
+    with background_server(reg, state, log_dir, workers=2, extra=extra) as s:
+        conn = Conn(s.url, s.client_token)
+        p99_before = probe_p99(s, world)
+        time.sleep(3)
+        pids = worker_pids(s.url, s.client_token)
+        rss0 = {p: rss_mb(p) for p in pids}
+        t_us = world.t0_us + 10**9
+        per_call = 2500  # users per call: an impression and a click each
+        t_post = time.monotonic()
+        for first in range(0, args.users, per_call):
+            events = []
+            for u in range(first, min(args.users, first + per_call)):
+                item = world.items[u % len(world.items)]
+                base = {
+                    "request_id": f"g{u}",
+                    "user_id": f"new-{u}",
+                    "item_id": item,
+                    "position": 1,
+                }
+                ts = f"{np.datetime64(t_us + u, 'us')}Z"
+                events += [
+                    {**base, "type": "impression", "ts": ts},
+                    {**base, "type": "click", "ts": ts},
+                ]
+            status, out, _ = conn.call("POST", "/v1/events", {"events": events})
+            assert status == 200, out
+        post_s = time.monotonic() - t_post
+        time.sleep(5)  # both workers apply the last events (once a second when idle)
+        rss1 = {p: rss_mb(p) for p in pids}
+        p99_after = probe_p99(s, world)
+    return {
+        "scenario": "growth",
+        "new_users": args.users,
+        "cap": args.cap or None,
+        "post_seconds": round(post_s, 1),
+        "rss_mb_before": {str(p): round(v, 1) for p, v in rss0.items()},
+        "rss_mb_after": {str(p): round(v, 1) for p, v in rss1.items()},
+        "rss_kb_per_new_user": {
+            str(p): round((rss1[p] - rss0[p]) * 1024 / args.users, 3) for p in pids
+        },
+        "p99_ms_before": p99_before,
+        "p99_ms_after": p99_after,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, default=Path("runs/demo"))
+    p.add_argument("--out", type=Path, default=Path("runs/soak"), help="server logs")
+    sub = p.add_subparsers(dest="scenario", required=True)
+    s = sub.add_parser("soak")
+    s.add_argument("--seconds", type=float, default=180)
+    s.add_argument("--concurrency", type=int, default=16)
+    k = sub.add_parser("kill")
+    k.add_argument("--seconds", type=float, default=60)
+    k.add_argument("--concurrency", type=int, default=12)
+    k.add_argument("--kill-at", type=float, default=20)
+    g = sub.add_parser("growth")
+    g.add_argument("--users", type=int, default=200_000)
+    g.add_argument("--cap", type=int, default=0, help="max history users (0: the default)")
+    a = p.parse_args()
+    world = load_world(a.run / "lists" / "state")
+    log_dir = a.out / f"{a.scenario}-{time.strftime('%Y%m%dT%H%M%S')}"
+    run = {"soak": soak, "kill": kill, "growth": growth}[a.scenario]
+    result = run(a, world, a.run / "registry", a.run / "lists" / "state", log_dir)
+    print(json.dumps({"benchmark": "soak.py", **result}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
