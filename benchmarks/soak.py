@@ -56,7 +56,10 @@ class Conn:
             self.conn.request(method, path, data, self.headers)
             r = self.conn.getresponse()
             raw = r.read()
-            return r.status, json.loads(raw) if raw else None, dict(r.getheaders())
+            headers = dict(r.getheaders())
+            if "json" not in headers.get("content-type", ""):
+                return r.status, raw.decode(), headers
+            return r.status, json.loads(raw) if raw else None, headers
         except (OSError, http.client.HTTPException, ValueError):
             self.conn.close()
             self.conn = None
@@ -339,7 +342,11 @@ def growth(
         t_us = world.t0_us + 10**9
         per_call = 2500  # users per call: an impression and a click each
         t_post = time.monotonic()
+        rss_half: dict[int, float] = {}
         for first in range(0, args.users, per_call):
+            if first >= args.users // 2 and not rss_half:
+                time.sleep(3)
+                rss_half = {p: rss_mb(p) for p in pids}
             events = []
             for u in range(first, min(args.users, first + per_call)):
                 item = world.items[u % len(world.items)]
@@ -360,16 +367,28 @@ def growth(
         time.sleep(5)  # both workers apply the last events (once a second when idle)
         rss1 = {p: rss_mb(p) for p in pids}
         p99_after = probe_p99(s, world)
+        _, text, _ = Conn(s.url, s.client_token).call("GET", "/metrics")  # a fresh one
+    sizes = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in (text or "").splitlines()
+        if line.startswith("ranker_state_entries{")
+    }
+    half = args.users - args.users // 2
     return {
         "scenario": "growth",
         "new_users": args.users,
         "cap": args.cap or None,
         "post_seconds": round(post_s, 1),
         "rss_mb_before": {str(p): round(v, 1) for p, v in rss0.items()},
+        "rss_mb_at_half": {str(p): round(v, 1) for p, v in rss_half.items()},
         "rss_mb_after": {str(p): round(v, 1) for p, v in rss1.items()},
         "rss_kb_per_new_user": {
             str(p): round((rss1[p] - rss0[p]) * 1024 / args.users, 3) for p in pids
         },
+        "rss_kb_per_new_user_second_half": {
+            str(p): round((rss1[p] - rss_half[p]) * 1024 / half, 3) for p in pids
+        },
+        "state_entries_at_end": sizes,
         "p99_ms_before": p99_before,
         "p99_ms_after": p99_after,
     }

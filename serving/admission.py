@@ -9,13 +9,13 @@ after a 503 then meets a server that is working on requests someone still waits 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import metrics
+from serving.errors import send_json
 
 LIMITED = ("/v1/rank", "/v1/events")  # the expensive ones; health checks always answer
 ARRIVAL = "ranker_t0"  # scope keys: when the request arrived (perf_counter seconds)
@@ -60,18 +60,9 @@ class Admission:
 
 
 async def _busy(send: Send, in_flight: int) -> None:
-    body = json.dumps(
-        {"error": f"server busy ({in_flight} requests in flight on this worker); retry shortly"}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"1"),
-            ],
-        }
+    await send_json(
+        send,
+        503,
+        {"error": f"server busy ({in_flight} requests in flight on this worker); retry shortly"},
+        [(b"retry-after", b"1")],
     )
-    await send({"type": "http.response.body", "body": body})

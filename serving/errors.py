@@ -13,8 +13,10 @@ a bounded, ASCII-escaped piece of what the client sent.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -153,14 +155,25 @@ class _BodyTooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = f'{{"error": "request body too large (limit {limit} bytes)"}}'.encode()
+    await send_json(send, 413, {"error": f"request body too large (limit {limit} bytes)"})
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    payload: dict[str, Any],
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """A JSON answer straight from ASGI middleware (before any route runs)."""
+    body = json.dumps(payload).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )

@@ -79,3 +79,36 @@ class Http:
                 pass
             time.sleep(every)
         raise AssertionError(f"not true within {timeout} s: {check}")
+
+    def each_worker(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        want: int = 200,
+        workers: int = 2,
+        timeout: float = 60.0,
+        auth: str | bytes | None = "client",
+    ) -> dict[str, Reply]:
+        """One reply with status ``want`` from each of ``workers`` workers (by X-Ranker-Worker).
+
+        Workers share one listening socket and the kernel picks which accepts a connection, so
+        a few sequential calls can all land on one worker, and a worker being replaced takes
+        seconds to load before it accepts at all: keep calling until every worker has answered,
+        for up to ``timeout`` seconds."""
+        seen: dict[str, Reply] = {}
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            try:
+                r = self.call(method, path, body, auth=auth)
+            except OSError:
+                r = None
+            if r is not None and r.status == want and r.worker:
+                seen[r.worker] = r
+                if len(seen) == workers:
+                    return seen
+            time.sleep(0.02)
+        raise AssertionError(
+            f"{method} {path}: {want} from {sorted(seen)} only, not {workers} workers in {timeout} s"
+        )

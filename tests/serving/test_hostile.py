@@ -59,15 +59,8 @@ def probe(server: Http, world: World) -> dict[str, object]:
 
 
 def _scores_on_every_worker(server: Http, body: object) -> dict[str, float]:
-    seen: dict[str, dict[str, float]] = {}
-    for _ in range(60):
-        r = server.post("/v1/rank", body)
-        assert r.status == 200, r.body
-        seen[r.worker or ""] = {i["item_id"]: i["score"] for i in r.body["items"]}
-        if len(seen) == 2:
-            break
-    assert len(seen) == 2, "the ordinary request never reached the second worker"
-    first, second = seen.values()
+    replies = server.each_worker("POST", "/v1/rank", body)
+    first, second = ({i["item_id"]: i["score"] for i in r.body["items"]} for r in replies.values())
     assert first == second  # both workers score alike
     return first
 
@@ -317,9 +310,8 @@ def test_future_clicks_cannot_evict_a_history(server: Http, world: World) -> Non
     ]
     r = server.post("/v1/events", {"events": future})
     assert r.status == 422 and len(r.body["detail"]) == 20  # listed up to 20, all refused
-    for _ in range(6):  # through both workers
-        hist = server.get("/v1/users/fut-user/history").body["history"]
-        assert [h["item_id"] for h in hist] == [items[0]]
+    for r in server.each_worker("GET", "/v1/users/fut-user/history").values():
+        assert [h["item_id"] for h in r.body["history"]] == [items[0]]
 
 
 def test_a_request_id_cannot_take_over_another_users_ranking(server: Http, world: World) -> None:
