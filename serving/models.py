@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,13 @@ from pipelines.features.transforms import Features
 from pipelines.lists.manifest import Manifest
 from ranker.inputs import baseline_inputs, lgbm_columns, lgbm_matrix
 from ranker.registry import ModelRef, read_manifest, resolve, versions
-from serving.runtime import (
-    Device,
-    LgbmRunner,
-    MicroBatcher,
-    TransformerInput,
-    TransformerRunner,
-    session,
-)
+from serving.inference import Batcher, OnnxRunner, Ticket
+from serving.runtime import TRANSFORMER_INPUTS, Device, session
 
 log = logging.getLogger(__name__)
+# Candidates per batched call at most (a batch of 8 lists of 1,000 candidates: the
+# Transformer's attention alone then needs about 0.5 GB).
+MAX_BATCH_ROWS = 8192
 
 
 class ModelLoadError(Exception):
@@ -47,34 +45,78 @@ class ServedModel:
     kind: str
     sha256: str
     manifest: dict[str, Any]
-    lgbm: LgbmRunner | None = None
-    transformer: TransformerRunner | None = None
-    batcher: MicroBatcher | None = None
+    runner: OnnxRunner
     baseline: ServedModel | None = None
     keep_cat: list[int] = field(default_factory=list)
+    batcher: Batcher[Features] | None = None
 
-    def score(self, f: Features) -> np.ndarray:
-        """Scores of one request's candidates (features from the live featuriser)."""
-        num = f.num
+    def score(self, f: Features, ticket: Ticket | None = None) -> np.ndarray:
+        """Scores of one request's candidates, batched with other callers' requests."""
+        if self.batcher is None:
+            return self.score_many([f])[0]
+        return self.batcher.score(f, ticket)
+
+    def announce(self) -> Ticket | None:
+        """A request for this model is being featurised (the batcher may wait for it)."""
+        return None if self.batcher is None else self.batcher.announce()
+
+    def withdraw(self, ticket: Ticket | None) -> None:
+        if ticket is not None and self.batcher is not None:
+            self.batcher.withdraw(ticket)
+
+    def score_many(self, batch: Sequence[Features]) -> list[np.ndarray]:
+        """Scores of several requests' candidates: one session call per model for all of them
+        (a re-ranker: its baseline over every row first)."""
+        lens = np.array([len(f.num) for f in batch])
+        offsets = np.concatenate([[0], np.cumsum(lens)])
+        num = _rows([f.num for f in batch])  # (N, F), N candidates of all requests
         if self.baseline is not None:
-            base = self.baseline.score(f)
-            num = np.concatenate([num, baseline_inputs(base, np.array([0, len(base)]))], axis=1)
-        if self.lgbm is not None:
-            return self.lgbm.score(lgbm_matrix(num, f.cat, self.keep_cat))
-        item = TransformerInput(
-            num.astype(np.float32),
-            f.cat.astype(np.int64),
-            f.hist_num.astype(np.float32),
-            f.hist_cat.astype(np.int64),
-        )
-        if self.batcher is not None:
-            return self.batcher.score(item)
-        assert self.transformer is not None
-        return self.transformer.score(item)
+            base = np.concatenate(self.baseline.score_many(batch))
+            num = np.concatenate([num, baseline_inputs(base, offsets)], axis=1)
+        if self.kind == "lgbm":
+            x = lgbm_matrix(num, _rows([f.cat for f in batch]), self.keep_cat)
+            out = self.runner.run({self.runner.inputs[0]: x}).reshape(-1)  # (N,)
+            return np.split(out, offsets[1:-1])
+        feeds = _padded(batch, num, lens)
+        scores = self.runner.run(feeds)  # (B, L)
+        return [scores[i, :n] for i, n in enumerate(lens)]
 
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
+
+
+def _rows(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _padded(batch: Sequence[Features], num: np.ndarray, lens: np.ndarray) -> dict[str, np.ndarray]:
+    """The Transformer's inputs: requests padded to (B, L, ...) and their histories to
+    (B, H, ...), with masks; ``num`` holds every request's rows, extra inputs included."""
+    b, width = len(batch), int(lens.max())
+    hist_lens = [len(f.hist_num) for f in batch]
+    h_width = max(hist_lens)
+    f0 = batch[0]
+    feeds: dict[str, np.ndarray] = {
+        "num": np.zeros((b, width, num.shape[1]), np.float32),
+        "cat": np.zeros((b, width, f0.cat.shape[1]), np.int64),
+        "mask": np.zeros((b, width), bool),
+        "hist_num": np.zeros((b, h_width, f0.hist_num.shape[1]), np.float32),
+        "hist_cat": np.zeros((b, h_width, f0.hist_cat.shape[1]), np.int64),
+        "hist_mask": np.zeros((b, h_width), bool),
+    }
+    start = 0
+    for i, f in enumerate(batch):
+        n, h = int(lens[i]), hist_lens[i]
+        feeds["num"][i, :n] = num[start : start + n]
+        feeds["cat"][i, :n] = f.cat
+        feeds["mask"][i, :n] = True
+        feeds["hist_num"][i, :h] = f.hist_num
+        feeds["hist_cat"][i, :h] = f.hist_cat
+        feeds["hist_mask"][i, :h] = True
+        start += n
+    assert set(feeds) == set(TRANSFORMER_INPUTS)
+    return feeds
 
 
 @dataclass
@@ -136,6 +178,7 @@ class LoadOptions:
     threads: int
     batch_window_ms: float = 0.0
     max_batch: int = 64
+    lanes: int = 1  # batches scored at once per model (see serving.inference)
 
 
 def load_model_set(
@@ -233,14 +276,11 @@ class _Loader:
             sess = session(data, o.device, o.threads)
         except Exception as e:
             raise ModelLoadError(f"{ref}: ONNX Runtime cannot load model.onnx: {e}") from e
-        served = ServedModel(ref.name, ref.version, m["kind"], digest, m)
+        served = ServedModel(ref.name, ref.version, m["kind"], digest, m, OnnxRunner(sess))
         if m["kind"] == "lgbm":
-            served.lgbm = LgbmRunner(sess)
             _, served.keep_cat, _ = lgbm_columns(
                 features, [f["name"] for f in m.get("extra_numeric", [])]
             )
-        else:
-            served.transformer = TransformerRunner(sess)
         if m.get("reranker"):
             try:
                 base_ref = resolve(m["reranker"]["baseline"], registry=ref.registry)
@@ -249,7 +289,15 @@ class _Loader:
             if not (base_ref.path / "model.onnx").exists():
                 raise ModelLoadError(f"{ref}: its baseline {base_ref} is not exported")
             served.baseline = self.load(base_ref)
-        if served.transformer is not None and o.batch_window_ms > 0:
-            served.batcher = MicroBatcher(served.transformer, o.batch_window_ms, o.max_batch)
+        # Every model has its batcher, a baseline too (it serves on its own as well); a
+        # re-ranker's batch calls its baseline's score_many directly, not its batcher.
+        served.batcher = Batcher(
+            served.score_many,
+            o.batch_window_ms,
+            o.max_batch,
+            o.lanes,
+            size=lambda f: len(f.num),
+            max_rows=MAX_BATCH_ROWS,
+        )
         self.cache[key] = served
         return served

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from serving import metrics
 from serving.auth import Tokens
 from serving.event_checks import check_events
 from serving.experiments import Experiment, load_experiment, team_draft
+from serving.inference import Ticket
 from serving.live_state import Checkpoint, LiveState
 from serving.maintenance import LIVE_WORKER_S, Health, Maintenance
 from serving.model_pool import ModelPool
@@ -104,12 +104,13 @@ class Service:
         ).schema_key()
         self.numeric_attrs = set(self.live.state.items.num_names)
         window = s.batch_window_ms
-        self.window_ms = (2.0 if self.device.name == "cuda" else 0.0) if window is None else window
-        # Requests scoring at once on the CPU: more only add memory (a 1,000-candidate list
-        # needs tens of MB in the Transformer) while they share the same cores.
-        self.infer_slots = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+        cuda = self.device.name == "cuda"
+        self.window_ms = (2.0 if cuda else 0.0) if window is None else window
+        # One lane (one session call at a time) per model on a GPU; on the CPU one per core
+        # this worker may use, so batches still use every core (see serving.inference).
+        lanes = 1 if cuda else max(1, (os.cpu_count() or 1) // s.workers)
         opts = LoadOptions(
-            self.schema, self.device, s.intra_op_threads, self.window_ms, s.max_batch
+            self.schema, self.device, s.intra_op_threads, self.window_ms, s.max_batch, lanes
         )
         self.models = ModelPool(
             s.registry, opts, self.store, s.default_model, self._warmup(), self._check_experiment
@@ -175,6 +176,8 @@ class Service:
 
     def _sync(self) -> bool:
         """Apply other workers' new events; False when the store could not be read."""
+        if not self.store.events_pending(self.live.last_event):
+            return True
         try:
             self.live.sync(self.store)
             return True
@@ -227,22 +230,28 @@ class Service:
         with self.models.lease() as models:
             route = self._route(models, req, user)
             live = self.live.for_variant(route.variant)
-            t_feat = time.perf_counter()
-            with self.live.lock:
-                feats = live.featurize(
-                    user_id=user,
-                    query=req.query,
-                    t_us=t_us,
-                    item_ids=ids,
-                    lat=lat,
-                    lon=lon,
-                    context=ctx,
-                    overrides=overrides,
-                    history=history,
-                )
-            t_infer = time.perf_counter()
-            self._check_deadline(deadline, "before inference")
-            ranked = self._score(route, rid, user, feats)
+            # The batchers may wait (a window) for a request announced here.
+            tickets = [m.announce() for m in route.models]
+            try:
+                t_feat = time.perf_counter()
+                with self.live.lock:
+                    feats = live.featurize(
+                        user_id=user,
+                        query=req.query,
+                        t_us=t_us,
+                        item_ids=ids,
+                        lat=lat,
+                        lon=lon,
+                        context=ctx,
+                        overrides=overrides,
+                        history=history,
+                    )
+                t_infer = time.perf_counter()
+                self._check_deadline(deadline, "before inference")
+                ranked = self._score(route, rid, user, feats, tickets)
+            finally:
+                for m, ticket in zip(route.models, tickets, strict=True):
+                    m.withdraw(ticket)
         t_done = time.perf_counter()
         if not np.isfinite(ranked.scores).all():
             raise ServingError(
@@ -342,14 +351,16 @@ class Service:
             return Route(v.name, [models.models[v.model]])
         return Route("interleave", [models.models[v.model] for v in exp.variants])
 
-    def _score(self, route: Route, rid: str, user: str, feats: Features) -> Ranked:
+    def _score(
+        self, route: Route, rid: str, user: str, feats: Features, tickets: list[Ticket | None]
+    ) -> Ranked:
         if route.variant != "interleave":
-            return self._order(route.models[0], route.variant, feats)
+            return self._order(route.models[0], route.variant, feats, tickets[0])
         assert self.experiment is not None
         va, vb = self.experiment.variants
         ra, rb = (
-            self._order(route.models[0], va.name, feats),
-            self._order(route.models[1], vb.name, feats),
+            self._order(route.models[0], va.name, feats, tickets[0]),
+            self._order(route.models[1], vb.name, feats, tickets[1]),
         )
         # The coin flips of the draft, seeded by the request: the same request, the same list.
         seed = int.from_bytes(hashlib.sha256(f"{rid}:{user}".encode()).digest()[:8], "big")
@@ -363,15 +374,14 @@ class Service:
         names = {"a": va.name, "b": vb.name}
         return Ranked(route.models[0], "interleave", served, scores, [names[t] for t in teams])
 
-    def _order(self, model: ServedModel, variant: str, feats: Features) -> Ranked:
+    def _order(
+        self, model: ServedModel, variant: str, feats: Features, ticket: Ticket | None
+    ) -> Ranked:
         # skip_inference (benchmarks only): the same server answering without the model.
         if self.settings.skip_inference:
             scores = np.zeros(len(feats.num), np.float32)
-        elif self.window_ms > 0:  # the batcher bounds the work in flight itself
-            scores = model.score(feats)
         else:
-            with self.infer_slots:
-                scores = model.score(feats)
+            scores = model.score(feats, ticket)
         order = np.argsort(-scores, kind="stable").tolist()
         return Ranked(model, variant, order, scores)
 

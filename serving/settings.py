@@ -44,9 +44,12 @@ class Settings(BaseModel):
         description="ONNX Runtime threads per model session (1; requests run in parallel)",
     )
     batch_window_ms: float | None = Field(
-        None, ge=0, description="batch concurrent requests (default: 2 on a GPU, off on the CPU)"
+        None,
+        ge=0,
+        description="longest wait of a batch for requests still being featurised (default: 2 "
+        "on a GPU, 0 on the CPU); a lone request never waits",
     )
-    max_batch: int = Field(64, ge=1, description="requests per batch at most")
+    max_batch: int = Field(64, ge=1, description="requests per batched model call at most")
     skip_inference: bool = Field(
         False, description="benchmarks only: answer with constant scores, no model call"
     )

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -119,9 +121,12 @@ class SharedStore:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
             db.execute(INDEXES)
 
+        self._hint = EventHint(path.with_name(path.name + ".events"))
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._hint.close()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -190,6 +195,7 @@ class SharedStore:
                 return False
             db.execute("DELETE FROM requests")
             db.execute("DELETE FROM events")
+            self._hint.publish(0)
             db.execute("DELETE FROM control WHERE key = 'checkpoint'")
             db.execute(
                 "INSERT OR REPLACE INTO control (key, value) VALUES ('snapshot', ?)", (snapshot,)
@@ -248,6 +254,14 @@ class SharedStore:
                 "variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            # Inside the write transaction: writers are serialised, so the hint only grows
+            # (a reader that sees it before the commit just reads again on its next call).
+            self._hint.publish(int(db.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0))
+
+    def events_pending(self, last_id: int) -> bool:
+        """Whether events after ``last_id`` may exist, without a query: a ranking checks this
+        instead of asking SQLite on every request (measured: 8% of a worker's busy time)."""
+        return self._hint.read() > last_id
 
     def events_since(self, last_id: int, limit: int = 100_000) -> list[EventRow]:
         rows = self._read(
@@ -369,3 +383,31 @@ class SharedStore:
             table: int(self._read(f"SELECT COUNT(*) FROM {table}")[0][0])
             for table in ("requests", "events", "workers")
         }
+
+
+class EventHint:
+    """The newest event id, shared by the workers through an 8-byte memory-mapped file.
+
+    A hint, not the truth: the store is. Workers still read the store every second, so a lost
+    or damaged hint file costs freshness (at most that second), never an event.
+    """
+
+    def __init__(self, path: Path):
+        with path.open("a+b") as f:
+            size = f.seek(0, 2)
+            if size < 8:  # real bytes, not a sparse hole: a later full disk cannot fault it
+                f.write(b"\0" * (8 - size))
+                f.flush()
+            self._mm = mmap.mmap(f.fileno(), 8)
+
+    def publish(self, event_id: int) -> None:
+        struct.pack_into("<q", self._mm, 0, event_id)
+
+    def read(self) -> int:
+        try:
+            return int(struct.unpack_from("<q", self._mm, 0)[0])
+        except ValueError:  # closed
+            return 1 << 62
+
+    def close(self) -> None:
+        self._mm.close()

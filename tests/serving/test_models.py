@@ -70,7 +70,13 @@ def test_a_corrupted_model_is_rejected_while_the_old_keeps_serving(
     reg = _copy_registry(small_registry, tmp_path / "reg")
     s = settings_for(reg, tmp_path / "logs")
     with open_client(s) as c:
-        body = {"user_id": "u", "query": "q", "candidates": [{"item_id": "x"}, {"item_id": "y"}]}
+        # A fixed time: with the server's clock a counter bucket may close between the calls.
+        body = {
+            "user_id": "u",
+            "query": "q",
+            "ts": "2020-01-01T00:00:00Z",
+            "candidates": [{"item_id": "x"}, {"item_id": "y"}],
+        }
         before = c.post("/v1/rank", json=body).json()
         # A new version whose ONNX file is damaged: its sha256 no longer matches.
         v2 = reg / "transformer" / "v2"
