@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from pipelines.features.config import FeatureConfig
 from pipelines.features.keys import KeyIndex, hash_strings
-from pipelines.features.text import IdfTable, n_tokens, token_matrix, tokenize
+from pipelines.features.text import PAD, IdfTable, n_tokens, token_matrix, tokenize
 
 TEXT_WIDTH = 16  # tokens kept per item text
 
@@ -93,6 +93,8 @@ class ItemTable:
     group: np.ndarray | None  # (n,) int32 group index (e.g. category), 0 = unknown
     group_vocab: Vocab | None
     id_index: np.ndarray  # (n,) int32 index of each item in the item-id vocabulary
+    # Each column above with one fill row appended (see ``take``), built on first use.
+    _padded: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def build(cls, items: pd.DataFrame, cfg: FeatureConfig) -> ItemTable:
@@ -210,15 +212,44 @@ class ItemTable:
         """(n,) row of each item id in the table, -1 for unknown items."""
         return self.refs(item_ids).rows
 
-    def take(self, a: np.ndarray | None, rows: np.ndarray, fill: float | int) -> np.ndarray:
-        """a[rows] with ``fill`` for unknown rows (-1)."""
+    def take(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column ``name`` at item ``rows``, its fill value (``FILLS``) where the row is -1.
+
+        The column carries its fill as one extra last row, so a row of -1 (unknown) picks it
+        by ordinary indexing: one gather per column per request, no masking. ``num_filled`` is
+        the numeric attributes as float64 with each column's median where the value is
+        missing: the item features as a matrix indexed by item row, materialised once.
+        """
+        padded = self._padded.get(name)
+        if padded is None:  # built once; two threads building it at once build the same
+            padded = self._padded[name] = self._pad(name)
+        if padded.ndim == 0:  # a column this table does not have: the fill everywhere
+            return np.full(len(rows), padded[()])
+        return padded[rows]
+
+    def _pad(self, name: str) -> np.ndarray:
+        if name == "num_filled":
+            num = self.num.astype(np.float64)
+            defaults = self.num_defaults.astype(np.float64)
+            filled = np.where(np.isnan(num), defaults[None, :], num)
+            return np.concatenate([filled, defaults[None, :]])  # (n + 1, F)
+        a: np.ndarray | None = getattr(self, name)
+        fill = FILLS[name]
         if a is None:
-            return np.full(len(rows), fill)
-        if not len(a):
-            return np.full((len(rows), *a.shape[1:]), fill, dtype=a.dtype)
-        out = a[np.maximum(rows, 0)]
-        unknown = rows < 0
-        if unknown.any():
-            out = out.copy()
-            out[unknown] = fill
-        return out
+            return np.array(fill)
+        return np.concatenate([a, np.full((1, *a.shape[1:]), fill, dtype=a.dtype)])
+
+
+# What an unknown item (row -1) reads from each column.
+FILLS: dict[str, float | int] = {
+    "num": np.nan,
+    "cat": 0,
+    "lat": np.nan,
+    "lon": np.nan,
+    "open_hour": np.nan,
+    "close_hour": np.nan,
+    "text": int(PAD),
+    "sim_text": int(PAD),
+    "group": 0,
+    "id_index": 0,
+}

@@ -11,7 +11,7 @@ import numpy as np
 from pipelines.features.config import FeatureConfig
 from pipelines.features.items import ItemRefs, ItemTable
 from pipelines.features.segments import best_other, count_in_group, group_labels, rank_pct, zscore
-from pipelines.features.text import PAD, jaccard
+from pipelines.features.text import jaccard
 
 
 def add_list_features(
@@ -63,5 +63,5 @@ def add_list_features(
             has, (f["rating"] >= f["rating"][safe]).astype(np.float64), 1.0
         )
         if items.sim_text is not None:
-            toks = items.take(items.sim_text, refs.rows, int(PAD))
+            toks = items.take("sim_text", refs.rows)
             f["best_rated_similarity"] = np.where(has, jaccard(toks, toks[safe]), 0.0)

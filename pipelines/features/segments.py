@@ -42,9 +42,13 @@ def rank_pct(x: np.ndarray, offsets: np.ndarray, sub: np.ndarray | None = None) 
     xs = x[:, None] if one_col else x
     if sub is not None and sub.ndim == 1:
         sub = np.broadcast_to(sub[:, None], xs.shape)
-    if len(offsets) == 2:  # one request (the live path): a few 1-D calls
-        out = _ranks_one_list(xs, sub)
-        return out[:, 0] if one_col else out
+    if len(offsets) == 2:  # one request (the live path): one block, no padding
+        v = np.ascontiguousarray(xs.T)[None]  # (1, K, L)
+        g = None if sub is None else np.ascontiguousarray(sub.T)[None]  # (1, K, L)
+        order, pct = _row_ranks(v, g)
+        one = np.empty(v.shape[1:])  # (K, L)
+        np.put_along_axis(one, order[0], pct[0], axis=1)
+        return one[0] if one_col else one.T
     out = np.empty(xs.shape)
     lens = np.diff(offsets)
     by_len = np.argsort(lens, kind="stable")
@@ -71,36 +75,6 @@ def rank_pct(x: np.ndarray, offsets: np.ndarray, sub: np.ndarray | None = None) 
 
 
 _ROWS = 4096  # requests per sorted block
-
-
-def _ranks_one_list(x: np.ndarray, sub: np.ndarray | None) -> np.ndarray:
-    """``rank_pct`` of one list, all K columns in one pass over integer keys.
-
-    Values become dense ranks per column, then key = ((column, group), dense rank); a sorted
-    key array answers "first and last position of my value" and "where my group starts and
-    ends" by binary search. Same half-integer arithmetic as the block path: equal results.
-    """
-    n, k = x.shape
-    col = np.repeat(np.arange(k), n)
-    v = x.T.reshape(-1)  # column-major: (K * L,)
-    order = np.lexsort((v, col))
-    vs = v[order]
-    new = np.r_[True, (vs[1:] != vs[:-1]) | (col[order][1:] != col[order][:-1])]
-    dense = np.empty(k * n, np.int64)
-    dense[order] = np.cumsum(new)  # value rank, increasing across columns too
-    if sub is None:
-        g = np.zeros(k * n, np.int64)
-    else:
-        g = np.unique(sub.T.reshape(-1), return_inverse=True)[1].reshape(-1)
-    span = k * n + 1
-    group_key = (col * (int(g.max()) + 1) + g) * span  # (K * L,)
-    key = group_key + dense
-    s = np.sort(key)
-    lo, hi = np.searchsorted(s, key, "left"), np.searchsorted(s, key, "right")
-    g_lo, g_hi = np.searchsorted(s, group_key, "left"), np.searchsorted(s, group_key + span, "left")
-    size = g_hi - g_lo
-    avg = (lo + hi - 1) / 2 - g_lo
-    return np.where(size > 1, avg / np.maximum(size - 1, 1), 0.5).reshape(k, n).T
 
 
 def _row_ranks(v: np.ndarray, g: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

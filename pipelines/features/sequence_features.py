@@ -55,8 +55,7 @@ def add_history_features(
 
 def _hist_attr(items: ItemTable, rows: np.ndarray, j: int) -> np.ndarray:
     """Numeric attribute j of history items; the column median for unknown items."""
-    v = items.take(items.num[:, j] if len(items.num) else None, rows, np.nan).astype(np.float64)
-    return np.where(np.isnan(v), items.num_defaults[j], v)
+    return items.take("num_filled", rows)[:, j]
 
 
 def _pair_counts(
@@ -93,12 +92,12 @@ def sequence_tensors(
     )
     cols = []
     v = items.vocabs["item_id"]
-    idx = items.take(items.id_index, rows, 0)
+    idx = items.take("id_index", rows)
     if v.hashed and m and (rows < 0).any():
         idx = np.where(rows < 0, v.index(sq.item_id), idx)
     cols.append(idx)
     if len(spec.history_categorical) > 1:
-        cols.append(items.take(items.group, rows, 0))
+        cols.append(items.take("group", rows))
     hist_cat = (
         np.stack(cols, axis=1).astype(np.int32)
         if m

@@ -242,7 +242,7 @@ class FeatureState:
 
     def groups(self, rows: np.ndarray) -> np.ndarray:
         """Group index (e.g. category) of item rows as uint64; 0 when unknown or unconfigured."""
-        return self.items.take(self.items.group, rows, 0).astype(np.uint64)
+        return self.items.take("group", rows).astype(np.uint64)
 
     # ---- bounding memory (the server) ------------------------------------------------------
     def evict_least_recent(self, max_users: int, max_keys: int) -> dict[str, int]:

@@ -24,7 +24,7 @@ from pipelines.features.sequence_features import (
     sequence_tensors,
 )
 from pipelines.features.state import US_PER_S, FeatureState, Lookups
-from pipelines.features.text import PAD, query_match, token_matrix, tokenize
+from pipelines.features.text import query_match, token_matrix, tokenize
 from pipelines.lists.manifest import CategoricalFeature, NumericFeature
 
 DEFAULT_DISTANCE_KM = 3.0  # when the request or the item has no location
@@ -178,13 +178,13 @@ def featurize(
     f: dict[str, np.ndarray] = {}
 
     # Item attributes: the client's value, else the item table's, else the column median.
-    attrs = items.take(items.num, rows, np.nan)
+    attrs = items.take("num_filled", rows)  # (N, F) float64
     for j, name in enumerate(items.num_names):
-        v = attrs[:, j].astype(np.float64)
+        v = attrs[:, j]
         if frame.overrides and name in frame.overrides:
             o = frame.overrides[name]
             v = np.where(np.isnan(o), v, o)
-        f[name] = np.where(np.isnan(v), items.num_defaults[j], v)
+        f[name] = v
     f["item_known"] = (rows >= 0).astype(np.float64)
 
     t_s = frame.t_us // US_PER_S
@@ -195,26 +195,26 @@ def featurize(
         d = haversine_km(
             frame.lat[seg],
             frame.lon[seg],
-            items.take(items.lat, rows, np.nan),
-            items.take(items.lon, rows, np.nan),
+            items.take("lat", rows),
+            items.take("lon", rows),
         )
         f["distance_km"] = np.where(np.isnan(d), DEFAULT_DISTANCE_KM, d)
     if "open_now" in _names(spec):
         op, cl = (
-            items.take(items.open_hour, rows, np.nan),
-            items.take(items.close_hour, rows, np.nan),
+            items.take("open_hour", rows),
+            items.take("close_hour", rows),
         )
         is_open = ((hour >= op) & (hour < cl)) | (hour + 24.0 < cl)
         f["open_now"] = np.where(np.isnan(op) | np.isnan(cl), 0.5, is_open.astype(np.float64))
     if "text_match" in _names(spec):
-        doc = items.take(items.text, rows, int(PAD))
+        doc = items.take("text", rows)
         assert items.idf is not None
         f["text_match"], f["bm25"] = query_match(
             _query_tokens(frame.query), seg, doc, items.idf, items.avg_text_len
         )
 
     _counter_features(f, look, seg, state.window_names, cfg.counters.prior_strength)
-    group = items.take(items.group, rows, 0) if items.group is not None else None
+    group = items.take("group", rows) if items.group is not None else None
     hist_refs = items.refs(look.sequences.item_id)
     add_history_features(f, frame, look, seg, state, group, refs, hist_refs)
     add_list_features(f, cfg, seg, frame.offsets, group, refs, items)
@@ -279,16 +279,13 @@ def _categorical(
     cols: dict[str, np.ndarray] = {}
     if any(c.name == "item_id" for c in spec.categorical):
         v = items.vocabs["item_id"]
-        idx = items.take(items.id_index, rows, 0)
+        idx = items.take("id_index", rows)
         if v.hashed and (rows < 0).any():  # new items still get their hash bucket
             idx = np.where(rows < 0, v.index(frame.item_id), idx)
         cols["item_id"] = idx
+    item_cat = items.take("cat", rows)  # (N, C)
     for j, name in enumerate(items.cat_names):
-        cols[name] = (
-            items.take(items.cat[:, j], rows, 0)
-            if len(items.cat)
-            else np.zeros(len(rows), np.int32)
-        )
+        cols[name] = item_cat[:, j]
     t_s = frame.t_us // US_PER_S
     cols["hour"] = (1 + (t_s % 86400) // 3600)[seg]
     cols["weekday"] = (1 + ((t_s // 86400) + 3) % 7)[seg]
