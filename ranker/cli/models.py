@@ -58,6 +58,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("export", help="add model.onnx (and its sha256) to a registry version")
     p.add_argument("--model", required=True, metavar="REGISTRY/NAME[/VERSION]")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "fp16"],
+        default="fp32",
+        help="Transformer only: fp16 halves the file and suits GPUs (parity in the README)",
+    )
     p.set_defaults(run=run_export)
 
 
@@ -128,10 +134,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ranker.export.run import export_model
 
-    ref = export_model(args.model)
+    ref = export_model(args.model, args.precision)
     m = ref.manifest()
     print(
         f"exported {ref}: {ref.path / 'model.onnx'} (sha256 {m['files']['model.onnx'][:12]}..., "
-        f"max |ONNX - {m['kind']}| {m['onnx']['parity_max_abs_diff']:.1e} on a sample)"
+        f"{m['onnx']['precision']}, max |ONNX - {m['kind']}| "
+        f"{m['onnx']['parity_max_abs_diff']:.1e} on a sample)"
     )
     return 0

@@ -9,15 +9,18 @@ list lengths and history lengths, empty histories included.
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import onnx
 import torch
+from torch import nn
 
-from ranker.model import Ranker
+from ranker.model import FeatureNormalizer, Ranker
 
 INPUTS = ("num", "cat", "mask", "hist_num", "hist_cat", "hist_mask")
 OUTPUT = "scores"
@@ -35,9 +38,55 @@ def example_inputs(model: Ranker, b: int = 2, n: int = 7, h: int = 5) -> tuple[t
     )
 
 
-def transformer_to_onnx(model: Ranker, metadata: dict[str, str] | None = None) -> bytes:
-    """The model (eval mode, no position tower) as ONNX bytes, opset chosen by torch."""
+Precision = Literal["fp32", "fp16"]
+
+
+class _Fp32Normalizer(nn.Module):
+    """A feature normaliser kept in float32 inside a float16 model: raw inputs (counts in the
+    millions) overflow float16 (max 65,504); once normalised and clamped to +-8 they fit."""
+
+    def __init__(self, norm: FeatureNormalizer):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.float()).half()  # (..., F) float16
+
+
+def half_precision(model: Ranker) -> Ranker:
+    """A float16 copy of ``model`` for GPU serving: float32 in and out, the feature
+    normalisers and the residual input in float32, everything else in float16."""
+    half = copy.deepcopy(model).eval().half()
+    for owner in (half.candidates, half.history):
+        if owner is not None:
+            owner.norm = _Fp32Normalizer(owner.norm.float())  # type: ignore[assignment]
+    return half
+
+
+class _Fp32Scores(nn.Module):
+    def __init__(self, model: Ranker):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        num: torch.Tensor,
+        cat: torch.Tensor,
+        mask: torch.Tensor,
+        hist_num: torch.Tensor,
+        hist_cat: torch.Tensor,
+        hist_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.model(num, cat, mask, hist_num, hist_cat, hist_mask).float()  # (B, L)
+
+
+def transformer_to_onnx(
+    model: Ranker, metadata: dict[str, str] | None = None, precision: Precision = "fp32"
+) -> bytes:
+    """The model (eval mode, no position tower) as ONNX bytes, opset chosen by torch.
+    ``fp16``: see ``half_precision``; its inputs and outputs stay float32."""
     model = model.eval()
+    exported: nn.Module = model if precision == "fp32" else _Fp32Scores(half_precision(model))
     batch, cands, hist = (
         torch.export.Dim("batch"),
         torch.export.Dim("list"),
@@ -54,7 +103,7 @@ def transformer_to_onnx(model: Ranker, metadata: dict[str, str] | None = None) -
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model,
+            exported,
             example_inputs(model),
             input_names=list(INPUTS),
             output_names=[OUTPUT],

@@ -93,3 +93,36 @@ def test_lgbm_onnx_matches_lightgbm(exported: Path, small_lists: Path, rows: int
     out = sess.run(None, {"features": x})[0]
     ref = lm.booster.predict(x, raw_score=True)  # type: ignore[union-attr]
     assert np.abs(out - ref).max() <= ATOL
+
+
+def test_fp16_export_is_within_its_tolerance_of_fp32_and_says_so(
+    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    reg = tmp_path / "reg"
+    shutil.copytree(exported / "rerank", reg / "rerank")
+    shutil.copytree(exported / "lgbm", reg / "lgbm")  # its baseline
+    fp32 = ort.InferenceSession(str(resolve(reg / "rerank").path / "model.onnx"))
+    assert main(["export", "--model", str(reg / "rerank"), "--precision", "fp16"]) == 0
+    assert "fp16" in capsys.readouterr().out
+    ref = resolve(reg / "rerank")
+    m = json.loads((ref.path / "manifest.json").read_text())
+    assert m["onnx"]["precision"] == "fp16" and m["onnx"]["parity_max_abs_diff"] <= 1e-2
+    fp16 = ort.InferenceSession(str(ref.path / "model.onnx"))
+    c = load(ref).ranker.cfg  # type: ignore[union-attr]
+    rng = np.random.default_rng(0)
+    b, n, h = 4, 60, 20
+    feeds = {
+        "num": rng.normal(0, 3, (b, n, len(c.num_transforms))).astype(np.float32),
+        "cat": random_codes(rng, c.cat_sizes, (b, n)),
+        "mask": np.ones((b, n), bool),
+        "hist_num": rng.uniform(0, 50, (b, h, len(c.hist_num_transforms))).astype(np.float32),
+        "hist_cat": random_codes(rng, c.hist_cat_sizes, (b, h)),
+        "hist_mask": np.ones((b, h), bool),
+    }
+    feeds["num"][..., 0] *= 1e6  # raw counts beyond float16's range stay finite (fp32 inputs)
+    a, z = fp32.run(None, feeds)[0], fp16.run(None, feeds)[0]
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    assert np.abs(a - z).max() <= 1e-2
+    assert main(["export", "--model", str(reg / "lgbm"), "--precision", "fp16"]) == 2
