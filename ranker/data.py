@@ -31,10 +31,13 @@ class Batch:
     weights: torch.Tensor  # (B, L) float32 (inverse propensity weights, or ones)
     positions: torch.Tensor  # (B, L) int64, logged position (0 = none); training only
     lists: np.ndarray  # (B,) index of each list in the split
+    # (B,) the same indices on the device (device-resident batches only): where scores go back
+    index: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
         if device.type == "cpu":
             return self
+        # Already-resident tensors (DeviceData batches) make this a no-op: .to returns them.
         t = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
         return Batch(**t, lists=self.lists)
 
@@ -130,18 +133,13 @@ class RankData:
         With ``shuffle``, lists are shuffled within buckets of similar length and the batch
         order is shuffled, so every epoch sees different batches of still-similar lengths.
         """
-        n = len(self)
-        if shuffle:
-            assert rng is not None
-            # Coarse length buckets (4 candidates wide) in random order inside each bucket.
-            order = np.lexsort((rng.random(n), self.lens // 4))
-            starts = np.arange(0, n, batch_lists)
-            rng.shuffle(starts)
-        else:
-            order = np.argsort(self.lens, kind="stable")
-            starts = np.arange(0, n, batch_lists)
+        order, starts = epoch_order(self.lens, batch_lists, shuffle, rng)
         for s in starts:
             yield self.batch(order[s : s + batch_lists])
+
+    def hist_lengths(self) -> np.ndarray:
+        """(B,) events of each list's history that batches keep (at most ``max_history``)."""
+        return np.minimum(np.diff(self.hist_offsets), self.max_history)
 
     def padded_scores(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Flat (N,) scores -> (scores, labels, mask), each (B, Lmax), for the metrics."""
@@ -150,6 +148,27 @@ class RankData:
             to_padded(self.labels, self.offsets),
             mask_of(self.offsets),
         )
+
+
+def epoch_order(
+    lens: np.ndarray, batch_lists: int, shuffle: bool, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(order, starts): lists in batch order, and where each batch starts in ``order``.
+
+    One function for every batching path, so that a seed gives the same batches whichever path
+    builds them (it draws from ``rng`` exactly as the per-batch path always has).
+    """
+    n = len(lens)
+    if shuffle:
+        assert rng is not None
+        # Coarse length buckets (4 candidates wide) in random order inside each bucket.
+        order = np.lexsort((rng.random(n), lens // 4))
+        starts = np.arange(0, n, batch_lists)
+        rng.shuffle(starts)
+    else:
+        order = np.argsort(lens, kind="stable")
+        starts = np.arange(0, n, batch_lists)
+    return order, starts
 
 
 def to_padded(values: np.ndarray, offsets: np.ndarray, fill: float = 0.0) -> np.ndarray:

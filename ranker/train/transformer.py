@@ -4,6 +4,11 @@ AdamW with linear warm-up and cosine decay, gradient clipping, early stopping on
 NDCG@10 (the project's metric, lists without a positive excluded), the best weights kept,
 resumable from a checkpoint, seeded (reproducible on the CPU with fixed thread counts), a
 progress bar, and bf16 autocast on CUDA.
+
+The splits are held on the training device as padded tensors when they fit (``device_data``,
+see ``ranker.device_data``): batches are gathered there, the same batches in the same order as
+the per-batch host path, and the loop does not wait on the device between steps (the loss is
+summed there and read at validation).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +27,12 @@ import torch
 from tqdm import tqdm
 
 from pipelines.lists.manifest import Manifest, NumericFeature
-from ranker.data import RankData
+from ranker.data import Batch, RankData
+from ranker.device_data import DEVICE_DATA_MODES, DeviceData, place
 from ranker.losses import LOSSES
 from ranker.metrics import ndcg
 from ranker.model import Ranker, RankerConfig, init_weights
+from ranker.train.ema import EMA, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +42,14 @@ class TrainConfig:
     loss: str = "softmax"  # softmax | lambdaloss | approxndcg | bce
     epochs: int = 30
     batch_lists: int = 64
-    lr: float = 2e-3
+    lr: float = 2e-3  # at lr_ref_batch lists per batch; scaled for other batch sizes
+    # Larger batches take larger steps: lr * sqrt(batch_lists / lr_ref_batch). Square root, not
+    # linear: AdamW divides each step by the gradient's running RMS, so the step does not grow
+    # with the batch as SGD's does; the square-root rule keeps the update noise of the reference
+    # batch (Malladi et al. 2022, SDEs for adaptive methods), while the linear rule (Goyal et al.
+    # 2017) is SGD's and leans on a long warm-up. Warm-up (warmup_frac) applies either way.
+    lr_ref_batch: int = 64
+    lr_scaling: str = "sqrt"  # sqrt | none (lr as given, whatever the batch)
     weight_decay: float = 0.01
     warmup_frac: float = 0.05
     min_lr_frac: float = 0.1
@@ -44,6 +58,9 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None  # torch CPU threads; fixed for reproducible scores
     device: str = "auto"  # auto | cpu | cuda
+    # Splits held on the device as padded tensors: auto (when they fit 40% of free memory, with
+    # a log line either way) | on | off (batches built per step on the host, the old path).
+    device_data: str = "auto"
     eval_k: int = 10
     # Also validate after every this many training lists inside an epoch (patience counts
     # validations): on a large dataset the best model can come before the first epoch ends.
@@ -82,6 +99,22 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def scaled_lr(cfg: TrainConfig) -> float:
+    """The learning rate for ``cfg.batch_lists`` (``cfg.lr`` holds at ``cfg.lr_ref_batch``)."""
+    if cfg.lr_scaling == "sqrt":
+        return cfg.lr * math.sqrt(cfg.batch_lists / cfg.lr_ref_batch)
+    if cfg.lr_scaling == "none":
+        return cfg.lr
+    raise ValueError(f"lr_scaling must be sqrt or none, got {cfg.lr_scaling!r}")
+
+
+def _elapsed(since: float, device: torch.device) -> float:
+    """Seconds since ``since``, once the device has finished the work queued so far."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - since
+
+
 def train_transformer(
     train: RankData,
     valid: RankData,
@@ -100,6 +133,9 @@ def train_transformer(
     """
     if cfg.loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}")
+    if cfg.device_data not in DEVICE_DATA_MODES:
+        raise ValueError(f"device_data must be one of {DEVICE_DATA_MODES}")
+    lr = scaled_lr(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -116,8 +152,15 @@ def train_transformer(
             {"params": decay, "weight_decay": cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
-        lr=cfg.lr,
+        lr=lr,
+        fused=True if device.type == "cuda" else None,  # one kernel per step; CPU as before
     )
+    log.info(
+        "batch of %d lists, learning rate %.3g (%s scaling)", cfg.batch_lists, lr, cfg.lr_scaling
+    )
+    # Both splits built once on the device when they fit; otherwise the per-batch host path.
+    train_src = place(train, device, cfg.device_data, "train")
+    valid_src = place(valid, device, cfg.device_data, "valid")
     steps_per_epoch = math.ceil(len(train) / cfg.batch_lists)
     total = max(1, steps_per_epoch * cfg.epochs)
     warmup = max(1, int(cfg.warmup_frac * total))
@@ -157,7 +200,7 @@ def train_transformer(
     if resume is None and model_cfg.residual_input >= 0:
         # A residual re-ranker starts as its baseline: that is the score to beat on validation,
         # and the model kept if no epoch beats it.
-        best = evaluate_ndcg(model, valid, cfg.eval_k, device)
+        best = evaluate_ndcg(model, valid_src, cfg.eval_k, device)
         best_epoch = 0.0
         best_state = snapshot(model)
         log.info("epoch 0 (the baseline): valid ndcg@%d %.4f", cfg.eval_k, best)
@@ -168,7 +211,7 @@ def train_transformer(
         """Score the (averaged) weights on validation; keep them if they are the best yet."""
         nonlocal best, best_epoch, bad_epochs, best_state
         with ema.swapped_in(model) if ema is not None else contextlib.nullcontext():
-            score = evaluate_ndcg(model, valid, cfg.eval_k, device)
+            score = evaluate_ndcg(model, valid_src, cfg.eval_k, device)
             state = snapshot(model)
             entry = EpochLog(
                 round(epoch, 3),
@@ -201,7 +244,10 @@ def train_transformer(
         if bad_epochs >= cfg.patience:
             break
         model.train()
-        seconds, total_loss, n_batches, seen, stopped = 0.0, 0.0, 0, 0, False
+        seconds, n_batches, seen, stopped = 0.0, 0, 0, False
+        # Summed on the device (float64, as the float sum it replaces) and read at validation:
+        # reading it every step would make the host wait for the device every step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}",
@@ -209,9 +255,11 @@ def train_transformer(
             disable=not progress,
             leave=False,
         )
-        for batch in train.batches(cfg.batch_lists, shuffle=True, rng=rng):
-            t0 = time.perf_counter()
-            b = batch.to(device)
+        # Timed from before each batch is built (the per-batch path's cost is in the figure),
+        # up to the device finishing the segment's work, without the validations.
+        t0 = time.perf_counter()
+        for batch in train_src.batches(cfg.batch_lists, shuffle=True, rng=rng):
+            b = batch.to(device)  # a no-op for resident batches
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 scores = model(
                     b.num,
@@ -230,20 +278,25 @@ def train_transformer(
             if ema is not None:
                 ema.update(model)
             sched.step()
-            total_loss += float(loss.detach())
+            loss_sum += loss.detach()
             n_batches += 1
             seen += len(batch.lists)
-            seconds += time.perf_counter() - t0
             bar.update(1)
-            bar.set_postfix(loss=f"{total_loss / n_batches:.4f}")
+            if progress and n_batches % 16 == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / n_batches:.4f}")
             if n_batches % eval_steps == 0 and n_batches < steps_per_epoch:
-                validate(epoch + seen / len(train), total_loss / n_batches, seconds, seen)
+                seconds += _elapsed(t0, device)
+                validate(epoch + seen / len(train), float(loss_sum) / n_batches, seconds, seen)
                 stopped = bad_epochs >= cfg.patience
                 if stopped:
                     break
+                t0 = time.perf_counter()
+        if not stopped:
+            seconds += _elapsed(t0, device)
         bar.close()
         if not stopped:
-            validate(epoch + seen / len(train), total_loss / max(n_batches, 1), seconds, seen)
+            mean_loss = float(loss_sum) / max(n_batches, 1)
+            validate(epoch + seen / len(train), mean_loss, seconds, seen)
         last = {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -268,57 +321,36 @@ def train_transformer(
     return TrainResult(model.cpu(), best_epoch, best, history, ckpt)
 
 
-def snapshot(model: Ranker) -> dict[str, torch.Tensor]:
-    """A CPU copy of the model's weights, unaffected by later training steps."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-class EMA:
-    """Exponential moving average of a model's floating-point parameters and buffers."""
-
-    def __init__(self, model: Ranker, decay: float):
-        self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: Ranker) -> None:
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
-            else:
-                self.shadow[k].copy_(v)
-
-    @contextlib.contextmanager
-    def swapped_in(self, model: Ranker) -> Iterator[None]:
-        """Run with the averaged weights, then put the raw ones back."""
-        raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(self.shadow)
-        try:
-            yield
-        finally:
-            model.load_state_dict(raw)
-
-
 @torch.no_grad()
 def predict(
-    model: Ranker, data: RankData, device: torch.device | None = None, batch_lists: int = 256
+    model: Ranker,
+    data: RankData | DeviceData,
+    device: torch.device | None = None,
+    batch_lists: int = 256,
 ) -> np.ndarray:
     """Scores (N,) for every candidate of a split, in the split's order."""
     device = device or next(model.parameters()).device
     model.eval()
+
+    def score(b: Batch) -> torch.Tensor:
+        return model(b.num, b.cat, b.mask, b.hist_num, b.hist_cat, b.hist_mask)  # (B, L)
+
+    if isinstance(data, DeviceData):  # the same batches, scores gathered on the device
+        return data.scores(score, batch_lists)
     out = np.zeros(data.lists.n_items, np.float32)
     for batch in data.batches(batch_lists, shuffle=False):
-        b = batch.to(device)
-        s = model(b.num, b.cat, b.mask, b.hist_num, b.hist_cat, b.hist_mask).float().cpu().numpy()
-        rows = data.offsets[batch.lists][:, None] + np.arange(s.shape[1])[None, :]
+        s = score(batch.to(device)).float().cpu().numpy()
+        rows = data.offsets[batch.lists][:, None] + np.arange(s.shape[1])[None, :]  # (B, L)
         m = batch.mask.numpy()
         out[rows[m]] = s[m]
     return out
 
 
-def evaluate_ndcg(model: Ranker, data: RankData, k: int, device: torch.device) -> float:
+def evaluate_ndcg(
+    model: Ranker, data: RankData | DeviceData, k: int, device: torch.device
+) -> float:
     scores = predict(model, data, device)
-    s, y, m = data.padded_scores(scores)
+    s, y, m = (data.data if isinstance(data, DeviceData) else data).padded_scores(scores)
     return float(np.nanmean(ndcg(s, y, mask=m, k=k)))
 
 
