@@ -1,13 +1,21 @@
-"""Load test of the ranking server: latency at concurrency 1, throughput at concurrency 16.
+"""Load test of the ranking server: latency at concurrency 1, throughput at concurrency 16,
+each beside a straightforward server doing the same work.
 
     python benchmarks/serve_load.py --run runs/demo [--model transformer] [--seconds 20]
+        [--device auto|cpu|cuda]
 
 Requests carry 100 candidates for users whose 50-click history the server looks up itself.
 Concurrency 1: a keep-alive Python client, per-stage times from the Server-Timing header
 (parse, featurize, infer, serialize). Concurrency 16: wrk (Debian's package) when installed,
 against the same server with two workers, beside the same server answering without inference
-(constant scores), so the model's share is visible. Prints JSON. Goal on the 2-core
-development machine: p50 <= 2 ms, p99 <= 8 ms at concurrency 1.
+(constant scores), so the model's share is visible. ``--device`` goes to our server.
+
+In the same run, ``benchmarks/naive_server.py`` (FastAPI + pydantic + torch eager, features
+in Python per candidate; two workers, the same device) gets the same two loads:
+``naive_concurrency_1`` and ``naive_concurrency_16``. ``ratio_concurrency_16`` is our requests
+per second over its; ``ratio_concurrency_1_p50`` is its median latency over ours. Both read
+"how many times better ours is". Prints JSON. Goal on the 2-core development machine:
+p50 <= 2 ms, p99 <= 8 ms at concurrency 1.
 """
 
 from __future__ import annotations
@@ -15,18 +23,24 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 
 from pipelines.features.state import FeatureState
-from ranker.evaluate.server_proc import background_server
+from ranker.evaluate.server_proc import background_server, free_port
 from ranker.registry import resolve
 
 
@@ -57,7 +71,7 @@ def bodies(state_dir: Path, n: int, model: str, seed: int = 0) -> list[str]:
 
 def latency_run(url: str, payloads: list[str], seconds: float) -> dict[str, object]:
     u = urlparse(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=30)
     lat, stages = [], []
     end = time.perf_counter() + seconds
     k = 0
@@ -142,12 +156,68 @@ def wrk_run(
     }
 
 
+@contextmanager
+def naive_server(
+    run: Path, log_dir: Path, device: str, workers: int = 2, ready_timeout: float = 180.0
+) -> Iterator[str]:
+    """``benchmarks/naive_server.py`` in a child process; yields its URL once every worker has
+    answered (a worker answers only once it has loaded), then stops it."""
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    err = (log_dir / "naive.stderr").open("w")
+    cmd = [sys.executable, str(Path(__file__).with_name("naive_server.py")), "--run", str(run)]
+    cmd += ["--port", str(port), "--workers", str(workers), "--device", device]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        pids: set[int] = set()
+        deadline = time.time() + ready_timeout
+        while len(pids) < workers:  # each new connection reaches one worker or another
+            if proc.poll() is not None:
+                raise RuntimeError(f"the naive server exited ({proc.returncode}); see {err.name}")
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=5) as r:
+                    pids.add(int(json.load(r)["pid"]))
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise TimeoutError(f"the naive server was not ready within {ready_timeout:.0f} s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()  # uvicorn's supervisor stops its workers and waits for them
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own process group: the workers too
+            proc.wait()
+        err.close()
+
+
+def warm_up(url: str, payloads: list[str], n: int = 20) -> None:
+    """A few requests on fresh connections, so that every worker has run its models once."""
+    for p in payloads[:n]:
+        req = urllib.request.Request(
+            f"{url}/v1/rank", p.encode(), {"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+
+
+def ratio(a: object, b: object) -> float | None:
+    if not isinstance(a, int | float) or not isinstance(b, int | float) or b == 0:
+        return None
+    return round(a / b, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=Path("runs/demo"), help="a demo run directory")
     ap.add_argument("--model", default="transformer")
     ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = ap.parse_args()
+    device = ["--device", args.device]
     registry, state = args.run / "registry", args.run / "lists" / "state"
     ref = resolve(registry / args.model)
     payloads = bodies(state, 400, args.model)
@@ -159,20 +229,36 @@ def main() -> None:
         "onnx_mb": round((ref.path / "model.onnx").stat().st_size / 2**20, 2),
         "candidates": 100,
         "history": 50,
+        "device": args.device,
         "goal": {"p50_ms": 2.0, "p99_ms": 8.0},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        with background_server(registry, state, Path(tmp) / "c1", workers=1) as server:
-            result["concurrency_1"] = latency_run(server.url, payloads, args.seconds)
+        with background_server(
+            registry, state, Path(tmp) / "c1", workers=1, extra=device
+        ) as server:
+            ours_c1 = latency_run(server.url, payloads, args.seconds)
+            result["concurrency_1"] = ours_c1
             result["concurrency_1_wrk"] = wrk_run(server.url, payloads, args.seconds, 1)
         for label, extra in (
             ("concurrency_16", []),
             ("concurrency_16_no_inference", ["--skip-inference"]),
         ):
             with background_server(
-                registry, state, Path(tmp) / label, workers=2, extra=extra
+                registry, state, Path(tmp) / label, workers=2, extra=[*device, *extra]
             ) as server:
                 result[label] = wrk_run(server.url, payloads, args.seconds, 16)
+        with naive_server(args.run, Path(tmp) / "naive", args.device) as url:
+            warm_up(url, payloads)
+            naive_c16 = wrk_run(url, payloads, args.seconds, 16)
+            naive_c1 = latency_run(url, payloads, args.seconds)
+    result["naive_concurrency_16"], result["naive_concurrency_1"] = naive_c16, naive_c1
+    ours_c16 = result["concurrency_16"]
+    result["ratio_concurrency_16"] = (
+        ratio(ours_c16["requests_per_s"], naive_c16["requests_per_s"])
+        if isinstance(ours_c16, dict) and naive_c16 is not None
+        else None
+    )
+    result["ratio_concurrency_1_p50"] = ratio(naive_c1["p50_ms"], ours_c1["p50_ms"])
     print(json.dumps(result, indent=2))
 
 
