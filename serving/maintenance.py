@@ -10,6 +10,7 @@ until it recovers) and the next tick tries again.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from serving import metrics
 from serving.live_state import Checkpoint, remove_old_checkpoints
 from serving.request_log import Retention, prune_logs
-from serving.store import StoreError, now_us
+from serving.store import SharedStore, StoreError, WorkerRow, now_us
 
 if TYPE_CHECKING:
     from serving.service import Service
@@ -155,3 +156,23 @@ class Maintenance:
                 remove_old_checkpoints(cfg.log_dir / "checkpoints", cp.path)
             return new
         return None
+
+
+def live_workers(store: SharedStore) -> list[WorkerRow]:
+    """Workers seen within ``LIVE_WORKER_S`` whose process exists; none if the store cannot
+    be read. The store is on this machine, so is every worker: a dead pid is gone at once."""
+    try:
+        rows = store.workers()
+    except StoreError:
+        return []
+    return [w for w in rows if w.seen_us >= now_us() - int(LIVE_WORKER_S * 1e6) and _alive(w.pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

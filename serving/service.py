@@ -17,7 +17,6 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,15 +26,14 @@ from pipelines.features.history import Sequences
 from pipelines.features.transforms import Features
 from pipelines.io import write_json_atomic
 from pipelines.lists.manifest import Manifest
-from serving import metrics
+from serving import metrics, routing
 from serving.auth import Tokens
 from serving.event_checks import check_events
-from serving.experiments import Experiment, load_experiment, team_draft
-from serving.inference import Ticket
+from serving.experiments import Experiment, load_experiment
 from serving.live_state import Checkpoint, LiveState
-from serving.maintenance import LIVE_WORKER_S, Health, Maintenance
+from serving.maintenance import Health, Maintenance, live_workers
 from serving.model_pool import ModelPool
-from serving.models import LoadOptions, ModelLoadError, ModelSet, ServedModel
+from serving.models import LoadOptions, ModelLoadError, ModelSet
 from serving.request_log import RotatingJsonl
 from serving.requests import (
     ServingError,
@@ -51,21 +49,6 @@ from serving.settings import Settings
 from serving.store import SharedStore, StoreError, now_us
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Route:
-    variant: str
-    models: list[ServedModel]
-
-
-@dataclass
-class Ranked:
-    model: ServedModel
-    variant: str
-    items: list[int]  # candidate indices in served order
-    scores: np.ndarray  # per candidate
-    teams: list[str] | None = None
 
 
 class Service:
@@ -228,7 +211,7 @@ class Service:
         rid = req.request_id or uuid.uuid4().hex
         degraded = [] if self._sync() else ["store-unreadable"]
         with self.models.lease() as models:
-            route = self._route(models, req, user)
+            route = routing.route(models, self.experiment, req, user)
             live = self.live.for_variant(route.variant)
             # The batchers may wait (a window) for a request announced here.
             tickets = [m.announce() for m in route.models]
@@ -248,7 +231,15 @@ class Service:
                     )
                 t_infer = time.perf_counter()
                 self._check_deadline(deadline, "before inference")
-                ranked = self._score(route, rid, user, feats, tickets)
+                ranked = routing.rank_candidates(
+                    route,
+                    self.experiment,
+                    rid,
+                    user,
+                    feats,
+                    tickets,
+                    self.settings.skip_inference,
+                )
             finally:
                 for m, ticket in zip(route.models, tickets, strict=True):
                     m.withdraw(ticket)
@@ -304,7 +295,7 @@ class Service:
         user: str,
         req: RankRequest,
         context: dict[str, Any],
-        ranked: Ranked,
+        ranked: routing.Ranked,
         ids: list[str],
         top: list[int],
         took: float,
@@ -331,59 +322,6 @@ class Service:
             self.rankings.write(record)
         except OSError as e:  # a full disk loses the log line, not the ranking
             log.error("ranking log not written: %s", e)
-
-    def _route(self, models: ModelSet, req: RankRequest, user: str) -> Route:
-        """Which model(s) serve the request, under which variant name."""
-        if req.model is not None:
-            m = models.get(req.model)
-            if m is None:
-                raise ServingError(
-                    422,
-                    f"unknown model {req.model[:60]!a}; served: {sorted(models.models)}",
-                    "model",
-                )
-            return Route("explicit", [m])
-        exp = self.experiment
-        if exp is None:
-            return Route("default", [models.models[models.default]])
-        if exp.mode == "ab":
-            v = exp.assign(user)
-            return Route(v.name, [models.models[v.model]])
-        return Route("interleave", [models.models[v.model] for v in exp.variants])
-
-    def _score(
-        self, route: Route, rid: str, user: str, feats: Features, tickets: list[Ticket | None]
-    ) -> Ranked:
-        if route.variant != "interleave":
-            return self._order(route.models[0], route.variant, feats, tickets[0])
-        assert self.experiment is not None
-        va, vb = self.experiment.variants
-        ra, rb = (
-            self._order(route.models[0], va.name, feats, tickets[0]),
-            self._order(route.models[1], vb.name, feats, tickets[1]),
-        )
-        # The coin flips of the draft, seeded by the request: the same request, the same list.
-        seed = int.from_bytes(hashlib.sha256(f"{rid}:{user}".encode()).digest()[:8], "big")
-        order, teams = team_draft(
-            [str(i) for i in ra.items], [str(i) for i in rb.items], np.random.default_rng(seed)
-        )
-        served = [int(i) for i in order]
-        # Scores follow the interleaved order (descending), so clients sorting by score agree.
-        scores = np.empty(len(served), np.float32)
-        scores[served] = np.arange(len(served), 0, -1, dtype=np.float32)
-        names = {"a": va.name, "b": vb.name}
-        return Ranked(route.models[0], "interleave", served, scores, [names[t] for t in teams])
-
-    def _order(
-        self, model: ServedModel, variant: str, feats: Features, ticket: Ticket | None
-    ) -> Ranked:
-        # skip_inference (benchmarks only): the same server answering without the model.
-        if self.settings.skip_inference:
-            scores = np.zeros(len(feats.num), np.float32)
-        else:
-            scores = model.score(feats, ticket)
-        order = np.argsort(-scores, kind="stable").tolist()
-        return Ranked(model, variant, order, scores)
 
     # ---- events ----------------------------------------------------------------------------
     def events(self, req: EventsRequest) -> int:
@@ -435,14 +373,7 @@ class Service:
         with contextlib.suppress(StoreError):
             self.models.follow()  # a reload made through another worker, without waiting
         versions = self.models.versions()
-        try:
-            rows = self.store.workers()
-        except StoreError:
-            rows = []
-        # The store is on this machine, so is every worker: a dead pid is gone at once.
-        live = [
-            w for w in rows if w.seen_us >= now_us() - int(LIVE_WORKER_S * 1e6) and _alive(w.pid)
-        ]
+        live = live_workers(self.store)
         with self.models.lease() as models:
             return {
                 "generation": self.models.generation,
@@ -476,13 +407,3 @@ class Service:
         with contextlib.suppress(StoreError):
             self.store.forget_worker(self.pid)
         self.store.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True

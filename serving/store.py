@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import mmap
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from serving.event_hint import EventHint
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -383,31 +383,3 @@ class SharedStore:
             table: int(self._read(f"SELECT COUNT(*) FROM {table}")[0][0])
             for table in ("requests", "events", "workers")
         }
-
-
-class EventHint:
-    """The newest event id, shared by the workers through an 8-byte memory-mapped file.
-
-    A hint, not the truth: the store is. Workers still read the store every second, so a lost
-    or damaged hint file costs freshness (at most that second), never an event.
-    """
-
-    def __init__(self, path: Path):
-        with path.open("a+b") as f:
-            size = f.seek(0, 2)
-            if size < 8:  # real bytes, not a sparse hole: a later full disk cannot fault it
-                f.write(b"\0" * (8 - size))
-                f.flush()
-            self._mm = mmap.mmap(f.fileno(), 8)
-
-    def publish(self, event_id: int) -> None:
-        struct.pack_into("<q", self._mm, 0, event_id)
-
-    def read(self) -> int:
-        try:
-            return int(struct.unpack_from("<q", self._mm, 0)[0])
-        except ValueError:  # closed
-            return 1 << 62
-
-    def close(self) -> None:
-        self._mm.close()
