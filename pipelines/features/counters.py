@@ -136,9 +136,11 @@ class CounterTable:
             self._first += 1
 
     def _grow(self, n: int) -> None:
-        if n <= len(self._total):
+        """Room for ``n`` keys and one spare zero row past them: id -1 (a key never seen)
+        reads that last row, so a lookup is a plain gather with no mask."""
+        if n < len(self._total):
             return
-        cap = max(n, 2 * len(self._total), 1024)
+        cap = max(n + 1, 2 * len(self._total), 1024)
         self._total = _resize(self._total, cap)
         for w in self._lag:
             self._lag[w] = _resize(self._lag[w], cap)
@@ -168,7 +170,7 @@ class CounterTable:
         new_id = np.full(n, -1, np.int64)
         new_id[alive] = np.arange(keep)
         self.index = KeyIndex(self.index.keys()[alive])
-        cap = max(keep, 1024)
+        cap = max(keep + 1, 1024)  # the spare zero row: see ``_grow``
         self._total = _resize(self._total[:n][alive], cap)
         for w in self._lag:
             self._lag[w] = _resize(self._lag[w][:n][alive], cap)
@@ -192,16 +194,10 @@ class CounterTable:
 
     def lookup_ids(self, ids: np.ndarray) -> dict[int | None, np.ndarray]:
         """``lookup`` by key id; -1 (a key never seen) counts zero."""
-        k = len(self.kinds)
         if not len(self._total):
-            return {w: np.zeros((len(ids), k), np.int64) for w in self.windows}
-        known = (ids >= 0)[:, None]
-        safe = np.where(ids >= 0, ids, 0)
-        total = np.where(known, self._total[safe], 0)
-        return {
-            w: total if w is None else total - np.where(known, self._lag[w][safe], 0)
-            for w in self.windows
-        }
+            return {w: np.zeros((len(ids), len(self.kinds)), np.int64) for w in self.windows}
+        total = self._total[ids]  # id -1 reads the spare zero row past the keys
+        return {w: total if w is None else total - self._lag[w][ids] for w in self.windows}
 
     # ---- snapshot --------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -235,13 +231,14 @@ class CounterTable:
         t = cls(kinds, windows)
         with np.load(path) as z:
             t.index = KeyIndex(z["keys"])
-            t._total = z["total"].astype(np.int64)
+            n = len(t.index)
+            t._total = _resize(z["total"].astype(np.int64), n + 1)  # + the spare zero row
             for w in t._lag:
-                t._lag[w] = z[f"lag_{w}"].astype(np.int64)
+                t._lag[w] = _resize(z[f"lag_{w}"].astype(np.int64), n + 1)
             b = int(z["bucket"][0])
             t.bucket = None if b < 0 else b
             if "recency" in z.files:
-                t._recency = z["recency"].astype(np.int64)
+                t._recency = _resize(z["recency"].astype(np.int64)[:, None], n + 1)[:, 0]
             buckets, ids, counts = z["pending_bucket"], z["pending_ids"], z["pending_counts"]
             for bb in np.unique(buckets):
                 sel = buckets == bb

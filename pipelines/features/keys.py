@@ -7,6 +7,8 @@ of 64-bit hashes are ignored: at ten million keys the chance of any is about 3e-
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -14,26 +16,44 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads the bits of a uint64 array."""
-    with np.errstate(over="ignore"):
-        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return h ^ (h >> np.uint64(31))
+    """splitmix64 finaliser: spreads the bits of a uint64 array (a fresh array, changed in
+    place: at one request's hundred keys the allocations, not the arithmetic, are the cost).
+    Array arithmetic on uint64 wraps modulo 2**64 without a warning, as the finaliser wants."""
+    h = h ^ (h >> _S30)
+    h *= _M1
+    h ^= h >> _S27
+    h *= _M2
+    h ^= h >> _S31
+    return h
+
+
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 def hash_strings(values: np.ndarray | list[str]) -> np.ndarray:
     arr = np.asarray(values, dtype=object)
     if len(arr) == 0:
         return np.zeros(0, dtype=np.uint64)
+    if len(arr) == 1 and type(arr[0]) is str:  # one user or query of a live request
+        return np.array([_hash_one(arr[0])], dtype=np.uint64)
     return pd.util.hash_array(arr, categorize=False).astype(np.uint64)
+
+
+@functools.lru_cache(maxsize=100_000)
+def _hash_one(value: str) -> int:
+    """``hash_strings`` of one string, remembered: pandas' hashing costs ~10 us a call, most
+    of it overhead, and the same users and queries come back request after request."""
+    return int(pd.util.hash_array(np.array([value], dtype=object), categorize=False)[0])
 
 
 def combine(*parts: np.ndarray) -> np.ndarray:
     """One key from several hashed columns (order matters)."""
     out = parts[0].astype(np.uint64)
-    with np.errstate(over="ignore"):
-        for p in parts[1:]:
-            out = _mix(out * _GOLDEN + p.astype(np.uint64))
+    for p in parts[1:]:
+        out *= _GOLDEN
+        out += p.astype(np.uint64, copy=False)
+        out = _mix(out)
     return out
 
 

@@ -42,9 +42,10 @@ def add_list_features(
             ranks = rank_pct(np.concatenate([x, x], axis=1), offsets, labels)
         else:
             ranks = rank_pct(x, offsets)
+        z = zscore(x, seg, b)  # (N, K)
         for j, c in enumerate(compare):
             f[f"{c}_rank"] = ranks[:, j]
-            f[f"{c}_z"] = zscore(f[c], seg, b)
+            f[f"{c}_z"] = z[:, j]
             if group is not None:
                 f[f"{c}_group_rank"] = ranks[:, k + j]
     if group is None:

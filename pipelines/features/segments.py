@@ -11,16 +11,28 @@ def segment_ids(offsets: np.ndarray) -> np.ndarray:
 
 
 def seg_mean_std(x: np.ndarray, seg: np.ndarray, n_seg: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-candidate mean and population std of ``x`` within its segment."""
-    cnt = np.bincount(seg, minlength=n_seg).astype(np.float64)
-    cnt = np.maximum(cnt, 1)
-    xd = x.astype(np.float64)
-    mean = np.bincount(seg, weights=xd, minlength=n_seg) / cnt
-    var = np.bincount(seg, weights=xd * xd, minlength=n_seg) / cnt - mean**2
-    return mean[seg], np.sqrt(np.maximum(var, 0.0))[seg]
+    """Per-candidate mean and population std of each column of ``x`` (N,) or (N, K) within
+    its segment.
+
+    The sums run over the candidates in row order (``bincount`` adds sequentially), column by
+    column alike whether ``x`` has one column or K: one request or a day of them, the same
+    bits. K columns go through one flat ``bincount``, not K.
+    """
+    one_col = x.ndim == 1
+    xd = x.astype(np.float64).reshape(len(x), -1)  # (N, K)
+    k = xd.shape[1]
+    cnt = np.maximum(np.bincount(seg, minlength=n_seg), 1).astype(np.float64)[:, None]  # (S, 1)
+    cell = (seg[:, None] * k + np.arange(k)).reshape(-1)  # (N * K,) segment-major cell ids
+    size = n_seg * k
+    mean = np.bincount(cell, weights=xd.reshape(-1), minlength=size).reshape(n_seg, k) / cnt
+    sq = np.bincount(cell, weights=(xd * xd).reshape(-1), minlength=size).reshape(n_seg, k)
+    var = sq / cnt - mean**2
+    m, sd = mean[seg], np.sqrt(np.maximum(var, 0.0))[seg]  # (N, K)
+    return (m[:, 0], sd[:, 0]) if one_col else (m, sd)
 
 
 def zscore(x: np.ndarray, seg: np.ndarray, n_seg: int) -> np.ndarray:
+    """Z-score of each column of ``x`` (N,) or (N, K) within its segment."""
     mean, sd = seg_mean_std(x, seg, n_seg)
     # A spread below float32 resolution of the values is no spread.
     flat = sd <= 1e-6 * np.maximum(1.0, np.abs(mean))
@@ -45,9 +57,9 @@ def rank_pct(x: np.ndarray, offsets: np.ndarray, sub: np.ndarray | None = None) 
     if len(offsets) == 2:  # one request (the live path): one block, no padding
         v = np.ascontiguousarray(xs.T)[None]  # (1, K, L)
         g = None if sub is None else np.ascontiguousarray(sub.T)[None]  # (1, K, L)
-        order, pct = _row_ranks(v, g)
+        order, pct = _row_ranks(v, g)  # (1, K, L)
         one = np.empty(v.shape[1:])  # (K, L)
-        np.put_along_axis(one, order[0], pct[0], axis=1)
+        one[np.arange(len(one))[:, None], order[0]] = pct[0]
         return one[0] if one_col else one.T
     out = np.empty(xs.shape)
     lens = np.diff(offsets)
@@ -81,28 +93,35 @@ def _row_ranks(v: np.ndarray, g: np.ndarray | None) -> tuple[np.ndarray, np.ndar
     """Sort v (b, K, L) along L by (g, v); the order and each sorted entry's rank pct.
 
     g: (b, K, L) group labels or None. Ties in v are averaged, so the first sort need not be
-    stable; the sort by group must be, to keep the value order inside each group.
+    stable; the sort by group must be, to keep the value order inside each group. The work is
+    done on (b * K, L) rows with plain fancy indexing: ``take_along_axis`` builds its index
+    arrays in Python on every call, which at one request is most of the cost.
     """
-    order = np.argsort(v, axis=2)
-    if g is not None:
-        g_sorted = np.take_along_axis(np.broadcast_to(g, v.shape), order, axis=2)
-        by_g = np.argsort(g_sorted, axis=2, kind="stable")
-        order = np.take_along_axis(order, by_g, axis=2)
-    vs = np.take_along_axis(v, order, axis=2)
-    pos = np.arange(v.shape[2])
-    new_group = np.ones(v.shape, bool)
-    if g is not None:
-        gs = np.take_along_axis(np.broadcast_to(g, v.shape), order, axis=2)
-        new_group[..., 1:] = gs[..., 1:] != gs[..., :-1]
+    shape = v.shape
+    width = shape[2]
+    v2 = v.reshape(-1, width)  # (R, L), R = b * K
+    row = np.arange(len(v2))[:, None]  # (R, 1)
+    order = np.argsort(v2, axis=1)  # (R, L)
+    g2 = None if g is None else np.broadcast_to(g, shape).reshape(-1, width)  # (R, L)
+    if g2 is not None:
+        by_g = np.argsort(g2[row, order], axis=1, kind="stable")
+        order = order[row, by_g]
+    vs = v2[row, order]  # (R, L) sorted values
+    pos = np.arange(width)
+    new_group = np.ones(vs.shape, bool)
+    if g2 is not None:
+        gs = g2[row, order]
+        np.not_equal(gs[:, 1:], gs[:, :-1], out=new_group[:, 1:])
     else:  # padding (inf) is a group of its own
-        new_group[..., 1:] = np.isinf(vs[..., 1:]) & ~np.isinf(vs[..., :-1])
+        new_group[:, 1:] = np.isinf(vs[:, 1:]) & ~np.isinf(vs[:, :-1])
     new_run = new_group.copy()
-    new_run[..., 1:] |= vs[..., 1:] != vs[..., :-1]
-    g_start = np.maximum.accumulate(np.where(new_group, pos, 0), axis=2)
-    r_start = np.maximum.accumulate(np.where(new_run, pos, 0), axis=2)
+    new_run[:, 1:] |= vs[:, 1:] != vs[:, :-1]
+    g_start = np.maximum.accumulate(np.where(new_group, pos, 0), axis=1)
+    r_start = np.maximum.accumulate(np.where(new_run, pos, 0), axis=1)
     size = _last_index(new_group, pos) - g_start + 1
     avg = (r_start + _last_index(new_run, pos)) / 2 - g_start
-    return order, np.where(size > 1, avg / np.maximum(size - 1, 1), 0.5)
+    pct = np.where(size > 1, avg / np.maximum(size - 1, 1), 0.5)
+    return order.reshape(shape), pct.reshape(shape)
 
 
 def _last_index(new_run: np.ndarray, pos: np.ndarray) -> np.ndarray:

@@ -61,15 +61,20 @@ def _hist_attr(items: ItemTable, rows: np.ndarray, j: int) -> np.ndarray:
 def _pair_counts(
     seg: np.ndarray, key: np.ndarray, hseg: np.ndarray, hkey: np.ndarray
 ) -> np.ndarray:
-    """For each candidate, how many history events of its request share its key."""
+    """For each candidate, how many history events of its request share its key.
+
+    Counts are integers, so how they are found cannot change a bit: with one request the
+    keys are matched as they are, with several they are first combined with the request.
+    """
     if len(hkey) == 0:
         return np.zeros(len(seg))
-    pairs, cnt = np.unique(
-        combine(hseg.astype(np.uint64), hkey.astype(np.uint64)), return_counts=True
-    )
-    q = combine(seg.astype(np.uint64), key.astype(np.uint64))
-    pos = np.clip(np.searchsorted(pairs, q), 0, len(pairs) - 1)
-    return np.where(pairs[pos] == q, cnt[pos], 0).astype(np.float64)
+    if len(seg) == 0 or (seg[0] == seg[-1] and (hseg == seg[0]).all()):  # one request
+        pairs, q = np.sort(hkey.astype(np.uint64)), key.astype(np.uint64)
+    else:
+        pairs = np.sort(combine(hseg.astype(np.uint64), hkey.astype(np.uint64)))
+        q = combine(seg.astype(np.uint64), key.astype(np.uint64))
+    found = np.searchsorted(pairs, q, side="right") - np.searchsorted(pairs, q, side="left")
+    return found.astype(np.float64)
 
 
 def sequence_tensors(

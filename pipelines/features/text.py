@@ -7,6 +7,7 @@ processes) so that matching is a vectorised equality test.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -51,9 +52,10 @@ def query_match(
     Returns two (N,) arrays.
     """
     q_real = query != PAD
-    first = q_real.copy()  # a token repeated in the query counts once
-    for j in range(1, query.shape[1]):
-        first[:, j] &= ~(query[:, :j] == query[:, j : j + 1]).any(axis=1)
+    # A token repeated in the query counts once: keep it where no earlier slot holds it.
+    same = query[:, :, None] == query[:, None, :]  # (B, Tq, Tq): [b, j, i] = q_j == q_i
+    earlier = _earlier(query.shape[1])  # [j, i]: i < j
+    first = q_real & ~(same & earlier).any(axis=2)
     n_distinct = np.maximum(first.sum(axis=1), 1)
     q = query[seg]  # (N, Tq)
     tf = ((q[:, :, None] == doc[:, None, :]) & q_real[seg][:, :, None]).sum(axis=2)  # (N, Tq)
@@ -62,6 +64,12 @@ def query_match(
     norm = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / max(avg_len, 1e-9)))
     score = (idf_of(query)[seg] * norm).sum(axis=1)
     return share, score
+
+
+@functools.lru_cache(maxsize=8)
+def _earlier(width: int) -> np.ndarray:
+    """(width, width) bool, [j, i] true where i < j: built once per width, not per request."""
+    return np.tri(width, k=-1, dtype=bool)
 
 
 def n_tokens(m: np.ndarray) -> np.ndarray:
