@@ -6,7 +6,7 @@
         --train-batches 4 --train-steps 2          # a smoke test on a CPU-only machine
 
 Transformer: ONNX Runtime runs the exported re-ranker (``model.onnx``; the inputs named by
-``serving.runtime.TRANSFORMER_INPUTS``) on random inputs of L=100 candidates and H=50 history
+``ranker.kinds.transformer.INPUTS``) on random inputs of L=100 candidates and H=50 history
 events, at batch sizes 1 to 4096. ``run`` passes numpy arrays in and out, so host-device copies
 are included (the server calls it this way). On CUDA, ``io_binding`` copies the inputs to the
 device once and leaves the output there, which measures the device alone. LightGBM: the
@@ -40,8 +40,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from ranker.card import ModelCard
+from ranker.kinds.transformer import INPUTS as TRANSFORMER_INPUTS
 from ranker.registry import resolve
-from serving.runtime import TRANSFORMER_INPUTS, Device, choose_device, session
+from serving.runtime import Device, choose_device, session
 
 
 def transformer_inputs(arch: dict[str, Any], b: int, length: int, h: int) -> dict[str, np.ndarray]:
@@ -62,12 +64,12 @@ def transformer_inputs(arch: dict[str, Any], b: int, length: int, h: int) -> dic
     }
 
 
-def lgbm_inputs(manifest: dict[str, Any], n: int) -> np.ndarray:
+def lgbm_inputs(card: ModelCard, n: int) -> np.ndarray:
     """(n, F) float32 rows: positive numbers, integer codes in the categorical columns."""
     rng = np.random.default_rng(0)
-    x = rng.gamma(2.0, 1.0, (n, len(manifest["lgbm"]["feature_names"]))).astype(np.float32)
-    sizes = [c["size"] for c in manifest["features"]["categorical"] if c["name"] != "item_id"]
-    for j, size in zip(manifest["lgbm"]["categorical"], sizes, strict=True):
+    x = rng.gamma(2.0, 1.0, (n, len(card.details["feature_names"]))).astype(np.float32)
+    sizes = [c.size for c in card.feature_manifest.categorical if c.name != "item_id"]
+    for j, size in zip(card.details["categorical"], sizes, strict=True):
         x[:, j] = rng.integers(0, size, n)
     return x
 
@@ -166,9 +168,9 @@ def onnx_transformer(
 
 def onnx_lgbm(ref_path: Path, args: argparse.Namespace, device: Device) -> dict[str, Any]:
     model = (ref_path / "model.onnx").read_bytes()
-    manifest = json.loads((ref_path / "manifest.json").read_text())
+    card = ModelCard.read(ref_path)
     sess = session(model, device, args.threads)
-    rows = lgbm_inputs(manifest, max(args.batches) * args.candidates)
+    rows = lgbm_inputs(card, max(args.batches) * args.candidates)
 
     def plain(b: int) -> dict[str, Any]:
         x = {"features": rows[: b * args.candidates]}
@@ -267,15 +269,15 @@ def main() -> None:
     if device.name != args.device:
         raise SystemExit(f"asked for {args.device}, have {device.description}")
     ref = resolve(args.registry / "transformer")
-    manifest = ref.manifest()
-    arch = manifest["architecture"]
+    card = ref.card()
+    arch = card.details["architecture"]
     result: dict[str, Any] = {
         "benchmark": "gpu_inference",
         "device": device.description,
         "providers": device.providers,
         "onnxruntime": ort.__version__,
         "model": str(ref),
-        "baseline": manifest["reranker"]["baseline"],
+        "baseline": card.baseline,
         "candidates": args.candidates,
         "history": args.history,
         "seconds_per_size": args.seconds,
@@ -287,7 +289,8 @@ def main() -> None:
 
     result["transformer"] = onnx_transformer(ref.path, arch, args, device)
     emit()
-    base = resolve(manifest["reranker"]["baseline"], registry=ref.registry)
+    assert card.baseline is not None
+    base = resolve(card.baseline, registry=ref.registry)
     result["lgbm"] = onnx_lgbm(base.path, args, device)
     emit()
     if args.train:

@@ -99,11 +99,13 @@ class NaiveRanker:
     def __init__(self, run: Path, device: str):
         st = FeatureState.load(run / "lists" / "state")
         ref = resolve(run / "registry" / "transformer")
-        m = ref.manifest()
-        base = resolve(m["reranker"]["baseline"], registry=ref.registry)
-        self.num_names = [f["name"] for f in m["features"]["numeric"]] + m["reranker"]["inputs"]
-        self.cat_names = ["cat_" + f["name"] for f in m["features"]["categorical"]]
-        self.lgb_names = base.manifest()["lgbm"]["feature_names"]  # 59 numeric, 8 "cat_*"
+        card = ref.card()
+        assert card.reranker is not None and card.baseline is not None
+        base = resolve(card.baseline, registry=ref.registry)
+        fm = card.feature_manifest
+        self.num_names = fm.numeric_names + list(card.reranker["inputs"])
+        self.cat_names = ["cat_" + name for name in fm.categorical_names]
+        self.lgb_names = base.card().details["feature_names"]  # 59 numeric, 8 "cat_*"
         self.booster = lgb.Booster(model_file=str(base.path / "model.txt"))
         auto = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(auto if device == "auto" else device)

@@ -224,8 +224,8 @@ def main() -> None:
     result: dict[str, object] = {
         "benchmark": "serve_load",
         "model": str(ref),
-        "kind": ref.manifest()["kind"],
-        "model_parameters": ref.manifest().get("parameters"),
+        "kind": ref.card().kind,
+        "model_parameters": ref.card().details.get("parameters"),
         "onnx_mb": round((ref.path / "model.onnx").stat().st_size / 2**20, 2),
         "candidates": 100,
         "history": 50,

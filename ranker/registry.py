@@ -15,12 +15,15 @@ import json
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.io import write_json_atomic
+
+if TYPE_CHECKING:
+    from ranker.card import ModelCard
 
 _VERSION = re.compile(r"^v(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -41,6 +44,11 @@ class ModelRef:
 
     def manifest(self) -> dict[str, Any]:
         return read_manifest(self.path)
+
+    def card(self) -> ModelCard:
+        from ranker.card import ModelCard
+
+        return ModelCard.read(self.path)
 
 
 def versions(registry: Path, name: str) -> list[str]:
@@ -100,8 +108,8 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def publish(registry: Path, name: str, build: Path, manifest: dict[str, Any]) -> ModelRef:
-    """Move the files in ``build`` into the next free version of ``name``, with ``manifest``.
+def publish(registry: Path, name: str, build: Path, card: ModelCard) -> ModelRef:
+    """Move the files in ``build`` into the next free version of ``name``, with its ``card``.
 
     The version directory is created by a rename, which fails if it exists: two trainings
     publishing at once get different versions, never a mixed directory.
@@ -118,14 +126,14 @@ def publish(registry: Path, name: str, build: Path, manifest: dict[str, Any]) ->
         while True:
             found = versions(registry, name)
             version = f"v{int(found[-1][1:]) + 1 if found else 1}"
-            manifest = {
-                **manifest,
-                "name": name,
-                "version": version,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "files": files,
-            }
-            write_json_atomic(manifest, staging / "manifest.json")
+            final = replace(
+                card,
+                name=name,
+                version=version,
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+                files=files,
+            )
+            write_json_atomic(final.to_dict(), staging / "manifest.json")
             try:
                 staging.rename(root / version)
                 return ModelRef(Path(registry), name, version)
@@ -137,13 +145,16 @@ def publish(registry: Path, name: str, build: Path, manifest: dict[str, Any]) ->
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def add_file(ref: ModelRef, name: str, data: bytes, manifest_updates: dict[str, Any]) -> None:
-    """Add a file to an existing version and record it in the manifest, each atomically."""
+def add_file(ref: ModelRef, name: str, data: bytes, onnx: dict[str, Any] | None = None) -> None:
+    """Add a file to an existing version and record it (and ``onnx``, its export details) in
+    the card, each atomically. A card of an older format is written back in the current one."""
+    from ranker.card import ModelCard
+
     target = ref.path / name
     tmp = ref.path / f".{name}.tmp"
     tmp.write_bytes(data)
     tmp.replace(target)
-    m = read_manifest(ref.path)
-    m.setdefault("files", {})[name] = hashlib.sha256(data).hexdigest()
-    m.update(manifest_updates)
-    write_json_atomic(m, ref.path / "manifest.json")
+    card = ModelCard.read(ref.path)
+    files = {**card.files, name: hashlib.sha256(data).hexdigest()}
+    card = replace(card, files=files, onnx=onnx if onnx is not None else card.onnx)
+    write_json_atomic(card.to_dict(), ref.path / "manifest.json")

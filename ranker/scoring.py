@@ -9,65 +9,55 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 
-from pipelines.lists.manifest import Manifest, NumericFeature
+from pipelines.lists.manifest import Manifest
 from pipelines.lists.table import Lists
+from ranker.card import ModelCard
 from ranker.data import RankData
 from ranker.inputs import baseline_inputs
-from ranker.model import Ranker
+from ranker.kinds import get_kind
+from ranker.kinds.base import Kind, Scorer
 from ranker.registry import ModelRef, resolve
-from ranker.train.lgbm import predict_lgbm
-from ranker.train.transformer import load_model, predict
 
 
 @dataclass
 class LoadedModel:
     ref: ModelRef
-    manifest: dict[str, Any]
-    features: Manifest  # the feature manifest the model was trained with
-    booster: lgb.Booster | None = None
-    ranker: Ranker | None = None
+    card: ModelCard
+    kind_impl: Kind
+    scorer: Scorer  # the model in its own framework
     baseline: LoadedModel | None = None  # re-ranker mode
 
     @property
     def kind(self) -> str:
-        return str(self.manifest["kind"])
+        return self.card.kind
 
     @property
-    def extra(self) -> list[NumericFeature]:
-        return [NumericFeature(**f) for f in self.manifest.get("extra_numeric", [])]
+    def features(self) -> Manifest:
+        """The feature manifest the model was trained with."""
+        return self.card.feature_manifest
 
     def score(self, lists: Lists, dataset: Manifest) -> np.ndarray:
         """(N,) scores for every candidate of ``lists`` (a split of a compatible dataset)."""
-        check_compatible(self.features, dataset, str(self.ref))
+        features = self.features
+        check_compatible(features, dataset, str(self.ref))
         extra = None
         if self.baseline is not None:
             extra = baseline_inputs(self.baseline.score(lists, dataset), lists.offsets)
-        data = RankData(lists, extra_num=extra, max_history=self.features.history_max_len or 50)
-        if self.booster is not None:
-            return predict_lgbm(self.booster, data, self.features, [f.name for f in self.extra])
-        assert self.ranker is not None
-        return predict(self.ranker, data)
+        data = RankData(lists, extra_num=extra, max_history=features.history_max_len or 50)
+        return self.scorer.score(data)
 
 
 def load(spec: str | Path | ModelRef) -> LoadedModel:
     ref = spec if isinstance(spec, ModelRef) else resolve(spec)
-    m = ref.manifest()
-    features = Manifest.from_dict(m["features"])
+    card = ref.card()
+    kind = get_kind(card.kind)
     baseline = None
-    if m.get("reranker"):
-        baseline = load(resolve(m["reranker"]["baseline"], registry=ref.registry))
-    if m["kind"] == "lgbm":
-        booster = lgb.Booster(model_file=str(ref.path / "model.txt"))
-        return LoadedModel(ref, m, features, booster=booster, baseline=baseline)
-    if m["kind"] == "transformer":
-        model, _ = load_model(ref.path / "checkpoint.pt")
-        return LoadedModel(ref, m, features, ranker=model, baseline=baseline)
-    raise ValueError(f"{ref}: unknown model kind {m['kind']!r}")
+    if card.baseline is not None:
+        baseline = load(resolve(card.baseline, registry=ref.registry))
+    return LoadedModel(ref, card, kind, kind.load(ref, card), baseline)
 
 
 def check_compatible(model: Manifest, data: Manifest, name: str) -> None:

@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 
 from pipelines.features.transforms import Features
-from pipelines.lists.manifest import Manifest
-from ranker.inputs import baseline_inputs, lgbm_columns, lgbm_matrix
-from ranker.registry import ModelRef, read_manifest, resolve, versions
+from ranker.card import ModelCard
+from ranker.inputs import baseline_inputs
+from ranker.kinds import get_kind
+from ranker.kinds.base import Feeder
+from ranker.registry import ModelRef, resolve, versions
 from serving.inference import Batcher, OnnxRunner, Ticket
-from serving.runtime import TRANSFORMER_INPUTS, Device, session
+from serving.runtime import Device, session
 
 log = logging.getLogger(__name__)
 # Candidates per batched call at most (a batch of 8 lists of 1,000 candidates: the
@@ -42,13 +44,16 @@ class ModelLoadError(Exception):
 class ServedModel:
     name: str
     version: str
-    kind: str
+    card: ModelCard
     sha256: str
-    manifest: dict[str, Any]
     runner: OnnxRunner
+    feeder: Feeder  # the kind's: ONNX feeds of a batch, per-request scores back
     baseline: ServedModel | None = None
-    keep_cat: list[int] = field(default_factory=list)
     batcher: Batcher[Features] | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.card.kind
 
     def score(self, f: Features, ticket: Ticket | None = None) -> np.ndarray:
         """Scores of one request's candidates, batched with other callers' requests."""
@@ -73,13 +78,8 @@ class ServedModel:
         if self.baseline is not None:
             base = np.concatenate(self.baseline.score_many(batch))
             num = np.concatenate([num, baseline_inputs(base, offsets)], axis=1)
-        if self.kind == "lgbm":
-            x = lgbm_matrix(num, _rows([f.cat for f in batch]), self.keep_cat)
-            out = self.runner.run({self.runner.inputs[0]: x}).reshape(-1)  # (N,)
-            return np.split(out, offsets[1:-1])
-        feeds = _padded(batch, num, lens)
-        scores = self.runner.run(feeds)  # (B, L)
-        return [scores[i, :n] for i, n in enumerate(lens)]
+        out = self.runner.run(self.feeder.feeds(batch, num, lens))
+        return self.feeder.split(out, lens)
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -88,35 +88,6 @@ class ServedModel:
 
 def _rows(parts: list[np.ndarray]) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-def _padded(batch: Sequence[Features], num: np.ndarray, lens: np.ndarray) -> dict[str, np.ndarray]:
-    """The Transformer's inputs: requests padded to (B, L, ...) and their histories to
-    (B, H, ...), with masks; ``num`` holds every request's rows, extra inputs included."""
-    b, width = len(batch), int(lens.max())
-    hist_lens = [len(f.hist_num) for f in batch]
-    h_width = max(hist_lens)
-    f0 = batch[0]
-    feeds: dict[str, np.ndarray] = {
-        "num": np.zeros((b, width, num.shape[1]), np.float32),
-        "cat": np.zeros((b, width, f0.cat.shape[1]), np.int64),
-        "mask": np.zeros((b, width), bool),
-        "hist_num": np.zeros((b, h_width, f0.hist_num.shape[1]), np.float32),
-        "hist_cat": np.zeros((b, h_width, f0.hist_cat.shape[1]), np.int64),
-        "hist_mask": np.zeros((b, h_width), bool),
-    }
-    start = 0
-    for i, f in enumerate(batch):
-        n, h = int(lens[i]), hist_lens[i]
-        feeds["num"][i, :n] = num[start : start + n]
-        feeds["cat"][i, :n] = f.cat
-        feeds["mask"][i, :n] = True
-        feeds["hist_num"][i, :h] = f.hist_num
-        feeds["hist_cat"][i, :h] = f.hist_cat
-        feeds["hist_mask"][i, :h] = True
-        start += n
-    assert set(feeds) == set(TRANSFORMER_INPUTS)
-    return feeds
 
 
 @dataclass
@@ -255,17 +226,18 @@ class _Loader:
             return self.cache[key]
         o = self.opts
         try:
-            m = read_manifest(ref.path)
+            card = ModelCard.read(ref.path)
             data = (ref.path / "model.onnx").read_bytes()
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError) as e:  # CardError included: an unreadable card
             raise ModelLoadError(f"{ref}: cannot read the model: {e}") from e
         digest = hashlib.sha256(data).hexdigest()
-        if m.get("files", {}).get("model.onnx") != digest:
+        if card.files.get("model.onnx") != digest:
             raise ModelLoadError(
                 f"{ref}: model.onnx does not match the sha256 in its manifest (corrupted?)"
             )
         try:
-            features = Manifest.from_dict(m["features"])
+            features = card.feature_manifest
+            kind = get_kind(card.kind)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelLoadError(f"{ref}: its manifest is damaged: {e!r}") from e
         if features.schema_key() != o.live_schema:
@@ -276,14 +248,12 @@ class _Loader:
             sess = session(data, o.device, o.threads)
         except Exception as e:
             raise ModelLoadError(f"{ref}: ONNX Runtime cannot load model.onnx: {e}") from e
-        served = ServedModel(ref.name, ref.version, m["kind"], digest, m, OnnxRunner(sess))
-        if m["kind"] == "lgbm":
-            _, served.keep_cat, _ = lgbm_columns(
-                features, [f["name"] for f in m.get("extra_numeric", [])]
-            )
-        if m.get("reranker"):
+        served = ServedModel(
+            ref.name, ref.version, card, digest, OnnxRunner(sess), kind.feeder(card)
+        )
+        if card.baseline is not None:
             try:
-                base_ref = resolve(m["reranker"]["baseline"], registry=ref.registry)
+                base_ref = resolve(card.baseline, registry=ref.registry)
             except (FileNotFoundError, ValueError) as e:
                 raise ModelLoadError(f"{ref}: its baseline cannot be found: {e}") from e
             if not (base_ref.path / "model.onnx").exists():

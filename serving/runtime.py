@@ -16,7 +16,6 @@ from pathlib import Path
 import onnxruntime as ort
 
 log = logging.getLogger(__name__)
-TRANSFORMER_INPUTS = ("num", "cat", "mask", "hist_num", "hist_cat", "hist_mask")
 
 
 @dataclass(frozen=True)

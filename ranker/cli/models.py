@@ -9,18 +9,22 @@ from typing import Any
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the LightGBM baseline or the Transformer ranker")
-    p.add_argument("--model", choices=["lgbm", "transformer"], required=True)
+    from ranker.kinds import KINDS
+
+    kinds = "; ".join(f"{name}: {k.help}" for name, k in KINDS.items())
+    p = sub.add_parser("train", help="train a model of one kind: " + ", ".join(KINDS))
+    p.add_argument("--model", choices=list(KINDS), required=True, help=kinds)
     p.add_argument("--data", type=Path, required=True, help="a lists dataset directory")
     p.add_argument("--registry", type=Path, required=True)
     p.add_argument("--name", help="model name in the registry (default: the model kind)")
+    biases = sorted({b for k in KINDS.values() for b in k.biases})
+    own = ", ".join(f"{name}: {k.own_bias}" for name, k in KINDS.items())
     p.add_argument(
         "--bias",
-        choices=["auto", "none", "ipw", "tower", "lambdarank"],
+        choices=["auto", *biases],
         default="auto",
-        help="position-bias correction: auto = each model's own position-bias model (the "
-        "Transformer's position tower, LightGBM's position-aware lambdarank); ipw = inverse "
-        "propensity weights from randomised traffic (both models); none",
+        help=f"position-bias correction: auto = each kind's own ({own}); ipw = inverse "
+        "propensity weights from randomised traffic; none",
     )
     p.add_argument(
         "--tune", type=int, default=1, help="tuning trials on validation (same budget for both)"
@@ -36,7 +40,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a training or architecture setting, e.g. --set epochs=5",
+        help="a setting of the kind, e.g. --set epochs=5 (unknown keys are refused with the "
+        "list of known ones)",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run_train)
@@ -58,11 +63,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("export", help="add model.onnx (and its sha256) to a registry version")
     p.add_argument("--model", required=True, metavar="REGISTRY/NAME[/VERSION]")
+    precisions = sorted({x for k in KINDS.values() for x in k.precisions})
     p.add_argument(
         "--precision",
-        choices=["fp32", "fp16"],
+        choices=precisions,
         default="fp32",
-        help="Transformer only: fp16 halves the file and suits GPUs (parity in the README)",
+        help="fp16 (kinds that offer it: "
+        + ", ".join(n for n, k in KINDS.items() if "fp16" in k.precisions)
+        + ") halves the file and suits GPUs (parity in the README)",
     )
     p.set_defaults(run=run_export)
 
@@ -103,10 +111,9 @@ def run_train(args: argparse.Namespace) -> int:
             overrides=parse_overrides(args.set),
         )
     )
-    m = ref.manifest()
+    card = ref.card()
     print(f"published {ref} at {ref.path}")
-    valid = m["metrics"]["valid"]["ndcg@10"]
-    print(f"  valid ndcg@10 {valid:.4f}; bias correction: {m['bias_correction']}")
+    print(f"  valid ndcg@10 {card.valid_ndcg:.4f}; bias correction: {card.bias_correction}")
     return 0
 
 
@@ -135,10 +142,11 @@ def run_export(args: argparse.Namespace) -> int:
     from ranker.export.run import export_model
 
     ref = export_model(args.model, args.precision)
-    m = ref.manifest()
+    card = ref.card()
+    onnx = card.onnx or {}
     print(
-        f"exported {ref}: {ref.path / 'model.onnx'} (sha256 {m['files']['model.onnx'][:12]}..., "
-        f"{m['onnx']['precision']}, max |ONNX - {m['kind']}| "
-        f"{m['onnx']['parity_max_abs_diff']:.1e} on a sample)"
+        f"exported {ref}: {ref.path / 'model.onnx'} (sha256 {card.files['model.onnx'][:12]}..., "
+        f"{onnx.get('precision')}, max |ONNX - {card.kind}| "
+        f"{onnx.get('parity_max_abs_diff', float('nan')):.1e} on a sample)"
     )
     return 0

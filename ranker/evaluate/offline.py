@@ -161,10 +161,10 @@ def _score_models(refs: list[str], lists: Lists, m: Manifest) -> list[Scored]:
         info = {
             "ref": str(lm.ref),
             "kind": lm.kind,
-            "bias_correction": lm.manifest.get("bias_correction"),
-            "reranker": lm.manifest.get("reranker"),
-            "valid_ndcg@10": lm.manifest.get("metrics", {}).get("valid", {}).get("ndcg@10"),
-            "tuning_budget": lm.manifest.get("tuning", {}).get("budget"),
+            "bias_correction": lm.card.bias_correction,
+            "reranker": lm.card.reranker,
+            "valid_ndcg@10": lm.card.valid_ndcg,
+            "tuning_budget": lm.card.tuning.get("budget"),
         }
         out.append(Scored(name, lm.score(lists, m).astype(np.float64), info))
     return out

@@ -20,10 +20,8 @@ import onnx
 import torch
 from torch import nn
 
+from ranker.kinds.transformer import INPUTS, OUTPUT
 from ranker.model import FeatureNormalizer, Ranker
-
-INPUTS = ("num", "cat", "mask", "hist_num", "hist_cat", "hist_mask")
-OUTPUT = "scores"
 
 
 def example_inputs(model: Ranker, b: int = 2, n: int = 7, h: int = 5) -> tuple[torch.Tensor, ...]:

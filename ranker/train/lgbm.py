@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightgbm as lgb
@@ -21,29 +21,10 @@ import numpy as np
 from pipelines.lists.manifest import Manifest
 from ranker.data import RankData, to_padded
 from ranker.inputs import lgbm_columns, lgbm_matrix
+from ranker.kinds.lgbm import LgbmConfig
 from ranker.metrics import ndcg
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LgbmConfig:
-    num_leaves: int = 63
-    learning_rate: float = 0.05
-    min_data_in_leaf: int = 50
-    feature_fraction: float = 0.8
-    bagging_fraction: float = 1.0
-    lambda_l2: float = 1.0
-    max_rounds: int = 1000
-    early_stopping: int = 50
-    truncation_level: int = 20
-    position_aware: bool = False  # LightGBM's own position-bias model (lambdarank + position)
-    seed: int = 0
-    threads: int = 2
-    eval_k: int = 10
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

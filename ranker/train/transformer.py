@@ -14,6 +14,8 @@ summed there and read at validation).
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import math
 import time
@@ -37,9 +39,13 @@ from ranker.train.ema import EMA, snapshot
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     loss: str = "softmax"  # softmax | lambdaloss | approxndcg | bce
+    # The losses' own settings, passed to the loss that takes them (see ranker.losses):
+    loss_k: int | None = None  # lambdaloss: NDCG@k's truncation (None: the whole list)
+    loss_mu: float = 10.0  # lambdaloss: weight of the NDCG-Loss2++ term
+    loss_alpha: float = 10.0  # approxndcg: sharpness of the soft rank
     epochs: int = 30
     batch_lists: int = 64
     lr: float = 2e-3  # at lr_ref_batch lists per batch; scaled for other batch sizes
@@ -91,6 +97,14 @@ class TrainResult:
 
 
 Callback = Callable[[EpochLog, Ranker], None]  # after each validation: its log and the model
+
+
+def loss_function(cfg: TrainConfig) -> Callable[..., torch.Tensor]:
+    """The configured loss with those of ``loss_k`` / ``loss_mu`` / ``loss_alpha`` it takes."""
+    fn = LOSSES[cfg.loss]
+    takes = inspect.signature(fn).parameters
+    given = {"k": cfg.loss_k, "mu": cfg.loss_mu, "alpha": cfg.loss_alpha}
+    return functools.partial(fn, **{k: v for k, v in given.items() if k in takes})
 
 
 def pick_device(name: str) -> torch.device:
@@ -195,7 +209,7 @@ def train_transformer(
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     if resume is not None and ema is not None and resume.get("ema") is not None:
         ema.shadow = resume["ema"]
-    loss_fn = LOSSES[cfg.loss]
+    loss_fn = loss_function(cfg)
     use_positions = model_cfg.bias_tower
     if resume is None and model_cfg.residual_input >= 0:
         # A residual re-ranker starts as its baseline: that is the score to beat on validation,

@@ -13,7 +13,7 @@ import torch
 
 from ranker.cli import main
 from ranker.export.run import random_codes
-from ranker.export.transformer_onnx import INPUTS
+from ranker.kinds.transformer import INPUTS
 from ranker.registry import resolve
 from ranker.scoring import load
 from ranker.train.run import TrainRequest, run_training
@@ -54,7 +54,7 @@ def test_export_adds_the_file_and_its_sha256_to_the_manifest(exported: Path) -> 
 def test_transformer_onnx_matches_torch(exported: Path, batch: int) -> None:
     lm = load(exported / "transformer")
     sess = ort.InferenceSession(str(lm.ref.path / "model.onnx"), providers=["CPUExecutionProvider"])
-    c = lm.ranker.cfg  # type: ignore[union-attr]
+    c = lm.scorer.model.cfg  # type: ignore[attr-defined]
     rng = np.random.default_rng(batch)
     for n in (1, 7, 100, 500):
         for h in (0, 1, 50):
@@ -72,7 +72,9 @@ def test_transformer_onnx_matches_torch(exported: Path, batch: int) -> None:
                 hmask,
             ]
             with torch.no_grad():
-                ref = lm.ranker(*[torch.from_numpy(np.ascontiguousarray(v)) for v in x]).numpy()  # type: ignore[misc]
+                ref = lm.scorer.model(
+                    *[torch.from_numpy(np.ascontiguousarray(v)) for v in x]
+                ).numpy()  # type: ignore[attr-defined]
             out = sess.run(None, dict(zip(INPUTS, x, strict=True)))[0]
             diff = np.abs(out - ref)[mask].max()
             assert diff <= ATOL, (batch, n, h, diff)
@@ -91,7 +93,7 @@ def test_lgbm_onnx_matches_lightgbm(exported: Path, small_lists: Path, rows: int
     x = lgbm_matrix(valid.num, valid.cat, keep)[:rows]
     sess = ort.InferenceSession(str(lm.ref.path / "model.onnx"), providers=["CPUExecutionProvider"])
     out = sess.run(None, {"features": x})[0]
-    ref = lm.booster.predict(x, raw_score=True)  # type: ignore[union-attr]
+    ref = lm.scorer.booster.predict(x, raw_score=True)  # type: ignore[attr-defined]
     assert np.abs(out - ref).max() <= ATOL
 
 
@@ -110,7 +112,7 @@ def test_fp16_export_is_within_its_tolerance_of_fp32_and_says_so(
     m = json.loads((ref.path / "manifest.json").read_text())
     assert m["onnx"]["precision"] == "fp16" and m["onnx"]["parity_max_abs_diff"] <= 1e-2
     fp16 = ort.InferenceSession(str(ref.path / "model.onnx"))
-    c = load(ref).ranker.cfg  # type: ignore[union-attr]
+    c = load(ref).scorer.model.cfg  # type: ignore[attr-defined]
     rng = np.random.default_rng(0)
     b, n, h = 4, 60, 20
     feeds = {

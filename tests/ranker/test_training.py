@@ -93,11 +93,11 @@ def test_train_publish_and_score_both_models(small_lists: Path, tmp_path: Path) 
     assert (str(lg), str(tr), str(tr2)) == ("lgbm/v1", "transformer/v1", "transformer/v2")
     assert versions(reg, "transformer") == ["v1", "v2"]
     assert resolve(reg / "transformer").version == "v2"  # NAME alone: the latest
-    man = tr.manifest()
-    assert man["bias_correction"] == "tower" and man["validation_metric"] == "ips_ndcg@10"
-    assert set(man["files"]) == {"checkpoint.pt"} and man["features"]["format"] == "ranker-lists/1"
-    assert man["tuning"]["budget"] == 1 and man["data"]["fingerprint"]
-    assert lg.manifest()["lgbm"]["feature_names"][0] == man["features"]["numeric"][0]["name"]
+    card = tr.card()
+    assert card.bias_correction == "tower" and card.validation_metric == "ips_ndcg@10"
+    assert set(card.files) == {"checkpoint.pt"} and card.features["format"] == "ranker-lists/1"
+    assert card.tuning["budget"] == 1 and card.data["fingerprint"]
+    assert lg.card().details["feature_names"][0] == card.feature_manifest.numeric_names[0]
     sp, _ = load_splits(small_lists)
     for ref in (lg, tr):
         s = load(ref).score(sp.valid, sp.manifest)
@@ -108,11 +108,11 @@ def test_reranker_mode_uses_out_of_fold_baseline_scores(
     small_registry: Path, small_lists: Path
 ) -> None:
     rr = resolve(small_registry / "rerank")  # trained by the shared fixture over lgbm/v1
-    man = rr.manifest()
-    assert man["reranker"]["baseline"] == "lgbm/v1"
-    assert [f["name"] for f in man["extra_numeric"]] == ["baseline_score", "baseline_rank"]
+    card = rr.card()
+    assert card.baseline == "lgbm/v1"
+    assert [f.name for f in card.extra] == ["baseline_score", "baseline_rank"]
     # Residual by default: the baseline score (the first extra input) is added to the output.
-    assert man["architecture"]["residual_input"] == len(man["features"]["numeric"])
+    assert card.details["architecture"]["residual_input"] == len(card.feature_manifest.numeric)
     sp, _ = load_splits(small_lists)
     s = load(rr).score(sp.valid, sp.manifest)
     assert np.isfinite(s).all()
@@ -141,7 +141,7 @@ def test_a_reranker_that_learns_nothing_ranks_as_its_baseline(
             overrides={**FAST, "lr": 0.0},
         )
     )
-    assert rr.manifest()["best_epoch"] == 0
+    assert rr.card().details["best_epoch"] == 0
     sp, test = load_splits(small_lists, with_test=True)
     assert test is not None
     s_base = load(base).score(test, sp.manifest)

@@ -80,7 +80,7 @@ def test_served_scores_equal_the_framework_scores_on_the_same_features(
                 context={"device": "ios"},
             )
         lm = load(small_registry / name)
-        booster = (lm.baseline or lm).booster
+        booster = getattr((lm.baseline or lm).scorer, "booster", None)
         base_scores = None
         if booster is not None:  # LightGBM, or the baseline under a re-ranker
             _, keep, _ = lgbm_columns((lm.baseline or lm).features)
@@ -97,7 +97,7 @@ def test_served_scores_equal_the_framework_scores_on_the_same_features(
                 )
             t = lambda a, dt=torch.float32: torch.as_tensor(a[None], dtype=dt)  # noqa: E731
             with torch.no_grad():
-                ref = lm.ranker(
+                ref = lm.scorer.model(  # type: ignore[attr-defined]
                     t(num),
                     t(f.cat, torch.long),
                     torch.ones(1, len(ids), dtype=torch.bool),  # type: ignore[misc]

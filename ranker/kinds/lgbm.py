@@ -1,0 +1,146 @@
+"""The LightGBM LambdaMART baseline as a kind: tuned, trained, scored, exported, served."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ranker.inputs import lgbm_columns, lgbm_matrix
+from ranker.kinds.base import FlatOutput, Kind, ParityCase, Trained, TrainJob, trial_configs
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
+    from pipelines.features.transforms import Features
+    from ranker.card import ModelCard
+    from ranker.data import RankData
+    from ranker.registry import ModelRef
+
+log = logging.getLogger(__name__)
+INPUT = "features"  # the graph's one input: (N, F) float32
+SPACE: dict[str, list[Any]] = {
+    "num_leaves": [15, 31, 63, 127],
+    "learning_rate": [0.02, 0.05, 0.1],
+    "min_data_in_leaf": [20, 50, 100],
+    "feature_fraction": [0.6, 0.8, 1.0],
+}
+
+
+@dataclass(frozen=True)
+class LgbmConfig:
+    """The user's LightGBM settings (every field a ``--set`` key)."""
+
+    num_leaves: int = 63
+    learning_rate: float = 0.05
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 1.0
+    lambda_l2: float = 1.0
+    max_rounds: int = 1000
+    early_stopping: int = 50
+    truncation_level: int = 20
+    position_aware: bool = False  # LightGBM's own position-bias model (lambdarank + position)
+    seed: int = 0
+    threads: int = 2
+    eval_k: int = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LgbmScorer:
+    booster: lgb.Booster
+    card: ModelCard
+
+    def score(self, data: RankData) -> np.ndarray:
+        from ranker.train.lgbm import predict_lgbm
+
+        names = [f.name for f in self.card.extra]
+        return predict_lgbm(self.booster, data, self.card.feature_manifest, names)
+
+
+@dataclass(frozen=True)
+class LgbmFeeder(FlatOutput):
+    keep_cat: list[int]
+
+    def feeds(
+        self, batch: Sequence[Features], num: np.ndarray, lens: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        cat = batch[0].cat if len(batch) == 1 else np.concatenate([f.cat for f in batch])
+        return {INPUT: lgbm_matrix(num, cat, self.keep_cat)}
+
+
+class LgbmKind(Kind):
+    name = "lgbm"
+    help = "LightGBM LambdaMART over the flat features (the baseline)"
+    own_bias = "lambdarank"
+    biases = ("none", "ipw", "lambdarank")
+
+    def settings_dataclasses(self) -> tuple[type, ...]:
+        return (LgbmConfig,)
+
+    def format1_details(self, card: dict[str, Any]) -> dict[str, Any]:
+        return {"best_iteration": card.pop("best_iteration", 0), **card.pop("lgbm", {})}
+
+    def train(self, job: TrainJob) -> Trained:
+        from ranker.train.lgbm import train_lgbm
+
+        cfg0 = replace(
+            LgbmConfig(seed=job.seed, threads=job.threads, position_aware=job.bias == "lambdarank"),
+            **job.settings,
+        )
+        trials, best = [], None
+        for k, t in enumerate(trial_configs(SPACE, job.tune, job.seed)):
+            res = train_lgbm(job.train, job.valid, job.manifest, replace(cfg0, **t))
+            trials.append(
+                {"params": t, "valid_ndcg@10": res.best_valid_ndcg, "rounds": res.best_iteration}
+            )
+            log.info(
+                "lightgbm trial %d/%d %s: valid ndcg@10 %.4f",
+                k + 1,
+                job.tune,
+                t,
+                res.best_valid_ndcg,
+            )
+            if best is None or res.best_valid_ndcg > best[1].best_valid_ndcg:
+                best = (replace(cfg0, **t), res)
+        assert best is not None
+        cfg, res = best
+        res.booster.save_model(str(job.build / "model.txt"), num_iteration=res.best_iteration)
+        return Trained(
+            training=cfg.to_dict(),
+            tuning={"budget": job.tune, "space": SPACE, "trials": trials},
+            valid_ndcg=res.best_valid_ndcg,
+            details={
+                "best_iteration": res.best_iteration,
+                "feature_names": res.feature_names,
+                "categorical": res.categorical,
+                "params": res.params,
+            },
+        )
+
+    def load(self, ref: ModelRef, card: ModelCard) -> LgbmScorer:
+        import lightgbm as lgb
+
+        return LgbmScorer(lgb.Booster(model_file=str(ref.path / "model.txt")), card)
+
+    def to_onnx(self, scorer: Any, card: ModelCard, precision: str) -> bytes:
+        from ranker.export.lgbm_onnx import booster_to_onnx
+
+        return booster_to_onnx(scorer.booster).SerializeToString()
+
+    def onnx_inputs(self) -> dict[str, str]:
+        return {INPUT: "(N, F) float32: numeric features, then categorical codes (no item_id)"}
+
+    def parity_cases(self, scorer: Any, rng: np.random.Generator) -> Iterator[ParityCase]:
+        x = rng.normal(0, 3, (64, scorer.booster.num_feature())).astype(np.float32)
+        yield ParityCase({INPUT: x}, scorer.booster.predict(x, raw_score=True))
+
+    def feeder(self, card: ModelCard) -> LgbmFeeder:
+        _, keep, _ = lgbm_columns(card.feature_manifest, [f.name for f in card.extra])
+        return LgbmFeeder(keep)

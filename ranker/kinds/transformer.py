@@ -1,0 +1,273 @@
+"""The Transformer ranker as a kind: trained (optionally as a residual re-ranker over a
+LightGBM baseline), scored in torch, exported to ONNX, served from the padded feeds."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ranker.kinds.base import Kind, ParityCase, Trained, TrainJob, trial_configs
+
+if TYPE_CHECKING:
+    from pipelines.features.transforms import Features
+    from ranker.card import ModelCard
+    from ranker.data import RankData
+    from ranker.model import Ranker
+    from ranker.registry import ModelRef
+
+log = logging.getLogger(__name__)
+# The ONNX graph's inputs, in the order of ``Ranker.forward``: the one list of these names.
+INPUTS = ("num", "cat", "mask", "hist_num", "hist_cat", "hist_mask")
+OUTPUT = "scores"
+SPACE: dict[str, list[Any]] = {
+    "lr": [5e-4, 1e-3, 2e-3],
+    "dropout": [0.1, 0.2, 0.3],
+    "d_model": [48, 64, 96],
+    "loss": ["softmax", "lambdaloss"],
+}
+# RankerConfig fields that are not the user's to set: what the dataset fixes (feature
+# transforms, fitted statistics, vocabulary sizes) and what training derives (the bias tower
+# from --bias, the residual input from --reranker).
+_NOT_SETTINGS = {
+    "num_transforms",
+    "num_mean",
+    "num_std",
+    "cat_sizes",
+    "hist_num_transforms",
+    "hist_num_mean",
+    "hist_num_std",
+    "hist_cat_sizes",
+    "hist_cat_shared",
+    "bias_tower",
+    "residual_input",
+}
+
+
+@dataclass(frozen=True)
+class RerankSettings:
+    residual: bool = True  # re-ranker only: score = baseline score + a learned correction
+
+
+def architecture_names() -> list[str]:
+    from ranker.model import RankerConfig
+
+    return [f.name for f in fields(RankerConfig) if f.name not in _NOT_SETTINGS]
+
+
+@dataclass(frozen=True)
+class TransformerScorer:
+    model: Ranker
+
+    def score(self, data: RankData) -> np.ndarray:
+        from ranker.train.transformer import predict
+
+        return predict(self.model, data)
+
+
+class PaddedFeeder:
+    """Requests padded to (B, L, ...) and histories to (B, H, ...), with masks."""
+
+    def feeds(
+        self, batch: Sequence[Features], num: np.ndarray, lens: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        b, width = len(batch), int(lens.max())
+        hist_lens = [len(f.hist_num) for f in batch]
+        h_width = max(hist_lens)
+        f0 = batch[0]
+        shapes = {
+            "num": ((b, width, num.shape[1]), np.float32),
+            "cat": ((b, width, f0.cat.shape[1]), np.int64),
+            "mask": ((b, width), np.bool_),
+            "hist_num": ((b, h_width, f0.hist_num.shape[1]), np.float32),
+            "hist_cat": ((b, h_width, f0.hist_cat.shape[1]), np.int64),
+            "hist_mask": ((b, h_width), np.bool_),
+        }
+        feeds: dict[str, np.ndarray] = {name: np.zeros(*shapes[name]) for name in INPUTS}
+        start = 0
+        for i, f in enumerate(batch):
+            n, h = int(lens[i]), hist_lens[i]
+            feeds["num"][i, :n] = num[start : start + n]
+            feeds["cat"][i, :n] = f.cat
+            feeds["mask"][i, :n] = True
+            feeds["hist_num"][i, :h] = f.hist_num
+            feeds["hist_cat"][i, :h] = f.hist_cat
+            feeds["hist_mask"][i, :h] = True
+            start += n
+        return feeds
+
+    def split(self, out: np.ndarray, lens: np.ndarray) -> list[np.ndarray]:
+        return [out[i, :n] for i, n in enumerate(lens)]  # out: (B, L)
+
+
+class TransformerKind(Kind):
+    name = "transformer"
+    help = "the Transformer: target attention over the history, self-attention over the list"
+    own_bias = "tower"
+    biases = ("none", "ipw", "tower")
+    reranks = True
+    precisions = ("fp32", "fp16")
+
+    def settings_dataclasses(self) -> tuple[type, ...]:
+        from ranker.train.transformer import TrainConfig
+
+        return (TrainConfig, RerankSettings)
+
+    def setting_names(self) -> list[str]:
+        return sorted(set(super().setting_names()) | set(architecture_names()))
+
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        super().check_settings(settings)
+        residual = settings.get("residual", True)
+        if not isinstance(residual, bool):
+            raise ValueError(f"residual must be true or false, got {residual!r}")
+
+    def format1_details(self, card: dict[str, Any]) -> dict[str, Any]:
+        keys = ("architecture", "best_epoch", "history", "parameters")
+        return {k: card.pop(k) for k in keys if k in card}
+
+    def train(self, job: TrainJob) -> Trained:
+        from ranker.data import RankData
+        from ranker.inputs import baseline_inputs
+        from ranker.registry import resolve_in
+        from ranker.train.reranker import (
+            BASELINE_SCORE,
+            EXTRA,
+            extra_statistics,
+            out_of_fold_scores,
+        )
+        from ranker.train.transformer import (
+            TrainConfig,
+            config_from_manifest,
+            load_model,
+            save_checkpoint,
+            train_transformer,
+        )
+
+        m, train, valid, extra, reranker = job.manifest, job.train, job.valid, [], None
+        if job.reranker:
+            from ranker.scoring import load
+
+            baseline = load(resolve_in(job.reranker, job.registry))
+            if baseline.kind != "lgbm":
+                raise ValueError("the re-ranker's baseline must be a LightGBM model")
+            d = baseline.card.details
+            oof = out_of_fold_scores(d["params"], int(d["best_iteration"]), train, m, seed=job.seed)
+            tr_extra = baseline_inputs(oof, train.offsets)
+            va_extra = baseline_inputs(baseline.score(job.splits.valid, m), valid.offsets)
+            extra = extra_statistics(tr_extra)
+            train = RankData(
+                job.splits.train,
+                extra_num=tr_extra,
+                weights=train.weights,
+                max_history=train.max_history,
+            )
+            valid = RankData(
+                job.splits.valid,
+                extra_num=va_extra,
+                max_history=valid.max_history,
+                labels=valid.labels,
+            )
+            reranker = {
+                "baseline": str(baseline.ref),
+                "folds": 5,
+                "inputs": [f.name for f in EXTRA],
+            }
+        overrides = dict(job.settings)
+        resume_state = None
+        if job.resume:
+            _, resume_state = load_model(
+                resolve_in(job.resume, job.registry).path / "checkpoint.pt"
+            )
+            overrides = {**resume_state["train_config"], **overrides}
+        arch_names = set(architecture_names())
+        trials, best = [], None
+        for k, t in enumerate(trial_configs(SPACE, job.tune if not job.resume else 1, job.seed)):
+            opts = {**overrides, **t}
+            arch = {a: opts.pop(a) for a in list(opts) if a in arch_names}
+            # The re-ranker adds the baseline's score (an extra input, after the dataset's).
+            residual = bool(opts.pop("residual", True)) and bool(extra)
+            mc = config_from_manifest(
+                m,
+                extra,
+                bias_tower=job.bias == "tower",
+                residual_input=len(m.numeric) + EXTRA.index(BASELINE_SCORE) if residual else -1,
+                **arch,
+            )
+            cfg = TrainConfig(**{"seed": job.seed, "threads": job.threads, **opts})
+            res = train_transformer(
+                train, valid, mc, cfg, resume=resume_state, progress=job.progress
+            )
+            trials.append(
+                {"params": t, "valid_ndcg@10": res.best_valid_ndcg, "epochs": len(res.history)}
+            )
+            log.info(
+                "transformer trial %d/%d %s: valid ndcg@10 %.4f",
+                k + 1,
+                job.tune,
+                t,
+                res.best_valid_ndcg,
+            )
+            if best is None or res.best_valid_ndcg > best[2].best_valid_ndcg:
+                best = (mc, cfg, res)
+        assert best is not None
+        mc, cfg, res = best
+        save_checkpoint(res, mc, cfg, job.build / "checkpoint.pt")
+        return Trained(
+            training=cfg.to_dict(),
+            tuning={"budget": job.tune, "space": SPACE, "trials": trials},
+            valid_ndcg=res.best_valid_ndcg,
+            details={
+                "architecture": mc.to_dict() | {"num_mean": None, "num_std": None},
+                "best_epoch": res.best_epoch,
+                "history": [asdict(h) for h in res.history],
+                "parameters": res.model.n_parameters(),
+            },
+            extra=list(extra),
+            reranker=reranker,
+        )
+
+    def load(self, ref: ModelRef, card: ModelCard) -> TransformerScorer:
+        from ranker.train.transformer import load_model
+
+        return TransformerScorer(load_model(ref.path / "checkpoint.pt")[0])
+
+    def to_onnx(self, scorer: Any, card: ModelCard, precision: str) -> bytes:
+        from ranker.export.transformer_onnx import metadata_json, transformer_to_onnx
+
+        meta = {
+            "kind": self.name,
+            "model": f"{card.name}/{card.version}",
+            "schema": card.feature_manifest.schema_key(),
+        }
+        return transformer_to_onnx(
+            scorer.model, metadata_json(**meta), "fp16" if precision == "fp16" else "fp32"
+        )
+
+    def onnx_inputs(self) -> dict[str, str]:
+        return {name: "see ranker/export/transformer_onnx.py" for name in INPUTS}
+
+    def parity_cases(self, scorer: Any, rng: np.random.Generator) -> Iterator[ParityCase]:
+        import torch
+
+        from ranker.export.run import random_codes
+
+        c = scorer.model.cfg
+        for b, n, h in ((1, 1, 0), (3, 7, 1), (4, 40, 12)):
+            xs = (
+                rng.normal(0, 3, (b, n, len(c.num_transforms))).astype(np.float32),
+                random_codes(rng, c.cat_sizes, (b, n)),
+                np.ones((b, n), bool),
+                rng.uniform(0, 50, (b, h, len(c.hist_num_transforms))).astype(np.float32),
+                random_codes(rng, c.hist_cat_sizes, (b, h)),
+                np.ones((b, h), bool),
+            )
+            with torch.no_grad():
+                expected = scorer.model(*(torch.from_numpy(x) for x in xs)).numpy()
+            yield ParityCase(dict(zip(INPUTS, xs, strict=True)), expected)
+
+    def feeder(self, card: ModelCard) -> PaddedFeeder:
+        return PaddedFeeder()
