@@ -5,12 +5,13 @@ Adding a kind is one module (see ``ranker.kinds.base.Kind``) and its line here.
 
 from __future__ import annotations
 
-from ranker.kinds import lgbm, transformer
+from ranker.kinds import ctr, lgbm, transformer
 from ranker.kinds.base import Kind
 
 KINDS: dict[str, Kind] = {
     "lgbm": lgbm.LgbmKind(),
     "transformer": transformer.TransformerKind(),
+    "ctr": ctr.CtrKind(),
 }
 
 
