@@ -8,7 +8,7 @@ RANKER := $(VENV)/bin/ranker
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test test-slow lint serve clean
+.PHONY: setup demo test lint serve clean bench-tools
 
 setup: $(STAMP)
 
@@ -34,13 +34,15 @@ serve: setup
 test: setup
 	$(PY) -m pytest -q
 
-test-slow: setup
-	$(PY) -m pytest -q -m slow
-
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# wrk, the load generator benchmarks/serve_load.py uses for concurrency 16 (Debian's package;
+# without it the benchmark falls back to its Python client and says so).
+bench-tools:
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

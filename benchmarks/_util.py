@@ -33,7 +33,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str,
 
 
 def ranker_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ranker.cli", *args]
+    return [sys.executable, "-m", "ops.cli", *args]
 
 
 def emit(result: dict[str, Any]) -> None:

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ranker.evaluate.abtest import run_abtest
-from ranker.evaluate.online import load_logs, online_report, request_outcomes
-from ranker.evaluate.online_stats import Z80, Z95, ratio, relative_lift
-from ranker.evaluate.server_proc import background_server
+from ops.online.abtest import run_abtest
+from ops.online.online import load_logs, online_report, request_outcomes
+from ops.online.online_stats import Z80, Z95, ratio, relative_lift
+from ops.online.server_proc import background_server
 from serving.experiments import two_arm_toml
 
 REQUESTS_PER_DAY = 1000  # about the logged traffic of the demo world

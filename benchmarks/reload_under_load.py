@@ -22,8 +22,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from ops.online.server_proc import background_server
 from pipelines.features.state import FeatureState
-from ranker.evaluate.server_proc import background_server
 
 TIMEOUT_S = 10.0
 

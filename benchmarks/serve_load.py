@@ -39,8 +39,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from ops.online.server_proc import background_server, free_port
 from pipelines.features.state import FeatureState
-from ranker.evaluate.server_proc import background_server, free_port
 from ranker.registry import resolve
 
 

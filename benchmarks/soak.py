@@ -35,8 +35,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from ops.online.server_proc import BackgroundServer, background_server
 from pipelines.features.state import FeatureState
-from ranker.evaluate.server_proc import BackgroundServer, background_server
 
 
 class Conn:

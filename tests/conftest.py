@@ -36,8 +36,8 @@ SMALL_TRANSFORMER = {"epochs": 1, "d_model": 32, "n_layers": 2, "d_ff": 64}
 
 @pytest.fixture(scope="session")
 def small_registry(small_lists: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry with a small LightGBM (lgbm/v1), Transformer (transformer/v1) and re-ranker
-    over that LightGBM (rerank/v1), all exported to ONNX. Shared by the evaluation, export and serving tests: treat as read-only."""
+    """A registry with a small LightGBM (lgbm/v1), Transformer (transformer/v1), re-ranker
+    over that LightGBM (rerank/v1) and CTR ranker (ctr/v1), all exported to ONNX. Shared by the evaluation, export and serving tests: treat as read-only."""
     from ranker.export.run import export_model
     from ranker.train.run import TrainRequest, run_training
 
@@ -70,6 +70,7 @@ def small_registry(small_lists: Path, tmp_path_factory: pytest.TempPathFactory) 
             overrides=SMALL_TRANSFORMER,
         )
     )
-    for name in ("lgbm", "transformer", "rerank"):
+    run_training(TrainRequest("ctr", small_lists, reg, progress=False))
+    for name in ("lgbm", "transformer", "rerank", "ctr"):
         export_model(str(reg / name))
     return reg

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ops.cli import main
 from pipelines.features.batch import build_features
 from pipelines.features.config import load_config
 from pipelines.features.live import LiveFeaturizer
@@ -16,7 +17,6 @@ from pipelines.features.state import Events, FeatureState
 from pipelines.lists.io import read_split
 from pipelines.lists.manifest import Manifest
 from pipelines.lists.table import Lists
-from ranker.cli import main
 
 SIM = load_config("sim")
 

@@ -15,7 +15,7 @@ from pipelines.lists.io import read_split
 
 
 def _features(logs: Path, out: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "ranker.cli", "features", "--logs", str(logs), "--out", str(out)]
+    cmd = [sys.executable, "-m", "ops.cli", "features", "--logs", str(logs), "--out", str(out)]
     cmd += ["--config", "sim", "--no-progress"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

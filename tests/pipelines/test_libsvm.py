@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_svmlight_file
 
+from ops.cli import libsvm_cmd
 from pipelines.libsvm import choose_transforms, import_libsvm, parse_file
 from pipelines.lists.io import read_split
 from pipelines.lists.manifest import SPLITS, Manifest
 from pipelines.lists.table import Lists
-from ranker.cli import libsvm_cmd
 
 FIXTURES = Path(__file__).resolve().parents[2] / "data" / "fixtures" / "libsvm"
 YAHOO, MSLR = FIXTURES / "yahoo", FIXTURES / "mslr"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ranker.cli import main
+from ops.cli import main
 
 
 def _write(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ranker.cli import main
+from ops.cli import main
 
 
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ranker.cli import main
+from ops.cli import main
 from ranker.evaluate.stats import Clusters, mean_ci, paired_difference
 
 

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from ranker.cli import main
+from ops.cli import main
 from ranker.export.run import random_codes
 from ranker.kinds.transformer import INPUTS
 from ranker.registry import resolve

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ranker.evaluate.abtest import run_abtest
-from ranker.evaluate.online import online_report
-from ranker.evaluate.online_report import write_online_report
-from ranker.evaluate.online_stats import (
+from ops.online.abtest import run_abtest
+from ops.online.online import online_report
+from ops.online.online_report import write_online_report
+from ops.online.online_stats import (
     interleaving_preference,
     ratio,
     relative_lift,
     sample_ratio_mismatch,
 )
-from ranker.evaluate.server_proc import background_server
+from ops.online.server_proc import background_server
 from serving.experiments import Experiment, Variant, two_arm_toml
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ranker.cli import main
+from ops.cli import main
 
 CHROMIUM = next(
     (c for c in ("chromium", "chromium-browser", "google-chrome") if shutil.which(c)), None

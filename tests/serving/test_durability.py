@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ops.online.online import load_logs, online_report
 from pipelines.features.state import FeatureState
-from ranker.evaluate.online import load_logs, online_report
 from serving.request_log import Retention, prune_logs
 from serving.store import SharedStore, now_us
 

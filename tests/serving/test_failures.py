@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from _http import Http
 
+from ops.online.server_proc import background_server
 from pipelines.features.state import FeatureState
-from ranker.evaluate.server_proc import background_server
 
 
 def iso(us: int) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ranker.evaluate.server_proc import background_server
+from ops.online.server_proc import background_server
 
 HERE = Path(__file__).parent
 EXAMPLES = 40

@@ -14,7 +14,7 @@ from serving.settings import Settings
 
 def test_models_health_readiness_and_metrics(client: TestClient) -> None:
     m = client.get("/v1/models").json()
-    assert {x["name"] for x in m["models"]} == {"lgbm", "transformer", "rerank"}
+    assert {x["name"] for x in m["models"]} == {"lgbm", "transformer", "rerank", "ctr"}
     by_name = {x["name"]: x for x in m["models"]}
     assert by_name["rerank"]["reranker_of"] == "lgbm/v1"
     assert by_name["transformer"]["reranker_of"] is None

@@ -65,7 +65,7 @@ def test_served_scores_equal_the_framework_scores_on_the_same_features(
     features the server computed (parity through the whole service)."""
     body = _body(settings, n=40)
     service = client.app.state.service  # type: ignore[attr-defined]
-    for name in ("transformer", "lgbm", "rerank"):
+    for name in ("transformer", "lgbm", "rerank", "ctr"):
         out = client.post("/v1/rank", json={**body, "model": name}).json()
         served = {i["item_id"]: i["score"] for i in out["items"]}
         ids = [c["item_id"] for c in body["candidates"]]  # type: ignore[union-attr]
@@ -87,6 +87,8 @@ def test_served_scores_equal_the_framework_scores_on_the_same_features(
             base_scores = booster.predict(lgbm_matrix(f.num, f.cat, keep), raw_score=True)
         if name == "lgbm":
             ref = base_scores
+        elif name == "ctr":
+            ref = lm.scorer.params.score(f.num)  # type: ignore[attr-defined]
         else:
             import torch
 

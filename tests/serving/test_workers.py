@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ranker.evaluate.server_proc import background_server, free_port
+from ops.online.server_proc import background_server, free_port
 
 TOKEN = "test-admin-token"
 CLIENT = "test-client-token"

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ranker.cli import data, demo, libsvm_cmd, models, online
+from ops.cli import data, demo, libsvm_cmd, models, online
 
 
 def build_parser() -> argparse.ArgumentParser:

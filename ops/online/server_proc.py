@@ -50,7 +50,7 @@ def background_server(
     cmd = [
         sys.executable,
         "-m",
-        "ranker.cli",
+        "ops.cli",
         "serve",
         "--registry",
         str(registry),

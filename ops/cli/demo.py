@@ -29,10 +29,10 @@ def _online_ab(out: Path, registry: Path, lists: Path, requests: int, seed: int)
     """Its own server in the background (always stopped), simulated users, the online report."""
     import shutil
 
-    from ranker.evaluate.abtest import run_abtest
-    from ranker.evaluate.online import online_report
-    from ranker.evaluate.online_report import write_online_report
-    from ranker.evaluate.server_proc import background_server
+    from ops.online.abtest import run_abtest
+    from ops.online.online import online_report
+    from ops.online.online_report import write_online_report
+    from ops.online.server_proc import background_server
     from serving.experiments import two_arm_toml
 
     online = out / "online"
@@ -130,11 +130,18 @@ def run_demo(args: argparse.Namespace) -> int:
             )
         ),
     )
-    report = step("evaluate", lambda: evaluate(EvalRequest(lists, [str(lg.path), str(tr.path)])))
+    ctr = step(
+        "train ctr",
+        lambda: run_training(TrainRequest("ctr", lists, registry, seed=args.seed, progress=False)),
+    )
+    models = (lg, tr, ctr)
+    report = step(
+        "evaluate", lambda: evaluate(EvalRequest(lists, [str(ref.path) for ref in models]))
+    )
     paths = write_report(report, out / "report")
     print(f"   verdict ({report['primary']}): {report['verdict']['text']}")
     print(f"   report: {paths['html']}")
-    step("export", lambda: [export_model(str(ref.path)) for ref in (lg, tr)])
+    step("export", lambda: [export_model(str(ref.path)) for ref in models])
     online = step(
         "online A/B", lambda: _online_ab(out, registry, lists, args.ab_requests, args.seed)
     )

@@ -155,7 +155,7 @@ def curl_example(world_dir: Path, host: str, port: int) -> str:
 
 
 def run_abtest(args: argparse.Namespace) -> int:
-    from ranker.evaluate.abtest import run_abtest as play
+    from ops.online.abtest import run_abtest as play
 
     if args.requests < 1:
         raise ValueError("--requests must be >= 1")
@@ -177,8 +177,8 @@ def run_abtest(args: argparse.Namespace) -> int:
 
 
 def run_report_online(args: argparse.Namespace) -> int:
-    from ranker.evaluate.online import online_report
-    from ranker.evaluate.online_report import write_online_report
+    from ops.online.online import online_report
+    from ops.online.online_report import write_online_report
 
     report = online_report(args.logs, args.world)
     paths = write_online_report(report, args.out or args.logs / "report")

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.io import read_jsonl
-from ranker.evaluate.online_stats import (
+from ops.online.online_stats import (
     Lift,
     interleaving_preference,
     ratio,
     relative_lift,
     sample_ratio_mismatch,
 )
+from pipelines.io import read_jsonl
 from ranker.metrics import ndcg
 
 PRIMARY = "orders_per_request"

@@ -1,0 +1,1 @@
+"""Online experiments: a server in the background, the simulated A/B client, the reports."""

@@ -1,3 +1,0 @@
-from ranker.cli import main
-
-raise SystemExit(main())
