@@ -29,8 +29,13 @@ from torch import nn
 MASKED = -1.0e4  # additive attention mask for padding: exp() underflows to 0, fp16-safe
 
 
-@dataclass
+@dataclass(frozen=True)
 class RankerConfig:
+    """The model's shape. Two kinds of fields, kept apart: the features' (transforms, the
+    statistics fitted on the training split, vocabulary sizes: fixed by the dataset, never
+    the user's) and the architecture (the user's settings, ``--set`` keys; see
+    ``ranker.kinds.transformer``). Frozen: a built model's config does not change."""
+
     # Features (from the dataset manifest; the model is built for exactly these)
     num_transforms: list[str]  # per numeric feature: none | log1p | slog1p
     num_mean: list[float]  # of the transformed value, fitted on train
@@ -275,11 +280,15 @@ def init_weights(model: nn.Module, seed: int) -> None:
     A residual re-ranker's last head layer starts at zero: its first scores are the baseline's.
     """
     gen = torch.Generator().manual_seed(seed)
-    residual = isinstance(model, Ranker) and model.cfg.residual_input >= 0
+    residual_head = (
+        model.head.fc2.weight
+        if isinstance(model, Ranker) and model.cfg.residual_input >= 0
+        else None
+    )
     for name, p in model.named_parameters():
         if "position_bias" in name or name.endswith("null") or name == "residual_scale":
             continue
-        if name == "head.fc2.weight" and residual:
+        if p is residual_head:  # the head's last layer, found by reference, not by name
             nn.init.zeros_(p)
             continue
         if p.dim() >= 2:
