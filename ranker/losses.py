@@ -22,9 +22,11 @@ Conventions
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,7 @@ __all__ = [
     "LOSSES",
     "approx_ndcg_loss",
     "bce_loss",
+    "bound_loss",
     "lambda_loss",
     "softmax_loss",
 ]
@@ -246,3 +249,10 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
     "approxndcg": approx_ndcg_loss,
     "bce": bce_loss,
 }
+
+
+def bound_loss(name: str, **settings: Any) -> Callable[..., Tensor]:
+    """The loss ``name`` with those of ``settings`` (k, mu, alpha) its signature takes."""
+    fn = LOSSES[name]
+    takes = inspect.signature(fn).parameters
+    return functools.partial(fn, **{k: v for k, v in settings.items() if k in takes})

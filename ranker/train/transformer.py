@@ -14,8 +14,6 @@ summed there and read at validation).
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import logging
 import math
 import time
@@ -31,7 +29,7 @@ from tqdm import tqdm
 from pipelines.lists.manifest import Manifest, NumericFeature
 from ranker.data import Batch, RankData
 from ranker.device_data import DEVICE_DATA_MODES, DeviceData, place
-from ranker.losses import LOSSES
+from ranker.losses import LOSSES, bound_loss
 from ranker.metrics import ndcg
 from ranker.model import Ranker, RankerConfig, init_weights
 from ranker.train.ema import EMA, snapshot
@@ -97,14 +95,6 @@ class TrainResult:
 
 
 Callback = Callable[[EpochLog, Ranker], None]  # after each validation: its log and the model
-
-
-def loss_function(cfg: TrainConfig) -> Callable[..., torch.Tensor]:
-    """The configured loss with those of ``loss_k`` / ``loss_mu`` / ``loss_alpha`` it takes."""
-    fn = LOSSES[cfg.loss]
-    takes = inspect.signature(fn).parameters
-    given = {"k": cfg.loss_k, "mu": cfg.loss_mu, "alpha": cfg.loss_alpha}
-    return functools.partial(fn, **{k: v for k, v in given.items() if k in takes})
 
 
 def pick_device(name: str) -> torch.device:
@@ -209,7 +199,7 @@ def train_transformer(
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     if resume is not None and ema is not None and resume.get("ema") is not None:
         ema.shadow = resume["ema"]
-    loss_fn = loss_function(cfg)
+    loss_fn = bound_loss(cfg.loss, k=cfg.loss_k, mu=cfg.loss_mu, alpha=cfg.loss_alpha)
     use_positions = model_cfg.bias_tower
     if resume is None and model_cfg.residual_input >= 0:
         # A residual re-ranker starts as its baseline: that is the score to beat on validation,
