@@ -209,11 +209,11 @@ def synthetic_data(arch: dict[str, Any], n: int, length: int, h: int) -> Any:
 def training(ref_path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
-    from ranker.model import RankerConfig
-    from ranker.train.transformer import TrainConfig, load_model, train_transformer
+    from ranker.train.checkpoint import load_model
+    from ranker.train.transformer import TrainConfig, train_transformer
 
-    arch = load_model(ref_path / "checkpoint.pt")[1]["model_config"]  # with its statistics
-    cfg = RankerConfig(**arch)
+    model = load_model(ref_path / "checkpoint.pt")[0]
+    spec, cfg, arch = model.spec, model.cfg, model.spec.to_dict()
     valid = synthetic_data(arch, 64, args.candidates, args.history)
     rows: list[dict[str, Any]] = []
     print("training:", file=sys.stderr)
@@ -229,7 +229,9 @@ def training(ref_path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
                     eval_every_lists=10**12,
                 )
                 train = synthetic_data(arch, b * steps, args.candidates, args.history)
-                res[steps] = train_transformer(train, valid, cfg, tc, progress=False).history[-1]
+                res[steps] = train_transformer(train, valid, spec, cfg, tc, progress=False).history[
+                    -1
+                ]
             log = res[args.train_steps]
             rows.append(
                 {
@@ -270,7 +272,8 @@ def main() -> None:
         raise SystemExit(f"asked for {args.device}, have {device.description}")
     ref = resolve(args.registry / "transformer")
     card = ref.card()
-    arch = card.details["architecture"]
+    # the inputs' shapes and vocabularies (cards before the feature spec kept them here)
+    arch = card.details.get("feature_spec") or card.details["architecture"]
     result: dict[str, Any] = {
         "benchmark": "gpu_inference",
         "device": device.description,

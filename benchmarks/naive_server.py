@@ -41,7 +41,7 @@ from pipelines.features.state import FeatureState, normalize_query
 from pipelines.features.text import BM25_B, BM25_K1, PAD, token_matrix, tokenize
 from pipelines.features.transforms import DEFAULT_DISTANCE_KM, PRIOR_CTR, PRIOR_CVR, PRIOR_WEIGHT
 from ranker.registry import resolve
-from ranker.train.transformer import load_model
+from ranker.train.checkpoint import load_model
 
 M64 = 2**64 - 1
 ZERO = ((0, 0, 0), (0, 0, 0))  # the counts of a key never seen, per window

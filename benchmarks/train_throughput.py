@@ -41,11 +41,19 @@ from ranker.data import RankData
 from ranker.device_data import DeviceData, footprint, place
 from ranker.losses import softmax_loss
 from ranker.metrics import ndcg
-from ranker.model import MLP, CandidateEncoder, Ranker, RankerConfig, TargetAttention, init_weights
+from ranker.model import (
+    MLP,
+    CandidateEncoder,
+    FeatureSpec,
+    Ranker,
+    RankerConfig,
+    TargetAttention,
+    init_weights,
+)
+from ranker.train.checkpoint import spec_from_manifest
 from ranker.train.prepare import load_splits, rank_data
 from ranker.train.transformer import (
     TrainConfig,
-    config_from_manifest,
     pick_device,
     predict,
     scaled_lr,
@@ -56,10 +64,10 @@ from ranker.train.transformer import (
 class NaiveRanker(nn.Module):
     """The same encoders and head; list blocks from nn.TransformerEncoder."""
 
-    def __init__(self, cfg: RankerConfig):
+    def __init__(self, spec: FeatureSpec, cfg: RankerConfig):
         super().__init__()
-        ref = Ranker(cfg)
-        self.candidates = CandidateEncoder(cfg)
+        ref = Ranker(spec, cfg)
+        self.candidates = CandidateEncoder(spec, cfg)
         self.history = ref.history
         self.target_attention = TargetAttention(cfg)
         layer = nn.TransformerEncoderLayer(
@@ -123,10 +131,16 @@ def naive_collate(data: RankData, max_len: int, max_hist: int):  # type: ignore[
 
 
 def train_naive(
-    train: RankData, valid: RankData, cfg: RankerConfig, epochs: int, batch: int, seed: int
+    train: RankData,
+    valid: RankData,
+    spec: FeatureSpec,
+    cfg: RankerConfig,
+    epochs: int,
+    batch: int,
+    seed: int,
 ) -> tuple[float, float]:
     torch.manual_seed(seed)
-    model = NaiveRanker(cfg)
+    model = NaiveRanker(spec, cfg)
     init_weights(model, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     max_len = int(train.lens.max())
@@ -171,7 +185,7 @@ def batches_per_s(src: RankData | DeviceData, batch: int, device: torch.device) 
 
 
 def resident_vs_per_batch(
-    args: argparse.Namespace, train: RankData, valid: RankData, mc: RankerConfig
+    args: argparse.Namespace, train: RankData, valid: RankData, spec: FeatureSpec, mc: RankerConfig
 ) -> dict:
     """Both paths, interleaved ``--repeats`` times; the best figure of each is reported (on a
     shared machine the best is the one least disturbed by other work), every figure listed
@@ -198,7 +212,7 @@ def resident_vs_per_batch(
                 device=args.device,
                 device_data=mode,
             )
-            res = train_transformer(train, valid, mc, cfg, progress=False)
+            res = train_transformer(train, valid, spec, mc, cfg, progress=False)
             # Training steps only: batch building included, validation not.
             rates[p].append(args.epochs * len(train) / sum(h.seconds for h in res.history))
             ndcgs[p].append(res.best_valid_ndcg)
@@ -222,7 +236,7 @@ def resident_vs_per_batch(
         "repeats": args.repeats,
         "batch_lists": args.batch,
         "lr": scaled_lr(TrainConfig(batch_lists=args.batch)),
-        "parameters": Ranker(mc).n_parameters(),
+        "parameters": Ranker(spec, mc).n_parameters(),
         "resident_train_split": fp.describe(),
         **out,
         "speedup": round(out["resident"]["lists_per_s"] / out["per_batch"]["lists_per_s"], 2),
@@ -250,9 +264,9 @@ def main() -> None:
     sp, _ = load_splits(args.data)
     m = sp.manifest
     train, valid = rank_data(sp.train, m), rank_data(sp.valid, m)
-    mc = config_from_manifest(m)
+    spec, mc = spec_from_manifest(m), RankerConfig()
     if args.mode == "resident":
-        print(json.dumps(resident_vs_per_batch(args, train, valid, mc), indent=2))
+        print(json.dumps(resident_vs_per_batch(args, train, valid, spec, mc), indent=2))
         return
     cfg = TrainConfig(
         epochs=args.epochs,
@@ -266,12 +280,12 @@ def main() -> None:
         min_lr_frac=1.0,
     )
     t0 = time.perf_counter()
-    res = train_transformer(train, valid, mc, cfg, progress=False)
+    res = train_transformer(train, valid, spec, mc, cfg, progress=False)
     ours = args.epochs * len(train) / sum(h.seconds for h in res.history)
     wall_ours = time.perf_counter() - t0
     s_, y_, m_ = valid.padded_scores(predict(res.model, valid))
     ours_ndcg = float(np.nanmean(ndcg(s_, y_, mask=m_, k=10)))
-    naive, naive_ndcg = train_naive(train, valid, mc, args.epochs, args.batch, args.seed)
+    naive, naive_ndcg = train_naive(train, valid, spec, mc, args.epochs, args.batch, args.seed)
     print(
         json.dumps(
             {
@@ -281,7 +295,7 @@ def main() -> None:
                 "train_lists": len(train),
                 "epochs": args.epochs,
                 "batch_lists": args.batch,
-                "parameters": Ranker(mc).n_parameters(),
+                "parameters": Ranker(spec, mc).n_parameters(),
                 "ours": {
                     "lists_per_s": round(ours, 1),
                     "valid_ndcg@10": round(ours_ndcg, 4),

@@ -19,7 +19,7 @@ boolean masks), which keeps the graph exportable and fp16-safe.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -30,13 +30,10 @@ MASKED = -1.0e4  # additive attention mask for padding: exp() underflows to 0, f
 
 
 @dataclass(frozen=True)
-class RankerConfig:
-    """The model's shape. Two kinds of fields, kept apart: the features' (transforms, the
-    statistics fitted on the training split, vocabulary sizes: fixed by the dataset, never
-    the user's) and the architecture (the user's settings, ``--set`` keys; see
-    ``ranker.kinds.transformer``). Frozen: a built model's config does not change."""
+class FeatureSpec:
+    """What the dataset fixes, never the user: the inputs' layout, transforms and the statistics
+    fitted on the training split (from the dataset manifest; see ``spec_from_manifest``)."""
 
-    # Features (from the dataset manifest; the model is built for exactly these)
     num_transforms: list[str]  # per numeric feature: none | log1p | slog1p
     num_mean: list[float]  # of the transformed value, fitted on train
     num_std: list[float]
@@ -46,7 +43,20 @@ class RankerConfig:
     hist_num_std: list[float] = field(default_factory=list)
     hist_cat_sizes: list[int] = field(default_factory=list)
     hist_cat_shared: list[int] = field(default_factory=list)  # candidate field it shares, or -1
-    # Architecture
+    # Index of a numeric input added, raw and scaled, to the score: the re-ranker's baseline
+    # score. With the head's last layer zero-initialised the model starts as the baseline's
+    # ranking and learns a correction to it (-1: off).
+    residual_input: int = -1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    """The architecture: the user's settings (``--set`` keys; see ``ranker.kinds.transformer``).
+    Frozen: a built model's config does not change."""
+
     d_model: int = 64
     n_heads: int = 4
     n_layers: int = 3
@@ -62,15 +72,18 @@ class RankerConfig:
     cat_dropout: float = 0.0
     use_history: bool = True
     use_list_attention: bool = True  # False: a pointwise scorer (an ablation)
-    bias_tower: bool = False  # a logged-position term added in training only
-    # Index of a numeric input added, raw and scaled, to the score: the re-ranker's baseline
-    # score. With the head's last layer zero-initialised the model starts as the baseline's
-    # ranking and learns a correction to it (-1: off).
-    residual_input: int = -1
+    bias_tower: bool = False  # a logged-position term added in training only (from --bias)
     max_position: int = 128
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def split_config(combined: dict[str, Any]) -> tuple[FeatureSpec, RankerConfig]:
+    """A checkpoint written before the split kept both in one dict: read it as the two."""
+    names = {f.name for f in fields(FeatureSpec)}
+    spec = FeatureSpec(**{k: v for k, v in combined.items() if k in names})
+    return spec, RankerConfig(**{k: v for k, v in combined.items() if k not in names})
 
 
 class FeatureNormalizer(nn.Module):
@@ -115,11 +128,11 @@ def drop_categories(cat: torch.Tensor, p: float, training: bool) -> torch.Tensor
 class CandidateEncoder(nn.Module):
     """Numeric and categorical features of each candidate -> a D-dim token."""
 
-    def __init__(self, cfg: RankerConfig):
+    def __init__(self, spec: FeatureSpec, cfg: RankerConfig):
         super().__init__()
-        self.norm = FeatureNormalizer(cfg.num_transforms, cfg.num_mean, cfg.num_std)
-        self.embeddings = nn.ModuleList(nn.Embedding(n, cfg.cat_dim) for n in cfg.cat_sizes)
-        d_in = len(cfg.num_transforms) + cfg.cat_dim * len(cfg.cat_sizes)
+        self.norm = FeatureNormalizer(spec.num_transforms, spec.num_mean, spec.num_std)
+        self.embeddings = nn.ModuleList(nn.Embedding(n, cfg.cat_dim) for n in spec.cat_sizes)
+        d_in = len(spec.num_transforms) + cfg.cat_dim * len(spec.cat_sizes)
         self.proj = MLP(d_in, 2 * cfg.d_model, cfg.d_model, cfg.dropout)
         self.ln = nn.LayerNorm(cfg.d_model)
         self.noise = cfg.input_noise
@@ -138,18 +151,20 @@ class CandidateEncoder(nn.Module):
 class HistoryEncoder(nn.Module):
     """Behaviour-sequence events (item, category, age, ordered) -> D-dim tokens."""
 
-    def __init__(self, cfg: RankerConfig, candidate: CandidateEncoder):
+    def __init__(self, spec: FeatureSpec, cfg: RankerConfig, candidate: CandidateEncoder):
         super().__init__()
-        self.norm = FeatureNormalizer(cfg.hist_num_transforms, cfg.hist_num_mean, cfg.hist_num_std)
+        self.norm = FeatureNormalizer(
+            spec.hist_num_transforms, spec.hist_num_mean, spec.hist_num_std
+        )
         # A history item shares its embedding with the same candidate field (DIN): what the
         # model learns about an item as a candidate carries over to clicks on it.
         embs: list[nn.Module] = []
-        for size, shared in zip(cfg.hist_cat_sizes, cfg.hist_cat_shared, strict=True):
+        for size, shared in zip(spec.hist_cat_sizes, spec.hist_cat_shared, strict=True):
             embs.append(
                 candidate.embeddings[shared] if shared >= 0 else nn.Embedding(size, cfg.cat_dim)
             )
         self.embeddings = nn.ModuleList(embs)
-        d_in = len(cfg.hist_num_transforms) + cfg.cat_dim * len(cfg.hist_cat_sizes)
+        d_in = len(spec.hist_num_transforms) + cfg.cat_dim * len(spec.hist_cat_sizes)
         self.proj = MLP(d_in, 2 * cfg.d_model, cfg.d_model, cfg.dropout)
         self.ln = nn.LayerNorm(cfg.d_model)
         self.cat_dropout = cfg.cat_dropout
@@ -227,20 +242,20 @@ class ListBlock(nn.Module):
 
 
 class Ranker(nn.Module):
-    def __init__(self, cfg: RankerConfig):
+    def __init__(self, spec: FeatureSpec, cfg: RankerConfig):
         super().__init__()
-        self.cfg = cfg
-        self.candidates = CandidateEncoder(cfg)
+        self.spec, self.cfg = spec, cfg
+        self.candidates = CandidateEncoder(spec, cfg)
         self.history: HistoryEncoder | None = None
         self.target_attention: TargetAttention | None = None
-        if cfg.use_history and cfg.hist_cat_sizes:
-            self.history = HistoryEncoder(cfg, self.candidates)
+        if cfg.use_history and spec.hist_cat_sizes:
+            self.history = HistoryEncoder(spec, cfg, self.candidates)
             self.target_attention = TargetAttention(cfg)
         n_blocks = cfg.n_layers if cfg.use_list_attention else 0
         self.blocks = nn.ModuleList(ListBlock(cfg) for _ in range(n_blocks))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = MLP(cfg.d_model, cfg.d_model, 1, cfg.dropout)
-        self.residual_scale = nn.Parameter(torch.ones(())) if cfg.residual_input >= 0 else None
+        self.residual_scale = nn.Parameter(torch.ones(())) if spec.residual_input >= 0 else None
         self.position_bias = nn.Embedding(cfg.max_position + 1, 1) if cfg.bias_tower else None
         if self.position_bias is not None:
             nn.init.zeros_(self.position_bias.weight)
@@ -264,7 +279,7 @@ class Ranker(nn.Module):
             x = block(x, key_bias)
         scores = self.head(self.ln_f(x)).squeeze(-1)  # (B, L)
         if self.residual_scale is not None:
-            scores = scores + self.residual_scale * num[..., self.cfg.residual_input]  # (B, L)
+            scores = scores + self.residual_scale * num[..., self.spec.residual_input]  # (B, L)
         if positions is not None and self.position_bias is not None:
             pos = torch.clamp(positions, 0, self.cfg.max_position)
             scores = scores + self.position_bias(pos).squeeze(-1)  # (B, L)
@@ -282,7 +297,7 @@ def init_weights(model: nn.Module, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     residual_head = (
         model.head.fc2.weight
-        if isinstance(model, Ranker) and model.cfg.residual_input >= 0
+        if isinstance(model, Ranker) and model.spec.residual_input >= 0
         else None
     )
     for name, p in model.named_parameters():

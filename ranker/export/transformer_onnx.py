@@ -25,7 +25,7 @@ from ranker.model import FeatureNormalizer, Ranker
 
 
 def example_inputs(model: Ranker, b: int = 2, n: int = 7, h: int = 5) -> tuple[torch.Tensor, ...]:
-    c = model.cfg
+    c = model.spec
     return (
         torch.zeros(b, n, len(c.num_transforms)),
         torch.zeros(b, n, len(c.cat_sizes), dtype=torch.long),

@@ -29,22 +29,8 @@ SPACE: dict[str, list[Any]] = {
     "d_model": [48, 64, 96],
     "loss": ["softmax", "lambdaloss"],
 }
-# RankerConfig fields that are not the user's to set: what the dataset fixes (feature
-# transforms, fitted statistics, vocabulary sizes) and what training derives (the bias tower
-# from --bias, the residual input from --reranker).
-_NOT_SETTINGS = {
-    "num_transforms",
-    "num_mean",
-    "num_std",
-    "cat_sizes",
-    "hist_num_transforms",
-    "hist_num_mean",
-    "hist_num_std",
-    "hist_cat_sizes",
-    "hist_cat_shared",
-    "bias_tower",
-    "residual_input",
-}
+# The one architecture field training derives (from --bias), not the user's to --set.
+_NOT_SETTINGS = {"bias_tower"}
 
 
 @dataclass(frozen=True)
@@ -132,20 +118,18 @@ class TransformerKind(Kind):
     def train(self, job: TrainJob) -> Trained:
         from ranker.data import RankData
         from ranker.inputs import baseline_inputs
+        from ranker.model import RankerConfig
         from ranker.registry import resolve_in
+        from ranker.train.checkpoint import load_model, save_checkpoint, spec_from_manifest
+        from ranker.train.prepare import ipw_weights
         from ranker.train.reranker import (
             BASELINE_SCORE,
             EXTRA,
+            BaselineRecipe,
             extra_statistics,
             out_of_fold_scores,
         )
-        from ranker.train.transformer import (
-            TrainConfig,
-            config_from_manifest,
-            load_model,
-            save_checkpoint,
-            train_transformer,
-        )
+        from ranker.train.transformer import TrainConfig, train_transformer
 
         m, train, valid, extra, reranker = job.manifest, job.train, job.valid, [], None
         if job.reranker:
@@ -154,8 +138,16 @@ class TransformerKind(Kind):
             baseline = load(resolve_in(job.reranker, job.registry))
             if baseline.kind != "lgbm":
                 raise ValueError("the re-ranker's baseline must be a LightGBM model")
-            d = baseline.card.details
-            oof = out_of_fold_scores(d["params"], int(d["best_iteration"]), train, m, seed=job.seed)
+            d, trained = baseline.card.details, baseline.card.training
+            recipe = BaselineRecipe(
+                d["params"],
+                int(d["best_iteration"]),
+                position_aware=bool(trained.get("position_aware", False)),
+                bias_correction=baseline.card.bias_correction,
+            )
+            weights = ipw_weights(job.splits.train, job.splits.propensities, recipe.bias_correction)
+            as_trained = RankData(job.splits.train, weights=weights, max_history=0)
+            oof = out_of_fold_scores(recipe, as_trained, m, seed=job.seed)
             tr_extra = baseline_inputs(oof, train.offsets)
             va_extra = baseline_inputs(baseline.score(job.splits.valid, m), valid.offsets)
             extra = extra_statistics(tr_extra)
@@ -174,6 +166,7 @@ class TransformerKind(Kind):
             reranker = {
                 "baseline": str(baseline.ref),
                 "folds": 5,
+                "out_of_fold": recipe.to_dict(),
                 "inputs": [f.name for f in EXTRA],
             }
         overrides = dict(job.settings)
@@ -182,7 +175,9 @@ class TransformerKind(Kind):
             _, resume_state = load_model(
                 resolve_in(job.resume, job.registry).path / "checkpoint.pt"
             )
-            overrides = {**resume_state["train_config"], **overrides}
+            # the architecture it was built with (bias_tower follows --bias, as in training)
+            built = {k: v for k, v in resume_state["model_config"].items() if k != "bias_tower"}
+            overrides = {**resume_state["train_config"], **built, **overrides}
         arch_names = set(architecture_names())
         trials, best = [], None
         for k, t in enumerate(trial_configs(SPACE, job.tune if not job.resume else 1, job.seed)):
@@ -190,16 +185,15 @@ class TransformerKind(Kind):
             arch = {a: opts.pop(a) for a in list(opts) if a in arch_names}
             # The re-ranker adds the baseline's score (an extra input, after the dataset's).
             residual = bool(opts.pop("residual", True)) and bool(extra)
-            mc = config_from_manifest(
+            spec = spec_from_manifest(
                 m,
                 extra,
-                bias_tower=job.bias == "tower",
                 residual_input=len(m.numeric) + EXTRA.index(BASELINE_SCORE) if residual else -1,
-                **arch,
             )
+            mc = RankerConfig(bias_tower=job.bias == "tower", **arch)
             cfg = TrainConfig(**{"seed": job.seed, "threads": job.threads, **opts})
             res = train_transformer(
-                train, valid, mc, cfg, resume=resume_state, progress=job.progress
+                train, valid, spec, mc, cfg, resume=resume_state, progress=job.progress
             )
             trials.append(
                 {"params": t, "valid_ndcg@10": res.best_valid_ndcg, "epochs": len(res.history)}
@@ -211,17 +205,18 @@ class TransformerKind(Kind):
                 t,
                 res.best_valid_ndcg,
             )
-            if best is None or res.best_valid_ndcg > best[2].best_valid_ndcg:
-                best = (mc, cfg, res)
+            if best is None or res.best_valid_ndcg > best[3].best_valid_ndcg:
+                best = (spec, mc, cfg, res)
         assert best is not None
-        mc, cfg, res = best
-        save_checkpoint(res, mc, cfg, job.build / "checkpoint.pt")
+        spec, mc, cfg, res = best
+        save_checkpoint(res, spec, mc, cfg, job.build / "checkpoint.pt")
         return Trained(
             training=cfg.to_dict(),
             tuning={"budget": job.tune, "space": SPACE, "trials": trials},
             valid_ndcg=res.best_valid_ndcg,
             details={
-                "architecture": mc.to_dict() | {"num_mean": None, "num_std": None},
+                "architecture": mc.to_dict(),
+                "feature_spec": spec.to_dict(),
                 "best_epoch": res.best_epoch,
                 "history": [asdict(h) for h in res.history],
                 "parameters": res.model.n_parameters(),
@@ -231,7 +226,7 @@ class TransformerKind(Kind):
         )
 
     def load(self, ref: ModelRef, card: ModelCard) -> TransformerScorer:
-        from ranker.train.transformer import load_model
+        from ranker.train.checkpoint import load_model
 
         return TransformerScorer(load_model(ref.path / "checkpoint.pt")[0])
 
@@ -255,7 +250,7 @@ class TransformerKind(Kind):
 
         from ranker.export.run import random_codes
 
-        c = scorer.model.cfg
+        c = scorer.model.spec
         for b, n, h in ((1, 1, 0), (3, 7, 1), (4, 40, 12)):
             xs = (
                 rng.normal(0, 3, (b, n, len(c.num_transforms))).astype(np.float32),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
@@ -24,9 +25,28 @@ BASELINE_SCORE = NumericFeature("baseline_score", "reranker")  # also added to t
 EXTRA = (BASELINE_SCORE, NumericFeature("baseline_rank", "reranker", "log1p"))
 
 
+@dataclass(frozen=True)
+class BaselineRecipe:
+    """How the published baseline was trained, repeated for each out-of-fold model: the same
+    parameters and rounds, position-aware when it is (LightGBM's lambdarank position model),
+    and the same weights (inverse propensities under ``ipw``). Recorded in the re-ranker's card.
+    """
+
+    params: dict[str, Any]
+    rounds: int
+    position_aware: bool = False
+    bias_correction: str = "none"  # the baseline's: its weights are rebuilt from it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rounds": self.rounds,
+            "position_aware": self.position_aware,
+            "bias_correction": self.bias_correction,
+        }
+
+
 def out_of_fold_scores(
-    params: dict[str, Any],
-    rounds: int,
+    recipe: BaselineRecipe,
     data: RankData,
     manifest: Manifest,
     folds: int = 5,
@@ -35,11 +55,13 @@ def out_of_fold_scores(
 ) -> np.ndarray:
     """(N,) baseline scores for the train lists, each from a model that did not see its list.
 
-    ``params`` and ``rounds``: the published baseline's LightGBM parameters and best round.
+    ``data``'s weights must be the baseline's (see ``BaselineRecipe``); its logged positions
+    feed the position model when the baseline had one.
     """
     x, names, cat_idx = lgbm_features(data, manifest, extra_names)
     fold_of = np.random.default_rng(seed).integers(0, folds, len(data))
     row_fold = np.repeat(fold_of, data.lens)
+    positions = np.clip(data.positions - 1, 0, None) if recipe.position_aware else None
     out = np.zeros(len(x), np.float32)
     for f in range(folds):
         tr_lists = np.flatnonzero(fold_of != f)
@@ -51,8 +73,9 @@ def out_of_fold_scores(
             weight=data.weights[tr_rows],
             feature_name=names,
             categorical_feature=cat_idx,
+            position=None if positions is None else positions[tr_rows],
         )
-        model = lgb.train(params, ds, num_boost_round=rounds)
+        model = lgb.train(recipe.params, ds, num_boost_round=recipe.rounds)
         out[~tr_rows] = model.predict(x[~tr_rows], raw_score=True)
         log.info("out-of-fold baseline scores: fold %d/%d done", f + 1, folds)
     return out

@@ -26,12 +26,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipelines.lists.manifest import Manifest, NumericFeature
 from ranker.data import Batch, RankData
 from ranker.device_data import DEVICE_DATA_MODES, DeviceData, place
 from ranker.losses import LOSSES, bound_loss
 from ranker.metrics import ndcg
-from ranker.model import Ranker, RankerConfig, init_weights
+from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights
 from ranker.train.ema import EMA, snapshot
 
 log = logging.getLogger(__name__)
@@ -122,6 +121,7 @@ def _elapsed(since: float, device: torch.device) -> float:
 def train_transformer(
     train: RankData,
     valid: RankData,
+    spec: FeatureSpec,
     model_cfg: RankerConfig,
     cfg: TrainConfig,
     *,
@@ -144,7 +144,7 @@ def train_transformer(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    model = Ranker(model_cfg)
+    model = Ranker(spec, model_cfg)
     init_weights(model, cfg.seed)
     model.to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embeddings" not in n]
@@ -201,7 +201,7 @@ def train_transformer(
         ema.shadow = resume["ema"]
     loss_fn = bound_loss(cfg.loss, k=cfg.loss_k, mu=cfg.loss_mu, alpha=cfg.loss_alpha)
     use_positions = model_cfg.bias_tower
-    if resume is None and model_cfg.residual_input >= 0:
+    if resume is None and spec.residual_input >= 0:
         # A residual re-ranker starts as its baseline: that is the score to beat on validation,
         # and the model kept if no epoch beats it.
         best = evaluate_ndcg(model, valid_src, cfg.eval_k, device)
@@ -356,51 +356,3 @@ def evaluate_ndcg(
     scores = predict(model, data, device)
     s, y, m = (data.data if isinstance(data, DeviceData) else data).padded_scores(scores)
     return float(np.nanmean(ndcg(s, y, mask=m, k=k)))
-
-
-def save_checkpoint(
-    result: TrainResult, model_cfg: RankerConfig, cfg: TrainConfig, path: Path
-) -> None:
-    torch.save(
-        {
-            **result.checkpoint,
-            "best_model": {k: v.cpu() for k, v in result.model.state_dict().items()},
-            "model_config": model_cfg.to_dict(),
-            "train_config": cfg.to_dict(),
-        },
-        path,
-    )
-
-
-def load_model(path: Path) -> tuple[Ranker, dict[str, Any]]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = Ranker(RankerConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["best_model"])
-    model.eval()
-    return model, ckpt
-
-
-def config_from_manifest(
-    manifest: Manifest, extra: Sequence[NumericFeature] = (), **arch: Any
-) -> RankerConfig:
-    """A RankerConfig for a dataset's features (plus extra numeric inputs, e.g. re-ranking)."""
-    num = list(manifest.numeric) + list(extra)
-    cat_names = manifest.categorical_names
-    group_col = (manifest.config.get("list", {}) or {}).get("group_column")
-    shared = []
-    for f in manifest.history_categorical:
-        target = f.name if f.name in cat_names else group_col if f.name == "group" else None
-        j = cat_names.index(target) if target in cat_names else -1
-        shared.append(j if j >= 0 and manifest.categorical[j].size == f.size else -1)
-    return RankerConfig(
-        num_transforms=[f.transform for f in num],
-        num_mean=[f.mean for f in num],
-        num_std=[f.std for f in num],
-        cat_sizes=[f.size for f in manifest.categorical],
-        hist_num_transforms=[f.transform for f in manifest.history_numeric],
-        hist_num_mean=[f.mean for f in manifest.history_numeric],
-        hist_num_std=[f.std for f in manifest.history_numeric],
-        hist_cat_sizes=[f.size for f in manifest.history_categorical],
-        hist_cat_shared=shared,
-        **arch,
-    )

@@ -15,10 +15,11 @@ from pipelines.lists.manifest import NumericFeature
 from ranker import device_data
 from ranker.data import Batch, RankData
 from ranker.device_data import DeviceData, footprint, place
+from ranker.model import RankerConfig
+from ranker.train.checkpoint import spec_from_manifest
 from ranker.train.prepare import load_splits
 from ranker.train.transformer import (
     TrainConfig,
-    config_from_manifest,
     predict,
     scaled_lr,
     train_transformer,
@@ -116,14 +117,15 @@ def test_training_through_the_resident_path_is_deterministic(small_lists: Path) 
     sp, _ = load_splits(small_lists)
     train, valid = split(small_lists), split(small_lists, "valid")
     extra = [NumericFeature(f"extra_{j}", "test") for j in range(2)]  # split()'s extra columns
-    mc = config_from_manifest(sp.manifest, extra, d_model=16, n_heads=2, n_layers=1, d_ff=32)
+    spec = spec_from_manifest(sp.manifest, extra)
+    mc = RankerConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32)
     # eval_every_lists: a validation inside the epoch too, on the resident valid split
     base = {"epochs": 2, "batch_lists": 96, "threads": 1, "seed": 5, "eval_every_lists": 700}
     cfg = TrainConfig(**base, device_data="on")
-    a = train_transformer(train, valid, mc, cfg, progress=False)
-    b = train_transformer(train, valid, mc, cfg, progress=False)
+    a = train_transformer(train, valid, spec, mc, cfg, progress=False)
+    b = train_transformer(train, valid, spec, mc, cfg, progress=False)
     old = train_transformer(
-        train, valid, mc, TrainConfig(**base, device_data="off"), progress=False
+        train, valid, spec, mc, TrainConfig(**base, device_data="off"), progress=False
     )
     for other in (b, old):
         sa, so = a.model.state_dict(), other.model.state_dict()

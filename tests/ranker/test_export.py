@@ -54,7 +54,7 @@ def test_export_adds_the_file_and_its_sha256_to_the_manifest(exported: Path) -> 
 def test_transformer_onnx_matches_torch(exported: Path, batch: int) -> None:
     lm = load(exported / "transformer")
     sess = ort.InferenceSession(str(lm.ref.path / "model.onnx"), providers=["CPUExecutionProvider"])
-    c = lm.scorer.model.cfg  # type: ignore[attr-defined]
+    c = lm.scorer.model.spec  # type: ignore[attr-defined]
     rng = np.random.default_rng(batch)
     for n in (1, 7, 100, 500):
         for h in (0, 1, 50):
@@ -112,7 +112,7 @@ def test_fp16_export_is_within_its_tolerance_of_fp32_and_says_so(
     m = json.loads((ref.path / "manifest.json").read_text())
     assert m["onnx"]["precision"] == "fp16" and m["onnx"]["parity_max_abs_diff"] <= 1e-2
     fp16 = ort.InferenceSession(str(ref.path / "model.onnx"))
-    c = load(ref).scorer.model.cfg  # type: ignore[attr-defined]
+    c = load(ref).scorer.model.spec  # type: ignore[attr-defined]
     rng = np.random.default_rng(0)
     b, n, h = 4, 60, 20
     feeds = {

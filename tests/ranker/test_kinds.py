@@ -3,6 +3,7 @@ cards read in one place (older formats migrated, newer ones refused)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -57,6 +58,35 @@ def test_a_format1_card_is_migrated_when_read(small_registry: Path, tmp_path: Pa
     assert read.format == CARD_FORMAT and read.kind == "lgbm"
     assert read.details == card["details"] and read.valid_ndcg == card["valid_ndcg"]
     assert load(reg / "lgbm").kind == "lgbm"
+
+
+def test_a_checkpoint_from_before_the_feature_spec_loads_and_scores_the_same(
+    small_registry: Path, tmp_path: Path
+) -> None:
+    """Checkpoints once kept the fitted statistics and the architecture in one dict,
+    "model_config"; they are read as the two, and the model scores bit for bit as before."""
+    import numpy as np
+    import torch
+
+    from ranker.kinds.transformer import TransformerScorer
+    from ranker.model import RankerConfig
+    from ranker.train.checkpoint import load_model
+
+    path = resolve(small_registry / "transformer").path / "checkpoint.pt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    legacy = {k: v for k, v in ckpt.items() if k != "feature_spec"}
+    legacy["model_config"] = {**ckpt["feature_spec"], **ckpt["model_config"]}
+    torch.save(legacy, tmp_path / "old.pt")
+    new, _ = load_model(path)
+    old, read = load_model(tmp_path / "old.pt")
+    assert old.spec == new.spec and old.cfg == new.cfg
+    assert read["model_config"] == ckpt["model_config"]  # the architecture alone, as today
+    assert set(read["model_config"]) == {f.name for f in dataclasses.fields(RankerConfig)}
+    cases = KINDS["transformer"].parity_cases(TransformerScorer(new), np.random.default_rng(0))
+    for case in cases:  # the expected scores are the new model's
+        with torch.no_grad():
+            got = old(*(torch.from_numpy(v) for v in case.feeds.values())).numpy()
+        np.testing.assert_array_equal(got, case.expected)
 
 
 def test_a_newer_card_or_a_damaged_one_is_refused_clearly(tmp_path: Path) -> None:

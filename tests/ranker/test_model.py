@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from ranker.model import Ranker, RankerConfig, init_weights
+from ranker.model import Ranker, init_weights, split_config
 
 
-def _cfg(**kw: object) -> RankerConfig:
+def _model(**kw: object) -> Ranker:
+    """A small model; ``kw`` overrides feature-spec and architecture fields alike."""
     base: dict[str, object] = dict(
         num_transforms=["none", "log1p", "slog1p"],
         num_mean=[0.0, 1.0, 0.0],
@@ -27,7 +28,7 @@ def _cfg(**kw: object) -> RankerConfig:
         dropout=0.0,
     )
     base.update(kw)
-    return RankerConfig(**base)  # type: ignore[arg-type]
+    return Ranker(*split_config(base))
 
 
 def _inputs(b: int, n: int, h: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -45,7 +46,7 @@ def _inputs(b: int, n: int, h: int, seed: int = 0) -> dict[str, torch.Tensor]:
 @pytest.fixture
 def model() -> Ranker:
     torch.manual_seed(0)
-    m = Ranker(_cfg())
+    m = _model()
     init_weights(m, seed=0)
     return m.eval()
 
@@ -93,7 +94,7 @@ def test_empty_and_short_histories_are_handled(model: Ranker) -> None:
 
 
 def test_position_tower_acts_only_when_positions_are_given() -> None:
-    m = Ranker(_cfg(bias_tower=True))
+    m = _model(bias_tower=True)
     init_weights(m, 0)
     torch.nn.init.normal_(m.position_bias.weight)  # type: ignore[union-attr]
     m.eval()
@@ -112,7 +113,7 @@ def test_numeric_normalisation_is_inside_the_model(model: Ranker) -> None:
 
 
 def test_residual_reranker_starts_as_its_baseline_and_can_move_away() -> None:
-    m = Ranker(_cfg(residual_input=0))
+    m = _model(residual_input=0)
     init_weights(m, 0)
     m.eval()
     x = _inputs(2, 6, 3)
@@ -128,7 +129,7 @@ def test_residual_reranker_starts_as_its_baseline_and_can_move_away() -> None:
 
 
 def test_category_dropout_blanks_categories_in_training_only() -> None:
-    m = Ranker(_cfg(cat_dropout=1.0, input_noise=0.0))
+    m = _model(cat_dropout=1.0, input_noise=0.0)
     init_weights(m, 0)
     x = _inputs(2, 5, 3)
     blank = dict(x, cat=torch.zeros_like(x["cat"]), hist_cat=torch.zeros_like(x["hist_cat"]))

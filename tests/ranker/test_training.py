@@ -13,12 +13,14 @@ import torch
 from pipelines.world.config import WorldConfig
 from pipelines.world.simulate import simulate
 from pipelines.world.world import World
+from ranker.model import RankerConfig
 from ranker.propensity import estimate_propensities
 from ranker.registry import resolve, versions
 from ranker.scoring import load
+from ranker.train.checkpoint import spec_from_manifest
 from ranker.train.prepare import load_splits, rank_data
 from ranker.train.run import TrainRequest, run_training
-from ranker.train.transformer import TrainConfig, config_from_manifest, predict, train_transformer
+from ranker.train.transformer import TrainConfig, predict, train_transformer
 
 FAST = {"epochs": 2, "d_model": 32, "n_layers": 1, "d_ff": 64, "batch_lists": 128}
 
@@ -29,10 +31,10 @@ def test_transformer_training_is_reproducible_and_resumable(
     sp, _ = load_splits(small_lists)
     m = sp.manifest
     train, valid = rank_data(sp.train, m), rank_data(sp.valid, m)
-    mc = config_from_manifest(m, d_model=32, n_layers=1, d_ff=64)
+    spec, mc = spec_from_manifest(m), RankerConfig(d_model=32, n_layers=1, d_ff=64)
     cfg = TrainConfig(epochs=3, batch_lists=128, threads=1, seed=3, patience=10)
-    a = train_transformer(train, valid, mc, cfg, progress=False)
-    b = train_transformer(train, valid, mc, cfg, progress=False)
+    a = train_transformer(train, valid, spec, mc, cfg, progress=False)
+    b = train_transformer(train, valid, spec, mc, cfg, progress=False)
     sa, sb = predict(a.model, valid), predict(b.model, valid)
     assert np.abs(sa - sb).max() <= 1e-6
     # Interrupted after the second epoch, then resumed from the checkpoint file: the same
@@ -45,10 +47,10 @@ def test_transformer_training_is_reproducible_and_resumable(
 
     with pytest.raises(KeyboardInterrupt):
         train_transformer(
-            train, valid, mc, cfg, progress=False, callbacks=[crash], checkpoint_path=ckpt
+            train, valid, spec, mc, cfg, progress=False, callbacks=[crash], checkpoint_path=ckpt
         )
     state = torch.load(ckpt, weights_only=False)
-    resumed = train_transformer(train, valid, mc, cfg, resume=state, progress=False)
+    resumed = train_transformer(train, valid, spec, mc, cfg, resume=state, progress=False)
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
     assert np.abs(predict(resumed.model, valid) - sa).max() <= 1e-6
     assert a.best_valid_ndcg > 0.3  # it learned something
@@ -60,17 +62,17 @@ def test_long_epochs_are_validated_inside_the_epoch(small_lists: Path) -> None:
     sp, _ = load_splits(small_lists)
     m = sp.manifest
     train, valid = rank_data(sp.train, m), rank_data(sp.valid, m)
-    mc = config_from_manifest(m, d_model=32, n_layers=1, d_ff=64)
+    spec, mc = spec_from_manifest(m), RankerConfig(d_model=32, n_layers=1, d_ff=64)
     third = len(train) // 3
     cfg = TrainConfig(epochs=1, batch_lists=32, threads=1, eval_every_lists=third, patience=10)
-    res = train_transformer(train, valid, mc, cfg, progress=False)
+    res = train_transformer(train, valid, spec, mc, cfg, progress=False)
     epochs = [h.epoch for h in res.history]
     assert len(epochs) >= 3 and epochs[-1] == 1.0 and 0 < epochs[0] < 0.5
     assert epochs == sorted(epochs) and res.best_epoch in epochs
     # Patience counts validations: with patience 1 it stops at the first one that does not
     # improve, possibly inside the epoch.
     cfg1 = TrainConfig(epochs=3, batch_lists=32, threads=1, eval_every_lists=third, patience=1)
-    short = train_transformer(train, valid, mc, cfg1, progress=False)
+    short = train_transformer(train, valid, spec, mc, cfg1, progress=False)
     scores = [h.valid_ndcg for h in short.history]
     assert all(b > a for a, b in itertools.pairwise(scores[:-1]))  # improving until...
     # ...the one that stopped it (or the last epoch ended first)
@@ -112,7 +114,7 @@ def test_reranker_mode_uses_out_of_fold_baseline_scores(
     assert card.baseline == "lgbm/v1"
     assert [f.name for f in card.extra] == ["baseline_score", "baseline_rank"]
     # Residual by default: the baseline score (the first extra input) is added to the output.
-    assert card.details["architecture"]["residual_input"] == len(card.feature_manifest.numeric)
+    assert card.details["feature_spec"]["residual_input"] == len(card.feature_manifest.numeric)
     sp, _ = load_splits(small_lists)
     s = load(rr).score(sp.valid, sp.manifest)
     assert np.isfinite(s).all()
@@ -193,3 +195,45 @@ def test_propensities_from_swaps_match_the_worlds_examination(tmp_path: Path) ->
     # The pure examination curve (before stopping) is flatter than what clicks reveal.
     assert (world.examination_curve(10)[1:] > truth[1:]).all()
     torch.set_num_threads(2)
+
+
+def test_the_out_of_fold_baseline_follows_the_published_recipe(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    """A position-aware baseline (lambdarank, the default) gets position-aware out-of-fold
+    models: the re-ranker learns to correct the baseline it meets at test, recorded in its card."""
+    from ranker.train.reranker import BaselineRecipe, out_of_fold_scores
+
+    reg = tmp_path / "reg"
+    small = {"epochs": 1, "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32}
+    run_training(
+        TrainRequest("lgbm", small_lists, reg, progress=False, overrides={"max_rounds": 20})
+    )
+    base = resolve(reg / "lgbm").card()
+    assert base.training["position_aware"] and base.bias_correction == "lambdarank"
+    run_training(
+        TrainRequest(
+            "transformer",
+            small_lists,
+            reg,
+            name="rr",
+            reranker="lgbm",
+            progress=False,
+            overrides=small,
+        )
+    )
+    card = resolve(reg / "rr").card()
+    assert card.reranker is not None
+    assert card.reranker["out_of_fold"] == {
+        "rounds": base.details["best_iteration"],
+        "position_aware": True,
+        "bias_correction": "lambdarank",
+    }
+    # The recipe's position model is really used: without it the scores differ.
+    sp, _ = load_splits(small_lists)
+    data = rank_data(sp.train, sp.manifest)
+    aware = BaselineRecipe(base.details["params"], 10, position_aware=True)
+    plain = BaselineRecipe(base.details["params"], 10, position_aware=False)
+    a = out_of_fold_scores(aware, data, sp.manifest)
+    b = out_of_fold_scores(plain, data, sp.manifest)
+    assert np.isfinite(a).all() and not np.allclose(a, b)

@@ -1,0 +1,75 @@
+"""The Transformer's checkpoint (written and read here only) and the feature spec a dataset
+gives the model.
+
+A checkpoint holds the best weights, the feature spec (fitted on the training split), the
+architecture and the training settings, plus what resuming needs (``TrainResult.checkpoint``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipelines.lists.manifest import Manifest, NumericFeature
+from ranker.model import FeatureSpec, Ranker, RankerConfig, split_config
+from ranker.train.transformer import TrainConfig, TrainResult
+
+
+def save_checkpoint(
+    result: TrainResult, spec: FeatureSpec, model_cfg: RankerConfig, cfg: TrainConfig, path: Path
+) -> None:
+    torch.save(
+        {
+            **result.checkpoint,
+            "best_model": {k: v.cpu() for k, v in result.model.state_dict().items()},
+            "feature_spec": spec.to_dict(),
+            "model_config": model_cfg.to_dict(),
+            "train_config": cfg.to_dict(),
+        },
+        path,
+    )
+
+
+def load_model(path: Path) -> tuple[Ranker, dict[str, Any]]:
+    """The best model of a checkpoint and the checkpoint. One written before the feature spec
+    was kept apart (no "feature_spec") is read by splitting its one config."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if "feature_spec" in ckpt:
+        spec = FeatureSpec(**ckpt["feature_spec"])
+        model_cfg = RankerConfig(**ckpt["model_config"])
+    else:
+        spec, model_cfg = split_config(ckpt["model_config"])
+        ckpt = {**ckpt, "feature_spec": spec.to_dict(), "model_config": model_cfg.to_dict()}
+    model = Ranker(spec, model_cfg)
+    model.load_state_dict(ckpt["best_model"])
+    model.eval()
+    return model, ckpt
+
+
+def spec_from_manifest(
+    manifest: Manifest, extra: Sequence[NumericFeature] = (), residual_input: int = -1
+) -> FeatureSpec:
+    """The inputs of a dataset's features (plus extra numeric inputs, e.g. re-ranking)."""
+    num = list(manifest.numeric) + list(extra)
+    cat_names = manifest.categorical_names
+    group_col = (manifest.config.get("list", {}) or {}).get("group_column")
+    shared = []
+    for f in manifest.history_categorical:
+        target = f.name if f.name in cat_names else group_col if f.name == "group" else None
+        j = cat_names.index(target) if target in cat_names else -1
+        shared.append(j if j >= 0 and manifest.categorical[j].size == f.size else -1)
+    return FeatureSpec(
+        num_transforms=[f.transform for f in num],
+        num_mean=[f.mean for f in num],
+        num_std=[f.std for f in num],
+        cat_sizes=[f.size for f in manifest.categorical],
+        hist_num_transforms=[f.transform for f in manifest.history_numeric],
+        hist_num_mean=[f.mean for f in manifest.history_numeric],
+        hist_num_std=[f.std for f in manifest.history_numeric],
+        hist_cat_sizes=[f.size for f in manifest.history_categorical],
+        hist_cat_shared=shared,
+        residual_input=residual_input,
+    )
