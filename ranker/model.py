@@ -4,9 +4,10 @@
         |  CandidateEncoder: normalise, embed, project        |  HistoryEncoder
         v                                                     v
     tokens (B, L, D) ---- TargetAttention: each candidate reads the user's history (DIN/BST)
-        |
+        |  [+ PairCounts: log1p(candidates sharing each pair column, e.g. the brand)]
     ListBlock x n_layers: self-attention across the candidates (PRM-style list context),
-        |                 padding masked, no positional encoding: permutation-equivariant
+        |                 padding masked, no positional encoding: permutation-equivariant;
+        |                 a learned logit bias for pairs sharing a pair column, a null slot
         v
     ScoreHead -> scores (B, L)   [+ scale * baseline score, re-ranker only]
                                  [+ PositionBias(logged position), training only]
@@ -47,6 +48,10 @@ class FeatureSpec:
     # score. With the head's last layer zero-initialised the model starts as the baseline's
     # ranking and learns a correction to it (-1: off).
     residual_input: int = -1
+    # Categorical inputs (indices into cat) whose shared values make two candidates a pair the
+    # list attention can single out (brand, category): the feature config's [list]
+    # pair_columns. Code 0 (unknown, none) pairs with nothing.
+    pair_columns: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +76,13 @@ class RankerConfig:
     # keeps the model from memorising clicked items, and trains the cold-start embedding.
     cat_dropout: float = 0.0
     use_history: bool = True
-    use_list_attention: bool = True  # False: a pointwise scorer (an ablation)
+    # False: each candidate attends to itself (and the null slot) only, and sees no pair
+    # counts: the ablation without list context, blocks and depth kept.
+    list_attention: bool = True
+    # A learned key/value every candidate can attend to in the list blocks, so that attention
+    # need not go to other candidates when none is relevant (softmax must put its mass somewhere).
+    null_slot: bool = True
+    pair_counts: bool = True  # log1p(candidates sharing each pair column) added to each token
     bias_tower: bool = False  # a logged-position term added in training only (from --bias)
     max_position: int = 128
 
@@ -79,11 +90,23 @@ class RankerConfig:
         return asdict(self)
 
 
+def migrate_architecture(arch: dict[str, Any]) -> RankerConfig:
+    """An architecture as a checkpoint stored it, read with what it meant then. Before pair
+    attention (no "null_slot" key) there was no null slot and no pair counts, and
+    ``use_list_attention=false`` meant no blocks at all."""
+    arch = dict(arch)
+    if "null_slot" not in arch:
+        arch |= {"null_slot": False, "pair_counts": False}
+    if not arch.pop("use_list_attention", True):
+        arch["n_layers"] = 0
+    return RankerConfig(**arch)
+
+
 def split_config(combined: dict[str, Any]) -> tuple[FeatureSpec, RankerConfig]:
     """A checkpoint written before the split kept both in one dict: read it as the two."""
     names = {f.name for f in fields(FeatureSpec)}
     spec = FeatureSpec(**{k: v for k, v in combined.items() if k in names})
-    return spec, RankerConfig(**{k: v for k, v in combined.items() if k not in names})
+    return spec, migrate_architecture({k: v for k, v in combined.items() if k not in names})
 
 
 class FeatureNormalizer(nn.Module):
@@ -136,13 +159,11 @@ class CandidateEncoder(nn.Module):
         self.proj = MLP(d_in, 2 * cfg.d_model, cfg.d_model, cfg.dropout)
         self.ln = nn.LayerNorm(cfg.d_model)
         self.noise = cfg.input_noise
-        self.cat_dropout = cfg.cat_dropout
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
         x = self.norm(num)  # (B, L, F)
         if self.training and self.noise > 0:  # DASALC-style augmentation of tabular inputs
             x = x + self.noise * torch.randn_like(x)
-        cat = drop_categories(cat, self.cat_dropout, self.training)
         parts = [x]
         parts += [emb(cat[..., j]) for j, emb in enumerate(self.embeddings)]  # (B, L, cat_dim)
         return self.ln(self.proj(torch.cat(parts, dim=-1)))  # (B, L, D)
@@ -203,7 +224,9 @@ class MultiHeadAttention(nn.Module):
             attn_mask=key_bias.to(q.dtype),
             dropout_p=self.dropout if self.training else 0.0,
         )  # (B, h, Lq, D/h)
-        y = y.transpose(1, 2).reshape(b, lq, d)  # (B, Lq, D)
+        # Heads side by side without a view: with a per-head mask (pair biases) the ONNX
+        # exporter's attention decomposition leaves strides that transpose + reshape refuses.
+        y = torch.cat(y.unbind(1), dim=-1)  # (B, Lq, D), head-major like transpose + reshape
         return self.out(y)
 
 
@@ -225,20 +248,50 @@ class TargetAttention(nn.Module):
 
 
 class ListBlock(nn.Module):
-    """Pre-norm Transformer block: self-attention across candidates, then a feed-forward."""
+    """Pre-norm Transformer block: self-attention across candidates, then a feed-forward.
 
-    def __init__(self, cfg: RankerConfig):
+    Two additions to plain self-attention, both measured against the self-only ablation: a
+    learned bias per head and pair column on the logits of pairs sharing that column (so a
+    head can look at the other branches of the same brand), and a null slot."""
+
+    def __init__(self, cfg: RankerConfig, n_pair_columns: int):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.ffn = MLP(cfg.d_model, cfg.d_ff, cfg.d_model, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
+        self.null = nn.Parameter(torch.zeros(1, 1, cfg.d_model)) if cfg.null_slot else None
+        self.pair_bias = (
+            nn.Parameter(torch.zeros(n_pair_columns, cfg.n_heads)) if n_pair_columns else None
+        )
 
-    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, key_bias: torch.Tensor, pairs: torch.Tensor | None
+    ) -> torch.Tensor:
+        # key_bias: (B, 1, L, L) additive (padding, and the self-only ablation's mask);
+        # pairs: (B, P, L, L) 1.0 where two different candidates share pair column p
         h = self.ln1(x)
-        x = x + self.drop(self.attn(h, h, key_bias))  # (B, L, D)
+        bias = key_bias
+        if pairs is not None and self.pair_bias is not None:
+            bias = bias + torch.einsum("bpij,ph->bhij", pairs, self.pair_bias)  # (B, h, L, L)
+        ctx = h
+        if self.null is not None:
+            b = x.shape[0]
+            ctx = torch.cat([self.null.expand(b, 1, -1), h], dim=1)  # (B, 1 + L, D)
+            bias = F.pad(bias, (1, 0))  # (B, h|1, L, 1 + L): the null slot always open
+        x = x + self.drop(self.attn(h, ctx, bias))  # (B, L, D)
         return x + self.drop(self.ffn(self.ln2(x)))  # (B, L, D)
+
+
+def pair_matrix(cat: torch.Tensor, mask: torch.Tensor, columns: list[int]) -> torch.Tensor:
+    """(B, P, L, L) bool: candidates i != j, both real, sharing a known (> 0) value of
+    categorical column ``columns[p]``. cat: (B, L, C) codes; mask: (B, L) real candidates."""
+    idx = torch.arange(mask.shape[1], device=mask.device)
+    real = (idx[:, None] != idx[None, :]) & mask[:, None, :] & mask[:, :, None]  # (B, L, L)
+    pc = cat[..., columns]  # (B, L, P)
+    same = (pc[:, :, None] == pc[:, None, :]) & (pc[:, :, None] > 0)  # (B, L, L, P)
+    return (same & real[..., None]).permute(0, 3, 1, 2)  # (B, P, L, L)
 
 
 class Ranker(nn.Module):
@@ -251,8 +304,9 @@ class Ranker(nn.Module):
         if cfg.use_history and spec.hist_cat_sizes:
             self.history = HistoryEncoder(spec, cfg, self.candidates)
             self.target_attention = TargetAttention(cfg)
-        n_blocks = cfg.n_layers if cfg.use_list_attention else 0
-        self.blocks = nn.ModuleList(ListBlock(cfg) for _ in range(n_blocks))
+        n_pairs = len(spec.pair_columns) if cfg.list_attention else 0
+        self.blocks = nn.ModuleList(ListBlock(cfg, n_pairs) for _ in range(cfg.n_layers))
+        self.pair_counts = nn.Linear(n_pairs, cfg.d_model) if n_pairs and cfg.pair_counts else None
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = MLP(cfg.d_model, cfg.d_model, 1, cfg.dropout)
         self.residual_scale = nn.Parameter(torch.ones(())) if spec.residual_input >= 0 else None
@@ -270,13 +324,25 @@ class Ranker(nn.Module):
         hist_mask: torch.Tensor,  # (B, H) bool
         positions: torch.Tensor | None = None,  # (B, L) logged positions, training only
     ) -> torch.Tensor:
+        # Dropped here, not in the encoder: the pairs must not see a category it blanked.
+        cat = drop_categories(cat, self.cfg.cat_dropout, self.training)  # (B, L, C)
         x = self.candidates(num, cat)  # (B, L, D)
         if self.history is not None and self.target_attention is not None:
             hist = self.history(hist_num, hist_cat)  # (B, H, D)
             x = self.target_attention(x, hist, hist_mask)  # (B, L, D)
-        key_bias = (~mask).to(x.dtype)[:, None, None, :] * MASKED  # (B, 1, 1, L)
+        closed = ~mask[:, None, :]  # (B, 1, L): padding is never a key
+        idx = torch.arange(mask.shape[1], device=mask.device)
+        others = idx[:, None] != idx[None, :]  # (L, L)
+        if not self.cfg.list_attention:
+            closed = closed | others  # (B, L, L): itself only
+        key_bias = closed.to(x.dtype)[:, None] * MASKED  # (B, 1, 1|L, L)
+        pairs = None
+        if self.blocks and self.spec.pair_columns and self.cfg.list_attention:
+            pairs = pair_matrix(cat, mask, self.spec.pair_columns).to(x.dtype)  # (B, P, L, L)
+            if self.pair_counts is not None:
+                x = x + self.pair_counts(torch.log1p(pairs.sum(-1).transpose(1, 2)))  # (B, L, D)
         for block in self.blocks:
-            x = block(x, key_bias)
+            x = block(x, key_bias, pairs)
         scores = self.head(self.ln_f(x)).squeeze(-1)  # (B, L)
         if self.residual_scale is not None:
             scores = scores + self.residual_scale * num[..., self.spec.residual_input]  # (B, L)
@@ -301,7 +367,7 @@ def init_weights(model: nn.Module, seed: int) -> None:
         else None
     )
     for name, p in model.named_parameters():
-        if "position_bias" in name or name.endswith("null") or name == "residual_scale":
+        if "position_bias" in name or name.endswith(("null", "pair_bias", "residual_scale")):
             continue
         if p is residual_head:  # the head's last layer, found by reference, not by name
             nn.init.zeros_(p)

@@ -84,6 +84,9 @@ class ListConfig:
     compare: list[str] = field(default_factory=list)  # features ranked and z-scored in the list
     group_column: str | None = None  # "similar" candidates share this item column
     similarity_text: str | None = None  # text column compared with the best-rated similar one
+    # Categorical item columns whose shared values pair two candidates for the Transformer's
+    # list attention (e.g. branches of one brand); the features pipeline does not use them.
+    pair_columns: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from pipelines.lists.manifest import Manifest, NumericFeature
-from ranker.model import FeatureSpec, Ranker, RankerConfig, split_config
+from ranker.model import FeatureSpec, Ranker, RankerConfig, migrate_architecture, split_config
 from ranker.train.transformer import TrainConfig, TrainResult
 
 
@@ -34,12 +34,14 @@ def save_checkpoint(
 
 
 def load_model(path: Path) -> tuple[Ranker, dict[str, Any]]:
-    """The best model of a checkpoint and the checkpoint. One written before the feature spec
-    was kept apart (no "feature_spec") is read by splitting its one config."""
+    """The best model of a checkpoint and the checkpoint, its architecture migrated to today's
+    keys. One written before the feature spec was kept apart (no "feature_spec") is read by
+    splitting its one config."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if "feature_spec" in ckpt:
         spec = FeatureSpec(**ckpt["feature_spec"])
-        model_cfg = RankerConfig(**ckpt["model_config"])
+        model_cfg = migrate_architecture(ckpt["model_config"])
+        ckpt = {**ckpt, "model_config": model_cfg.to_dict()}
     else:
         spec, model_cfg = split_config(ckpt["model_config"])
         ckpt = {**ckpt, "feature_spec": spec.to_dict(), "model_config": model_cfg.to_dict()}
@@ -61,6 +63,12 @@ def spec_from_manifest(
         target = f.name if f.name in cat_names else group_col if f.name == "group" else None
         j = cat_names.index(target) if target in cat_names else -1
         shared.append(j if j >= 0 and manifest.categorical[j].size == f.size else -1)
+    pair_names = (manifest.config.get("list", {}) or {}).get("pair_columns", [])
+    unknown = [c for c in pair_names if c not in cat_names]
+    if unknown:
+        raise ValueError(
+            f"[list] pair_columns {unknown} are not categorical inputs; they are {cat_names}"
+        )
     return FeatureSpec(
         num_transforms=[f.transform for f in num],
         num_mean=[f.mean for f in num],
@@ -72,4 +80,5 @@ def spec_from_manifest(
         hist_cat_sizes=[f.size for f in manifest.history_categorical],
         hist_cat_shared=shared,
         residual_input=residual_input,
+        pair_columns=[cat_names.index(c) for c in pair_names],
     )

@@ -60,33 +60,46 @@ def test_a_format1_card_is_migrated_when_read(small_registry: Path, tmp_path: Pa
     assert load(reg / "lgbm").kind == "lgbm"
 
 
-def test_a_checkpoint_from_before_the_feature_spec_loads_and_scores_the_same(
-    small_registry: Path, tmp_path: Path
+@pytest.mark.parametrize("layout", ["combined", "split"])
+def test_a_checkpoint_from_before_pair_attention_loads_and_scores_the_same(
+    small_registry: Path, tmp_path: Path, layout: str
 ) -> None:
-    """Checkpoints once kept the fitted statistics and the architecture in one dict,
-    "model_config"; they are read as the two, and the model scores bit for bit as before."""
+    """Checkpoints once kept the fitted statistics and the architecture in one dict
+    ("combined"), then apart but before pair attention ("split": ``use_list_attention``, no
+    null slot, no pair counts). Both are read with the architecture they had, and the model
+    scores bit for bit as the one that wrote them."""
     import numpy as np
     import torch
 
     from ranker.kinds.transformer import TransformerScorer
-    from ranker.model import RankerConfig
+    from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights
     from ranker.train.checkpoint import load_model
 
     path = resolve(small_registry / "transformer").path / "checkpoint.pt"
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    spec = FeatureSpec(**{**ckpt["feature_spec"], "pair_columns": []})
+    arch = {**ckpt["model_config"], "null_slot": False, "pair_counts": False}
+    written = Ranker(spec, RankerConfig(**arch))
+    init_weights(written, seed=0)
+    written.eval()
+    stored = {k: v for k, v in arch.items() if k not in ("null_slot", "pair_counts")}
+    stored["use_list_attention"] = stored.pop("list_attention")
+    spec_keys = {k: v for k, v in spec.to_dict().items() if k != "pair_columns"}
     legacy = {k: v for k, v in ckpt.items() if k != "feature_spec"}
-    legacy["model_config"] = {**ckpt["feature_spec"], **ckpt["model_config"]}
+    legacy["best_model"] = written.state_dict()
+    if layout == "combined":
+        legacy["model_config"] = {**spec_keys, **stored}
+    else:
+        legacy |= {"feature_spec": spec_keys, "model_config": stored}
     torch.save(legacy, tmp_path / "old.pt")
-    new, _ = load_model(path)
     old, read = load_model(tmp_path / "old.pt")
-    assert old.spec == new.spec and old.cfg == new.cfg
-    assert read["model_config"] == ckpt["model_config"]  # the architecture alone, as today
+    assert old.spec == spec and old.cfg == written.cfg
     assert set(read["model_config"]) == {f.name for f in dataclasses.fields(RankerConfig)}
-    cases = KINDS["transformer"].parity_cases(TransformerScorer(new), np.random.default_rng(0))
-    for case in cases:  # the expected scores are the new model's
+    cases = KINDS["transformer"].parity_cases(TransformerScorer(old), np.random.default_rng(0))
+    for case in cases:
         with torch.no_grad():
-            got = old(*(torch.from_numpy(v) for v in case.feeds.values())).numpy()
-        np.testing.assert_array_equal(got, case.expected)
+            want = written(*(torch.from_numpy(v) for v in case.feeds.values())).numpy()
+        np.testing.assert_array_equal(case.expected, want)
 
 
 def test_a_newer_card_or_a_damaged_one_is_refused_clearly(tmp_path: Path) -> None:

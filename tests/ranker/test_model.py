@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 import torch
 
-from ranker.model import Ranker, init_weights, split_config
+from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights, pair_matrix, split_config
 
 
 def _model(**kw: object) -> Ranker:
@@ -21,6 +23,7 @@ def _model(**kw: object) -> Ranker:
         hist_num_std=[1.0],
         hist_cat_sizes=[11, 7],
         hist_cat_shared=[0, -1],
+        pair_columns=[1],
         d_model=32,
         n_heads=4,
         n_layers=2,
@@ -28,7 +31,9 @@ def _model(**kw: object) -> Ranker:
         dropout=0.0,
     )
     base.update(kw)
-    return Ranker(*split_config(base))
+    spec_names = {f.name for f in fields(FeatureSpec)}
+    spec = FeatureSpec(**{k: v for k, v in base.items() if k in spec_names})  # type: ignore[arg-type]
+    return Ranker(spec, RankerConfig(**{k: v for k, v in base.items() if k not in spec_names}))  # type: ignore[arg-type]
 
 
 def _inputs(b: int, n: int, h: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -48,6 +53,11 @@ def model() -> Ranker:
     torch.manual_seed(0)
     m = _model()
     init_weights(m, seed=0)
+    with torch.no_grad():  # as if trained: pair biases and null slots that act
+        for block in m.blocks:
+            assert block.pair_bias is not None and block.null is not None
+            block.pair_bias.normal_(0, 2.0)
+            block.null.normal_()
     return m.eval()
 
 
@@ -138,3 +148,47 @@ def test_category_dropout_blanks_categories_in_training_only() -> None:
         torch.testing.assert_close(m(**x), m(**blank))
         m.eval()  # scoring sees the real values
         assert not torch.allclose(m(**x), m(**blank))
+
+
+def test_pair_matrix_against_a_loop() -> None:
+    cat = torch.tensor([[[1, 2], [1, 0], [3, 2], [1, 2], [1, 2]]])  # (1, 5, 2)
+    mask = torch.tensor([[True, True, True, True, False]])  # the last is padding
+    got = pair_matrix(cat, mask, [0, 1])
+    want = torch.zeros(1, 2, 5, 5, dtype=torch.bool)
+    for p in range(2):
+        for i in range(5):
+            for j in range(5):
+                a, b = int(cat[0, i, p]), int(cat[0, j, p])
+                want[0, p, i, j] = i != j and bool(mask[0, i] and mask[0, j]) and a == b > 0
+    assert torch.equal(got, want)
+    assert got[0, 1, 1].sum() == 0  # code 0 (unknown, none) pairs with nothing
+
+
+def test_the_self_only_ablation_keeps_depth_and_drops_list_context(model: Ranker) -> None:
+    ablated = _model(list_attention=False)
+    init_weights(ablated, 0)
+    ablated.eval()
+    assert len(ablated.blocks) == len(model.blocks)
+    n_pair = sum(p.numel() for n, p in model.named_parameters() if "pair" in n)
+    assert ablated.n_parameters() == model.n_parameters() - n_pair
+    x = _inputs(2, 6, 3)
+    other = dict(x, num=x["num"].clone(), cat=x["cat"].clone())
+    other["num"][:, 5] += 10
+    other["cat"][:, 5] = 4
+    with torch.no_grad():  # another candidate's change reaches no one else
+        torch.testing.assert_close(ablated(**other)[:, :5], ablated(**x)[:, :5], rtol=0, atol=1e-6)
+
+
+def test_a_checkpoint_config_from_before_the_split_keeps_its_architecture() -> None:
+    spec, cfg = split_config(
+        {
+            "num_transforms": ["none"],
+            "num_mean": [0.0],
+            "num_std": [1.0],
+            "cat_sizes": [3],
+            "d_model": 16,
+            "use_list_attention": False,
+        }
+    )
+    assert spec.pair_columns == [] and cfg.d_model == 16
+    assert cfg.n_layers == 0 and not cfg.null_slot  # no blocks, as it was built
