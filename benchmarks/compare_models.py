@@ -19,13 +19,22 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+from reference_feature import with_reference_feature
+
 from pipelines.features.batch import build_features
 from pipelines.features.config import load_config
+from pipelines.lists.io import read_split
+from pipelines.lists.manifest import Manifest
 from pipelines.world.config import WorldConfig
 from pipelines.world.simulate import simulate
-from ranker.evaluate.offline import EvalRequest, comparison_of, evaluate
+from ranker.data import mask_of, to_padded
+from ranker.evaluate.offline import EvalRequest, comparison_of, evaluate, world_truth
 from ranker.evaluate.report import write_report
+from ranker.evaluate.stats import Clusters, paired_difference
+from ranker.metrics import ndcg
 from ranker.registry import versions
+from ranker.scoring import load
 from ranker.train.run import TrainRequest, run_training
 
 # name -> (model, bias correction, extra options)
@@ -36,8 +45,9 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
     "transformer_rerank_nocorr": ("transformer", "none", {"reranker": "lgbm_nocorr"}),
     "transformer": ("transformer", "tower", {}),
     "transformer_nocorr": ("transformer", "none", {}),
-    # Ablation: the same re-ranker without self-attention across the list (pointwise).
-    "rerank_pointwise": ("transformer", "tower", {"reranker": "lgbm", "use_list_attention": False}),
+    # Ablation: the same re-ranker with attention restricted to each candidate itself
+    # (blocks, depth and parameters kept): what list context adds.
+    "rerank_selfonly": ("transformer", "tower", {"reranker": "lgbm", "list_attention": False}),
 }
 
 
@@ -56,8 +66,14 @@ def main() -> None:
         "check that a verdict is not one seed's luck",
     )
     ap.add_argument("--tune", type=int, default=1, help="tuning trials per model (same budget)")
+    ap.add_argument("--validation", default="examined", help="the model-selection rule")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument(
+        "--reference",
+        action="store_true",
+        help="also LightGBM with the hand-made nearer-same-brand count (a reference row only)",
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument(
         "--reuse",
@@ -103,12 +119,37 @@ def main() -> None:
                     seed=seed,
                     progress=False,
                     overrides=overrides,
+                    validation=args.validation,
                     # each seed's re-ranker sits on the same seed's baseline
                     reranker=None if baseline is None else seeded(str(baseline), seed, first),
                 )
             )
             seconds[name] = round(time.perf_counter() - t0, 1)
             refs.append(str(ref.path))
+    reference = None
+    if args.reference:  # LightGBM + the hand-made count, each seed against its own LightGBM
+        ref_lists = out / "lists_ref"
+        if not (ref_lists / "manifest.json").exists():
+            with_reference_feature(lists, ref_lists)
+        reference = {}
+        for seed in args.train_seeds:
+            name = seeded("lgbm_ref", seed, first)
+            have = versions(registry, name) if args.reuse else []
+            if not have:
+                run_training(
+                    TrainRequest(
+                        "lgbm",
+                        ref_lists,
+                        registry,
+                        name=name,
+                        seed=seed,
+                        progress=False,
+                        validation=args.validation,
+                    )
+                )
+            reference[name] = reference_row(
+                registry / seeded("lgbm", seed, first), registry / name, lists, ref_lists
+            )
     report = evaluate(EvalRequest(lists, refs))
     paths = write_report(report, out / "report")
     m = report["metrics"]
@@ -141,6 +182,7 @@ def main() -> None:
                 },
                 "train_seeds": args.train_seeds,
                 "tuning_budget": args.tune,
+                "validation": args.validation,
                 "primary": primary,
                 "verdict": report["verdict"]["text"],
                 "models": {
@@ -153,12 +195,30 @@ def main() -> None:
                 },
                 f"diff_vs_{args.variants[0]}": diffs,
                 "seed_check": seed_check,
+                "reference_lgbm_plus_nearer_same_brand": reference,
                 "gap_closed": report.get("gap_closed"),
                 "report": str(paths["html"]),
             },
             indent=2,
         )
     )
+
+
+def reference_row(base: Path, ref: Path, lists: Path, ref_lists: Path) -> dict[str, object]:
+    """Oracle NDCG@10 of LightGBM with the reference feature minus LightGBM without it, paired
+    over the same test requests (the two datasets differ by that one column)."""
+    m, m_ref = Manifest.load(lists), Manifest.load(ref_lists)
+    test, test_ref = read_split(lists, "test", m), read_split(ref_lists, "test", m_ref)
+    truth = world_truth(Path(m.source["world"]), test)
+    assert truth is not None
+    rel, mask = to_padded(truth, test.offsets), mask_of(test.offsets)
+    per = {
+        name: ndcg(to_padded(load(path).score(data, man), test.offsets), rel, mask=mask, k=10)
+        for name, path, data, man in (("base", base, test, m), ("ref", ref, test_ref, m_ref))
+    }
+    users = test.user_id if test.user_id is not None else test.request_id
+    d = paired_difference(per["ref"], per["base"], Clusters.of(users)).to_dict()
+    return {"oracle_ndcg@10": float(np.nanmean(per["ref"])), "diff_vs_lgbm": d}
 
 
 def seeded(name: str, seed: int, first: int) -> str:

@@ -52,8 +52,12 @@ class RankData:
         weights: np.ndarray | None = None,
         max_history: int = 50,
         labels: np.ndarray | None = None,
+        eval_mask: np.ndarray | None = None,
     ):
         self.lists = lists
+        # (N,) bool, validation only: the candidates the metric reads (the others are scored,
+        # in their lists, but neither gain nor rank); see ranker.train.prepare.validation_set
+        self.eval_mask = eval_mask
         n = lists.n_items
         self.num = (
             lists.num
@@ -142,12 +146,15 @@ class RankData:
         return np.minimum(np.diff(self.hist_offsets), self.max_history)
 
     def padded_scores(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Flat (N,) scores -> (scores, labels, mask), each (B, Lmax), for the metrics."""
-        return (
-            to_padded(scores, self.offsets),
-            to_padded(self.labels, self.offsets),
-            mask_of(self.offsets),
-        )
+        """Flat (N,) scores -> (scores, labels, mask), each (B, Lmax), for the metrics; only
+        the candidates of ``eval_mask`` when it is set (labels zeroed elsewhere: the ideal DCG
+        reads the labels)."""
+        mask = mask_of(self.offsets)
+        labels = to_padded(self.labels, self.offsets)
+        if self.eval_mask is not None:
+            mask &= to_padded(self.eval_mask.astype(np.float64), self.offsets) > 0
+            labels = np.where(mask, labels, 0.0)
+        return to_padded(scores, self.offsets), labels, mask
 
 
 def epoch_order(

@@ -33,7 +33,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--reranker", help="re-ranker mode: the LightGBM baseline (NAME or REGISTRY/NAME)"
     )
     p.add_argument("--resume", help="continue training this Transformer version (NAME/VERSION)")
+    p.add_argument(
+        "--validation",
+        default="examined",
+        help="model selection reads validation NDCG@10 over: examined = the candidates at or "
+        "above each list's last click or order (default); ips = all, propensity-weighted",
+    )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train N times, seeds SEED..SEED+N-1, one version each (evaluate --seeds N then "
+        "reports the spread)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
         "--set",
@@ -59,6 +72,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples of users")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="each model name stands for its latest N versions (train --seeds N): the report "
+        "shows the training-seed spread and the verdict says when a difference is within it",
+    )
     p.set_defaults(run=run_evaluate)
 
     p = sub.add_parser("export", help="add model.onnx (and its sha256) to a registry version")
@@ -95,25 +115,30 @@ def run_train(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.data}: not a lists dataset (no manifest.json)")
     if args.tune < 1:
         raise ValueError("--tune must be >= 1")
-    ref = run_training(
-        TrainRequest(
-            model=args.model,
-            data=args.data,
-            registry=args.registry,
-            name=args.name,
-            bias=args.bias,
-            tune=args.tune,
-            seed=args.seed,
-            threads=args.threads,
-            reranker=args.reranker,
-            resume=args.resume,
-            progress=not args.no_progress,
-            overrides=parse_overrides(args.set),
+    if args.seeds < 1 or (args.seeds > 1 and args.resume):
+        raise ValueError("--seeds must be >= 1, and 1 with --resume")
+    overrides = parse_overrides(args.set)
+    for seed in range(args.seed, args.seed + args.seeds):
+        ref = run_training(
+            TrainRequest(
+                model=args.model,
+                data=args.data,
+                registry=args.registry,
+                name=args.name,
+                bias=args.bias,
+                tune=args.tune,
+                seed=seed,
+                threads=args.threads,
+                reranker=args.reranker,
+                resume=args.resume,
+                validation=args.validation,
+                progress=not args.no_progress,
+                overrides=overrides,
+            )
         )
-    )
-    card = ref.card()
-    print(f"published {ref} at {ref.path}")
-    print(f"  valid ndcg@10 {card.valid_ndcg:.4f}; bias correction: {card.bias_correction}")
+        card = ref.card()
+        print(f"published {ref} at {ref.path} (seed {seed})")
+        print(f"  valid ndcg@10 {card.valid_ndcg:.4f}; bias correction: {card.bias_correction}")
     return 0
 
 
@@ -130,6 +155,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         empty_lists=args.empty_lists,
         n_boot=args.bootstrap,
         seed=args.seed,
+        seeds=args.seeds,
     )
     report = evaluate(req)
     paths = write_report(report, args.out)

@@ -23,6 +23,7 @@ from pipelines.lists.io import read_split
 from pipelines.lists.manifest import Manifest
 from pipelines.lists.table import Lists
 from ranker.data import mask_of, to_padded
+from ranker.evaluate.seeds import expand_seeds, seed_groups, seed_verdict, spread
 from ranker.evaluate.segments import differences, segment_labels, segment_table
 from ranker.evaluate.stats import Clusters, mean_ci, paired_difference, weighted_mean_ci
 from ranker.metrics import EMPTY_RULES, apply_empty_rule, auc, average_precision, mrr, ndcg
@@ -45,6 +46,7 @@ class EvalRequest:
     split: str = "test"
     n_boot: int = 1000
     seed: int = 0
+    seeds: int = 1  # > 1: each model name stands for its latest `seeds` versions (training seeds)
 
 
 @dataclass
@@ -61,7 +63,8 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     lists = read_split(req.data, req.split, m)
     if len(lists) == 0:
         raise ValueError(f"{req.data}: the {req.split} split is empty")
-    scored = _score_models(req.models, lists, m)
+    refs = expand_seeds(req.models, req.seeds) if req.seeds > 1 else req.models
+    scored = _score_models(refs, lists, m)
     if lists.positions is not None:
         scored.append(
             Scored(
@@ -71,7 +74,7 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
             )
         )
     world = req.world or (Path(m.source["world"]) if m.source.get("world") else None)
-    truth = _truth(world, lists) if world is not None else None
+    truth = world_truth(world, lists) if world is not None else None
     primary = "oracle_ndcg@10" if truth is not None else "ndcg@10"
 
     users = lists.user_id if lists.user_id is not None else lists.request_id
@@ -133,7 +136,13 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     }
     if truth is not None and "logged" in metrics:
         report["gap_closed"] = _gap_closed(per_request, cl)
-    report["verdict"] = verdict(report, [s.name for s in scored if s.name != "logged"])
+    models = [s for s in scored if s.name != "logged"]
+    report["verdict"] = verdict(report, [s.name for s in models])
+    if req.seeds > 1:  # the verdict between models, each over its training seeds
+        groups = seed_groups([s.name for s in models], [s.info["name"] for s in models])
+        report["seed_spread"] = spread(report, groups)
+        report["verdict_per_model"] = report["verdict"]
+        report["verdict"] = seed_verdict(report, groups, comparison_of)
     # Exploratory views: where differences come from (no verdict from them).
     compared = [s.name for s in scored if s.name != "logged"] or [s.name for s in scored]
     segments = segment_labels(lists, m, req.data)
@@ -160,6 +169,8 @@ def _score_models(refs: list[str], lists: Lists, m: Manifest) -> list[Scored]:
         log.info("scoring %s on %d lists", lm.ref, len(lists))
         info = {
             "ref": str(lm.ref),
+            "name": lm.ref.name,
+            "seed": lm.card.seed,
             "kind": lm.kind,
             "bias_correction": lm.card.bias_correction,
             "reranker": lm.card.reranker,
@@ -212,7 +223,7 @@ def _per_user_auc(scores: np.ndarray, lists: Lists, cl: Clusters) -> tuple[np.nd
     return values, weights
 
 
-def _truth(world: Path, lists: Lists) -> np.ndarray | None:
+def world_truth(world: Path, lists: Lists) -> np.ndarray | None:
     path = Path(world) / "truth.parquet"
     if not path.exists():
         log.warning("%s: no truth.parquet; no oracle metrics", world)

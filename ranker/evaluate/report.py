@@ -104,6 +104,17 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"- {s}" for s in setup_lines(report)]
+    if report.get("seed_spread"):
+        lines += [
+            "",
+            f"## Training seeds ({primary})",
+            "",
+            f"Rule: {report['verdict']['rule']}.",
+            "",
+        ]
+        lines += ["| model | seeds | per seed | mean | s.d. |", "|---|---|---|---|---|"]
+        for row in seed_rows(report):
+            lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Metrics (value [95% CI])", "", "| model | " + " | ".join(names) + " |"]
     lines.append("|---" * (len(names) + 1) + "|")
     for model, ms in report["metrics"].items():
@@ -122,6 +133,20 @@ def markdown(report: dict[str, Any]) -> str:
     if report["comparisons"]:
         lines += ["", f"Test: {report['comparisons'][0]['test']}."]
     return "\n".join(lines) + "\n"
+
+
+def seed_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per model trained under several seeds: its primary metric per seed."""
+    return [
+        [
+            name,
+            ", ".join(str(s) for s in g["seeds"]),
+            ", ".join(f"{v:.4f}" for v in g["values"]),
+            f"{g['mean']:.4f}",
+            f"{g['sd']:.4f}",
+        ]
+        for name, g in report["seed_spread"].items()
+    ]
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -149,6 +174,10 @@ def render_html(report: dict[str, Any]) -> str:
     setup = "".join(f"<li>{e(s)}</li>" for s in setup_lines(report))
     data = json.dumps(finite(report)).replace("</", "<\\/")
     sections = offline_views(report)
+    if report.get("seed_spread"):
+        seeds = table(["model", "seeds", "per seed", "mean", "s.d."], seed_rows(report))
+        rule = e(report["verdict"]["rule"])
+        sections = f'<h2>Training seeds</h2><p class="note">{rule}</p>{seeds}' + sections
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>Offline evaluation</title><style>{CSS}</style></head><body>"

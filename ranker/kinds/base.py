@@ -8,7 +8,7 @@ imports every kind (for its ``Feeder``) and loads neither.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -46,6 +46,7 @@ class TrainJob:
     reranker: str | None = None
     resume: str | None = None
     progress: bool = True
+    callbacks: tuple[Callable[..., None], ...] = ()  # passed to the kind's training loop
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,7 @@ class TransformerKind(Kind):
                 extra_num=va_extra,
                 max_history=valid.max_history,
                 labels=valid.labels,
+                eval_mask=valid.eval_mask,
             )
             reranker = {
                 "baseline": str(baseline.ref),
@@ -193,7 +194,14 @@ class TransformerKind(Kind):
             mc = RankerConfig(bias_tower=job.bias == "tower", **arch)
             cfg = TrainConfig(**{"seed": job.seed, "threads": job.threads, **opts})
             res = train_transformer(
-                train, valid, spec, mc, cfg, resume=resume_state, progress=job.progress
+                train,
+                valid,
+                spec,
+                mc,
+                cfg,
+                resume=resume_state,
+                progress=job.progress,
+                callbacks=job.callbacks,
             )
             trials.append(
                 {"params": t, "valid_ndcg@10": res.best_valid_ndcg, "epochs": len(res.history)}

@@ -19,7 +19,7 @@ import lightgbm as lgb
 import numpy as np
 
 from pipelines.lists.manifest import Manifest
-from ranker.data import RankData, to_padded
+from ranker.data import RankData
 from ranker.inputs import lgbm_columns, lgbm_matrix
 from ranker.kinds.lgbm import LgbmConfig
 from ranker.metrics import ndcg
@@ -36,6 +36,18 @@ class LgbmResult:
     categorical: list[int]  # indices of LightGBM categorical features
     params: dict[str, Any] = field(default_factory=dict)
     history: list[float] = field(default_factory=list)
+    history_se: list[float] = field(default_factory=list)  # each round's standard error
+
+
+KEEP_ROUNDS = ("best", "one_se")
+
+
+def one_se_round(curve: Sequence[float], se: Sequence[float], best: int) -> int:
+    """The earliest 1-based round whose value is within one standard error of round
+    ``best``'s (the one-standard-error rule: the simplest model not worse than the best by
+    more than its noise)."""
+    floor = curve[best - 1] - se[best - 1]
+    return next(r + 1 for r in range(best) if curve[r] >= floor)
 
 
 def lgbm_features(
@@ -55,6 +67,8 @@ def train_lgbm(
     extra_names: Sequence[str] = (),
     callbacks: Sequence[Callable[[lgb.callback.CallbackEnv], None]] = (),
 ) -> LgbmResult:
+    if cfg.keep_round not in KEEP_ROUNDS:
+        raise ValueError(f"keep_round must be one of {KEEP_ROUNDS}, got {cfg.keep_round!r}")
     x_tr, names, cat_idx = lgbm_features(train, manifest, extra_names)
     x_va, _, _ = lgbm_features(valid, manifest, extra_names)
     max_label = int(max(train.labels.max(initial=0), valid.lists.labels.max(initial=0), 1))
@@ -87,16 +101,17 @@ def train_lgbm(
         position=np.clip(train.positions - 1, 0, None) if cfg.position_aware else None,
     )
     valid_set = lgb.Dataset(x_va, label=valid.lists.labels, group=valid.lens, reference=train_set)
-    offsets, labels = valid.offsets, to_padded(valid.labels, valid.offsets)
-    mask = np.arange(labels.shape[1])[None, :] < valid.lens[:, None]
+
+    history_se: list[float] = []
 
     def feval(preds: np.ndarray, _: lgb.Dataset) -> tuple[str, float, bool]:
-        s = to_padded(preds, offsets)
-        return (
-            f"ndcg@{cfg.eval_k}",
-            float(np.nanmean(ndcg(s, labels, mask=mask, k=cfg.eval_k))),
-            True,
+        s, labels, mask = valid.padded_scores(preds)  # the validation rule's view, as for all kinds
+        per_list = ndcg(s, labels, mask=mask, k=cfg.eval_k)
+        defined = per_list[~np.isnan(per_list)]
+        history_se.append(
+            float(defined.std(ddof=1) / np.sqrt(len(defined))) if len(defined) > 1 else 0.0
         )
+        return f"ndcg@{cfg.eval_k}", float(defined.mean()) if len(defined) else float("nan"), True
 
     history: dict[str, Any] = {}
     booster = lgb.train(
@@ -106,6 +121,9 @@ def train_lgbm(
         valid_sets=[valid_set],
         valid_names=["valid"],
         feval=feval,
+        # every round kept (not cut at the best): the selection study reads them all; saving
+        # and predicting use the best round
+        keep_training_booster=True,
         callbacks=[
             lgb.early_stopping(cfg.early_stopping, first_metric_only=True, verbose=False),
             lgb.record_evaluation(history),
@@ -114,9 +132,20 @@ def train_lgbm(
     )
     curve = list(history.get("valid", {}).get(f"ndcg@{cfg.eval_k}", []))
     best_it = booster.best_iteration or len(curve)
+    if curve and cfg.keep_round == "one_se":
+        kept = one_se_round(curve, history_se, best_it)
+        log.info(
+            "lightgbm: best valid ndcg@%d %.4f at round %d; one-SE rule keeps round %d (%.4f)",
+            cfg.eval_k,
+            curve[best_it - 1],
+            best_it,
+            kept,
+            curve[kept - 1],
+        )
+        best_it = booster.best_iteration = kept
     best = curve[best_it - 1] if curve else float("nan")
-    log.info("lightgbm: best valid ndcg@%d %.4f at round %d", cfg.eval_k, best, best_it)
-    return LgbmResult(booster, best_it, best, names, cat_idx, params, curve)
+    log.info("lightgbm: kept valid ndcg@%d %.4f at round %d", cfg.eval_k, best, best_it)
+    return LgbmResult(booster, best_it, best, names, cat_idx, params, curve, history_se)
 
 
 def predict_lgbm(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from ranker.card import ModelCard
 from ranker.kinds import get_kind
 from ranker.kinds.base import TrainJob
 from ranker.registry import ModelRef, publish
-from ranker.train.prepare import ipw_weights, load_splits, rank_data, validation_labels
+from ranker.train.prepare import ipw_weights, load_splits, rank_data, validation_set
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,12 @@ class TrainRequest:
     threads: int = 2
     reranker: str | None = None  # registry reference of the baseline (kinds that re-rank)
     resume: str | None = None  # registry reference of a version to continue
+    validation: str = "examined"  # the model-selection rule: see ranker.train.prepare
     progress: bool = True
     overrides: dict[str, Any] | None = None  # the kind's settings (e.g. epochs, num_leaves)
+    # Python API only: the kind's training-loop callbacks (train_lgbm's or train_transformer's),
+    # e.g. to watch every validation or to stop early
+    callbacks: tuple[Callable[..., None], ...] = ()
 
 
 def run_training(req: TrainRequest) -> ModelRef:
@@ -51,9 +56,9 @@ def run_training(req: TrainRequest) -> ModelRef:
     splits, _ = load_splits(req.data)
     m = splits.manifest
     weights = ipw_weights(splits.train, splits.propensities, bias)
-    valid_labels = validation_labels(splits.valid, splits.propensities, bias)
+    v = validation_set(splits.valid, splits.propensities, bias, req.validation)
     train = rank_data(splits.train, m, weights)
-    valid = rank_data(splits.valid, m, labels=valid_labels)
+    valid = rank_data(splits.valid, m, labels=v.labels, eval_mask=v.mask)
     registry = Path(req.registry)
     with tempfile.TemporaryDirectory(
         prefix=".build-", dir=registry.parent if registry.parent.exists() else None
@@ -74,6 +79,7 @@ def run_training(req: TrainRequest) -> ModelRef:
             reranker=req.reranker,
             resume=req.resume,
             progress=req.progress,
+            callbacks=req.callbacks,
         )
         done = kind.train(job)
         p = splits.propensities
@@ -87,7 +93,7 @@ def run_training(req: TrainRequest) -> ModelRef:
             },
             bias_correction=bias,
             seed=req.seed,
-            validation_metric="ndcg@10" if valid_labels is None else "ips_ndcg@10",
+            validation_metric=v.metric,
             training=done.training,
             tuning=done.tuning,
             valid_ndcg=done.valid_ndcg,

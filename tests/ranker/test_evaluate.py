@@ -118,3 +118,131 @@ def test_empty_list_rules_change_click_metrics_only(
         assert rep["empty_lists"] == rule
     assert vals["zero"][0] < vals["exclude"][0] < vals["one"][0]
     assert vals["zero"][1] == vals["exclude"][1] == vals["one"][1]
+
+
+def test_seed_verdict_reads_every_seed_and_the_spread() -> None:
+    from ranker.evaluate.offline import comparison_of
+    from ranker.evaluate.seeds import seed_verdict
+
+    def report(diffs: list[tuple[float, float, float]], values: dict[str, float]) -> dict:
+        comps = [
+            {
+                "a": f"b/v{i}",
+                "b": f"a/v{i}",
+                "metric": "m",
+                "diff": d,
+                "ci95": [lo, hi],
+                "p_value": 0.5,
+                "test": "t",
+            }
+            for i, (d, lo, hi) in enumerate(diffs)
+        ]
+        metrics = {k: {"m": {"value": v}} for k, v in values.items()}
+        return {
+            "primary": "m",
+            "comparisons": comps,
+            "metrics": metrics,
+            "models": {k: {"seed": int(k[-1])} for k in values},
+        }
+
+    groups = {"a": ["a/v0", "a/v1", "a/v2"], "b": ["b/v0", "b/v1", "b/v2"]}
+    spread_values = {
+        "a/v0": 0.50,
+        "a/v1": 0.51,
+        "a/v2": 0.52,
+        "b/v0": 0.51,
+        "b/v1": 0.50,
+        "b/v2": 0.52,
+    }
+    every = report([(0.01, 0.001, 0.02)] * 3, spread_values)
+    assert seed_verdict(every, groups, comparison_of)["outcomes"]["b"]["outcome"] == (
+        "better under every seed"
+    )
+    # One seed's CI crosses zero and the mean (+0.002) is within the seeds' s.d. (0.01)
+    mixed = report(
+        [(0.01, 0.001, 0.02), (-0.01, -0.02, 0.001), (0.006, -0.001, 0.01)], spread_values
+    )
+    v = seed_verdict(mixed, groups, comparison_of)
+    assert v["outcomes"]["b"]["outcome"] == "within the training-seed spread"
+    assert v["outcomes"]["b"]["mean_diff"] == pytest.approx(0.002)
+    assert "over 3 seeds" in v["text"] and "within the training-seed spread" in v["text"]
+    tight = {k: round(0.5 + 0.0001 * int(k[-1]), 4) for k in spread_values}
+    v = seed_verdict(
+        report([(0.01, 0.001, 0.02), (0.01, -0.001, 0.02)] * 1 + [(0.01, 0.001, 0.02)], tight),
+        groups,
+        comparison_of,
+    )
+    assert v["outcomes"]["b"]["outcome"] == "not consistent across seeds"
+
+
+def test_train_and_evaluate_with_seeds_report_the_spread(
+    small_lists: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg = tmp_path / "reg"
+    for name, rounds in (("a", "20"), ("b", "40")):
+        assert (
+            main(
+                [
+                    "train",
+                    "--model",
+                    "lgbm",
+                    "--data",
+                    str(small_lists),
+                    "--registry",
+                    str(reg),
+                    "--name",
+                    name,
+                    "--seeds",
+                    "2",
+                    "--seed",
+                    "3",
+                    "--no-progress",
+                    "--set",
+                    f"max_rounds={rounds}",
+                    "--set",
+                    "bagging_fraction=0.7",
+                ]
+            )
+            == 0
+        )
+    out = tmp_path / "report"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(small_lists),
+                "--models",
+                str(reg / "a"),
+                str(reg / "b"),
+                "--seeds",
+                "2",
+                "--out",
+                str(out),
+                "--bootstrap",
+                "100",
+            ]
+        )
+        == 0
+    )
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["seed_spread"]["a"]["seeds"] == [3, 4] and rep["seed_spread"]["b"]["models"] == [
+        "b/v1",
+        "b/v2",
+    ]
+    assert "over 2 seeds" in rep["verdict"]["text"] and rep["verdict"]["baseline"] == "a"
+    assert "## Training seeds" in (out / "report.md").read_text()
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(small_lists),
+            "--models",
+            str(reg / "a"),
+            "--seeds",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 2 and "--seeds 3 needs 3" in capsys.readouterr().err

@@ -96,7 +96,7 @@ def test_train_publish_and_score_both_models(small_lists: Path, tmp_path: Path) 
     assert versions(reg, "transformer") == ["v1", "v2"]
     assert resolve(reg / "transformer").version == "v2"  # NAME alone: the latest
     card = tr.card()
-    assert card.bias_correction == "tower" and card.validation_metric == "ips_ndcg@10"
+    assert card.bias_correction == "tower" and card.validation_metric == "examined_ndcg@10"
     assert set(card.files) == {"checkpoint.pt"} and card.features["format"] == "ranker-lists/1"
     assert card.tuning["budget"] == 1 and card.data["fingerprint"]
     assert lg.card().details["feature_names"][0] == card.feature_manifest.numeric_names[0]
@@ -237,3 +237,67 @@ def test_the_out_of_fold_baseline_follows_the_published_recipe(
     a = out_of_fold_scores(aware, data, sp.manifest)
     b = out_of_fold_scores(plain, data, sp.manifest)
     assert np.isfinite(a).all() and not np.allclose(a, b)
+
+
+def test_the_examined_validation_rule_reads_only_what_the_user_saw() -> None:
+    """Candidates below a list's last positive (logged order) leave the metric: neither gain
+    nor rank; lists without logged positions keep every candidate; "ips" is the rule before."""
+    from pipelines.lists.table import Lists
+    from ranker.data import RankData
+    from ranker.metrics import ndcg
+    from ranker.train.prepare import examined, validation_set
+
+    lists = Lists(
+        request_id=np.array(["a", "b"], dtype=object),
+        offsets=np.array([0, 4, 7]),
+        item_ids=np.array(list("pqrsxyz"), dtype=object),
+        labels=np.array([0, 1, 0, 0, 0, 0, 0], np.int8),
+        num=np.zeros((7, 1), np.float32),
+        cat=np.zeros((7, 0), np.int32),
+        positions=np.array([3, 2, 1, 4, 1, 2, 3], np.int16),
+    )
+    seen = examined(lists)
+    assert seen is not None
+    assert seen.tolist() == [False, True, True, False, False, False, False]
+    v = validation_set(lists, None, "none")
+    assert v.metric == "examined_ndcg@10" and v.labels is None
+    data = RankData(lists, max_history=0, eval_mask=v.mask)
+    # The unseen candidate "p" scored first costs nothing; the seen "r" above "q" does.
+    s, y, m = data.padded_scores(np.array([9.0, 1.0, 0.0, 5.0, 0, 0, 0]))
+    assert ndcg(s, y, mask=m, k=10)[0] == 1.0 and np.isnan(ndcg(s, y, mask=m, k=10)[1])
+    s, y, m = data.padded_scores(np.array([0.0, 1.0, 2.0, 0.0, 0, 0, 0]))
+    assert ndcg(s, y, mask=m, k=10)[0] < 1.0
+    assert validation_set(lists, None, "none", "ips").mask is None
+    with pytest.raises(ValueError, match="validation rule must be one of"):
+        validation_set(lists, None, "none", "oracle")
+    judged = Lists(**{**lists.__dict__, "positions": None})
+    assert validation_set(judged, None, "none").metric == "ndcg@10"
+
+
+def test_lightgbm_keeps_the_earliest_round_within_one_standard_error(
+    small_lists: Path,
+) -> None:
+    """The one-SE rule: the earliest round whose validation value is within one standard error
+    of the best round's; "best" keeps the best. The kept round is what the booster predicts."""
+    from ranker.kinds.lgbm import LgbmConfig
+    from ranker.train.lgbm import lgbm_features, one_se_round, predict_lgbm, train_lgbm
+
+    curve, se = [0.50, 0.60, 0.64, 0.66, 0.65], [0.02, 0.02, 0.02, 0.03, 0.03]
+    assert one_se_round(curve, se, best=4) == 3  # 0.64 >= 0.66 - 0.03; 0.60 is not
+    assert one_se_round(curve, [0.0] * 5, best=4) == 4
+    assert one_se_round([0.7, 0.5], [0.1, 0.1], best=1) == 1
+    splits, _ = load_splits(small_lists)
+    m = splits.manifest
+    tr, va = rank_data(splits.train, m), rank_data(splits.valid, m)
+    fixed = {"max_rounds": 60, "early_stopping": 60, "num_leaves": 7}
+    best = train_lgbm(tr, va, m, LgbmConfig(keep_round="best", **fixed))
+    one_se = train_lgbm(tr, va, m, LgbmConfig(**fixed))
+    assert best.history == one_se.history
+    b = best.best_iteration
+    assert one_se.best_iteration == one_se_round(one_se.history, one_se.history_se, b) <= b
+    assert one_se.best_valid_ndcg >= best.best_valid_ndcg - one_se.history_se[b - 1]
+    x_va = lgbm_features(va, m)[0]
+    kept = one_se.booster.predict(x_va, raw_score=True, num_iteration=one_se.best_iteration)
+    np.testing.assert_allclose(predict_lgbm(one_se.booster, va, m), kept, rtol=1e-6)
+    with pytest.raises(ValueError, match="keep_round must be one of"):
+        train_lgbm(tr, va, m, LgbmConfig(keep_round="last", **fixed))

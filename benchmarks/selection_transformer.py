@@ -1,0 +1,185 @@
+"""Which validation rule tracks relevance for the Transformer? The LightGBM study
+(``selection_rules.py``) repeated across the Transformer's validations, standalone and as the
+residual re-ranker over the published LightGBM, on worlds kept apart from evaluation.
+
+    python benchmarks/selection_transformer.py --worlds 104 105 --requests 10000 --users 1000 \
+        --epochs 8 --out runs/selection_tf
+
+For each world: the published LightGBM (position-aware, examined validation), then each model
+trained for ``--epochs`` with stopping off; at every validation (the weights validated, i.e.
+the weight average) its value under each rule on the validation split and its oracle NDCG@10 on
+the test split. The re-ranker's epoch 0 is its baseline, as training keeps it when no epoch
+beats it. Per model and rule: the Spearman correlation with the test oracle across validations,
+the validation each rule keeps (best value; early stopping with the training's patience) and
+its regret against the best validation's test oracle. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from selection_rules import early_stop, rule_values, spearman  # a sibling script
+
+from pipelines.features.batch import build_features
+from pipelines.features.config import load_config
+from pipelines.lists.table import Lists
+from pipelines.world.config import WorldConfig
+from pipelines.world.simulate import simulate
+from ranker.data import mask_of, to_padded
+from ranker.evaluate.offline import world_truth
+from ranker.inputs import baseline_inputs
+from ranker.metrics import ndcg
+from ranker.model import Ranker
+from ranker.scoring import load
+from ranker.train.prepare import examined, load_splits, rank_data, validation_labels
+from ranker.train.run import TrainRequest, run_training
+from ranker.train.transformer import EpochLog, predict
+
+
+@dataclass
+class Watch:
+    """A callback of ``train_transformer``: every validated model's rule values and oracle."""
+
+    valid: Any  # RankData of the validation split, with the re-ranker's inputs if any
+    test: Any
+    valid_lists: Lists
+    test_offsets: np.ndarray
+    truth_test: np.ndarray
+    gains: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    points: list[dict[str, float]] = field(default_factory=list)
+
+    def observe(self, epoch: float, valid_scores: np.ndarray, test_scores: np.ndarray) -> None:
+        values = rule_values(valid_scores, self.valid_lists, self.gains, self.masks)
+        st = to_padded(test_scores, self.test_offsets)
+        rel = to_padded(self.truth_test, self.test_offsets)
+        oracle = float(np.nanmean(ndcg(st, rel, mask=mask_of(self.test_offsets), k=10)))
+        self.points.append({"epoch": epoch, "test_oracle": oracle, **values})
+
+    def __call__(self, entry: EpochLog, model: Ranker) -> None:
+        self.observe(entry.epoch, predict(model, self.valid), predict(model, self.test))
+
+
+def summarise(points: list[dict[str, float]], rules: list[str], patience: int) -> dict[str, Any]:
+    oracle = [p["test_oracle"] for p in points]
+    best = max(oracle)
+    out: dict[str, Any] = {}
+    for rule in rules:
+        c = [p[rule] for p in points]
+        pick, stop = int(np.argmax(c)), early_stop(c, patience)
+        out[rule] = {
+            "spearman_with_test_oracle": round(spearman(c, oracle), 3),
+            "kept_epoch": points[pick]["epoch"],
+            "regret": round(best - oracle[pick], 4),
+            "early_stopping_epoch": points[stop]["epoch"],
+            "early_stopping_regret": round(best - oracle[stop], 4),
+        }
+    return out
+
+
+def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    out = args.out / f"world{seed}"
+    if not (out / "world" / "world.json").exists():
+        simulate(
+            WorldConfig(seed=seed, n_requests=args.requests, n_users=args.users),
+            out,
+            progress=False,
+        )
+    lists_dir = out / "lists"
+    if not (lists_dir / "manifest.json").exists():
+        build_features(out / "logs", lists_dir, load_config("sim"), progress=False)
+    splits, test = load_splits(lists_dir, with_test=True)
+    assert test is not None and splits.propensities is not None
+    m, valid = splits.manifest, splits.valid
+    registry = out / "registry"
+    common = {"data": lists_dir, "registry": registry, "threads": args.threads, "progress": False}
+    lgbm = run_training(TrainRequest(model="lgbm", name="lgbm", **common))
+    baseline = load(lgbm)
+    truth_valid, truth_test = world_truth(out / "world", valid), world_truth(out / "world", test)
+    ips = validation_labels(valid, splits.propensities, "lambdarank")
+    seen = examined(valid)
+    assert truth_valid is not None and truth_test is not None
+    assert ips is not None and seen is not None and valid.randomized is not None
+    labels = valid.labels.astype(np.float64)
+    gains = {
+        "ips_click": ips,
+        "click": labels,
+        "random_slice": labels,
+        "examined_click": labels,
+        "oracle_valid": truth_valid,
+    }
+    masks = {
+        "random_slice": np.repeat(valid.randomized, valid.list_lengths()),
+        "examined_click": seen,
+    }
+    rules = list(gains)
+    va_base, te_base = baseline.score(valid, m), baseline.score(test, m)
+    models: dict[str, Any] = {}
+    for name, rerank in (("transformer_rerank", True), ("transformer", False)):
+        extra_va = baseline_inputs(va_base, valid.offsets) if rerank else None
+        extra_te = baseline_inputs(te_base, test.offsets) if rerank else None
+        watch = Watch(
+            rank_data(valid, m, extra_num=extra_va),
+            rank_data(test, m, extra_num=extra_te),
+            valid,
+            test.offsets,
+            truth_test,
+            gains,
+            masks,
+        )
+        if rerank:  # epoch 0: the baseline itself, where the residual re-ranker starts
+            watch.observe(0.0, va_base, te_base)
+        run_training(
+            TrainRequest(
+                model="transformer",
+                name=name,
+                reranker=str(lgbm.path) if rerank else None,
+                overrides={"epochs": args.epochs, "patience": args.epochs * 100},
+                callbacks=(watch,),
+                **common,
+            )
+        )
+        models[name] = {
+            "points": [{k: round(v, 4) for k, v in p.items()} for p in watch.points],
+            "rules": summarise(watch.points, rules, args.patience),
+        }
+    return {"world_seed": seed, "requests": args.requests, "models": models}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worlds", type=int, nargs="+", default=[104, 105])
+    ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--users", type=int, default=1_000)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--patience", type=int, default=4, help="validations, as training's")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    worlds = [one_world(s, args) for s in args.worlds]
+    summary = {
+        model: {
+            rule: {
+                key: round(
+                    float(np.mean([w["models"][model]["rules"][rule][key] for w in worlds])), 4
+                )
+                for key in ("spearman_with_test_oracle", "regret", "early_stopping_regret")
+            }
+            for rule in worlds[0]["models"][model]["rules"]
+        }
+        for model in worlds[0]["models"]
+    }
+    print(
+        json.dumps(
+            {"benchmark": "selection_transformer", "summary": summary, "worlds": worlds}, indent=2
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
