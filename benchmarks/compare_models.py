@@ -48,6 +48,8 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
     # Ablation: the same re-ranker with attention restricted to each candidate itself
     # (blocks, depth and parameters kept): what list context adds.
     "rerank_selfonly": ("transformer", "tower", {"reranker": "lgbm", "list_attention": False}),
+    # The standalone Transformer with periodic numeric embeddings (8 frequencies per feature).
+    "transformer_periodic": ("transformer", "tower", {"numeric_embedding": 8}),
 }
 
 

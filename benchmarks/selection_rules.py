@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from ranker.evaluate.offline import world_truth
 from ranker.kinds.lgbm import LgbmConfig
 from ranker.metrics import ndcg
 from ranker.train.lgbm import lgbm_features, train_lgbm
-from ranker.train.prepare import examined, load_splits, rank_data, validation_labels
+from ranker.train.prepare import Splits, examined, load_splits, rank_data, validation_labels
 
 
 def rule_values(
@@ -82,35 +83,32 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    out = args.out / f"world{seed}"
+@dataclass
+class RuleWorld:
+    """A simulated world's lists, ready for the rules: their gains and candidate masks on the
+    validation split, and the truth on the test split."""
+
+    out: Path
+    splits: Splits
+    test: Lists
+    truth_test: np.ndarray
+    gains: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+
+
+def rule_world(seed: int, out: Path, requests: int, users: int) -> RuleWorld:
     if not (out / "world" / "world.json").exists():
-        simulate(
-            WorldConfig(seed=seed, n_requests=args.requests, n_users=args.users),
-            out,
-            progress=False,
-        )
+        simulate(WorldConfig(seed=seed, n_requests=requests, n_users=users), out, progress=False)
     lists_dir = out / "lists"
     if not (lists_dir / "manifest.json").exists():
         build_features(out / "logs", lists_dir, load_config("sim"), progress=False)
     splits, test = load_splits(lists_dir, with_test=True)
     assert test is not None and splits.propensities is not None
-    m, valid = splits.manifest, splits.valid
-    cfg = LgbmConfig(
-        position_aware=True,
-        max_rounds=args.rounds,
-        early_stopping=args.rounds,
-        keep_round="best",  # every round is read here; the rules pick
-        seed=args.seed,
-    )
-    res = train_lgbm(rank_data(splits.train, m), rank_data(valid, m), m, cfg)
+    valid = splits.valid
     ips = validation_labels(valid, splits.propensities, "lambdarank")
-    assert ips is not None and valid.randomized is not None
     seen = examined(valid)
-    assert seen is not None
-    randomised = np.repeat(valid.randomized, valid.list_lengths())
-    truth_valid = world_truth(out / "world", valid)
-    truth_test = world_truth(out / "world", test)
+    truth_valid, truth_test = world_truth(out / "world", valid), world_truth(out / "world", test)
+    assert ips is not None and seen is not None and valid.randomized is not None
     assert truth_valid is not None and truth_test is not None
     labels = valid.labels.astype(np.float64)
     gains = {
@@ -121,7 +119,23 @@ def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "examined_click": labels,
         "oracle_valid": truth_valid,
     }
+    randomised = np.repeat(valid.randomized, valid.list_lengths())
     masks = {"random_slice": randomised, "examined_ips": seen, "examined_click": seen}
+    return RuleWorld(out, splits, test, truth_test, gains, masks)
+
+
+def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    w = rule_world(seed, args.out / f"world{seed}", args.requests, args.users)
+    splits, test, truth_test, gains, masks = w.splits, w.test, w.truth_test, w.gains, w.masks
+    m, valid = splits.manifest, splits.valid
+    cfg = LgbmConfig(
+        position_aware=True,
+        max_rounds=args.rounds,
+        early_stopping=args.rounds,
+        keep_round="best",  # every round is read here; the rules pick
+        seed=args.seed,
+    )
+    res = train_lgbm(rank_data(splits.train, m), rank_data(valid, m), m, cfg)
     x_va = lgbm_features(rank_data(valid, m), m)[0]
     x_te = lgbm_features(rank_data(test, m), m)[0]
     booster: lgb.Booster = res.booster
@@ -130,10 +144,12 @@ def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     ses: dict[str, list[float]] = {r: [] for r in gains}
     oracle: list[float] = []
     for r in rounds:
-        sv = booster.predict(x_va, raw_score=True, num_iteration=r)
+        sv = np.asarray(booster.predict(x_va, raw_score=True, num_iteration=r))
         for rule, v in rule_values(sv, valid, gains, masks).items():
             (ses if rule.endswith(":se") else curves)[rule.removesuffix(":se")].append(v)
-        st = to_padded(booster.predict(x_te, raw_score=True, num_iteration=r), test.offsets)
+        st = to_padded(
+            np.asarray(booster.predict(x_te, raw_score=True, num_iteration=r)), test.offsets
+        )
         rel = to_padded(truth_test, test.offsets)
         oracle.append(float(np.nanmean(ndcg(st, rel, mask=mask_of(test.offsets), k=10))))
     best = max(oracle)

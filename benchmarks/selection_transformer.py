@@ -23,20 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from selection_rules import early_stop, rule_values, spearman  # a sibling script
+from selection_rules import early_stop, rule_values, rule_world, spearman  # a sibling script
 
-from pipelines.features.batch import build_features
-from pipelines.features.config import load_config
 from pipelines.lists.table import Lists
-from pipelines.world.config import WorldConfig
-from pipelines.world.simulate import simulate
 from ranker.data import mask_of, to_padded
-from ranker.evaluate.offline import world_truth
 from ranker.inputs import baseline_inputs
 from ranker.metrics import ndcg
 from ranker.model import Ranker
 from ranker.scoring import load
-from ranker.train.prepare import examined, load_splits, rank_data, validation_labels
+from ranker.train.prepare import rank_data
 from ranker.train.run import TrainRequest, run_training
 from ranker.train.transformer import EpochLog, predict
 
@@ -83,41 +78,17 @@ def summarise(points: list[dict[str, float]], rules: list[str], patience: int) -
 
 
 def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    out = args.out / f"world{seed}"
-    if not (out / "world" / "world.json").exists():
-        simulate(
-            WorldConfig(seed=seed, n_requests=args.requests, n_users=args.users),
-            out,
-            progress=False,
-        )
-    lists_dir = out / "lists"
-    if not (lists_dir / "manifest.json").exists():
-        build_features(out / "logs", lists_dir, load_config("sim"), progress=False)
-    splits, test = load_splits(lists_dir, with_test=True)
-    assert test is not None and splits.propensities is not None
-    m, valid = splits.manifest, splits.valid
-    registry = out / "registry"
-    common = {"data": lists_dir, "registry": registry, "threads": args.threads, "progress": False}
+    w = rule_world(seed, args.out / f"world{seed}", args.requests, args.users)
+    m, valid, test = w.splits.manifest, w.splits.valid, w.test
+    common = {
+        "data": w.out / "lists",
+        "registry": w.out / "registry",
+        "threads": args.threads,
+        "progress": False,
+    }
     lgbm = run_training(TrainRequest(model="lgbm", name="lgbm", **common))
     baseline = load(lgbm)
-    truth_valid, truth_test = world_truth(out / "world", valid), world_truth(out / "world", test)
-    ips = validation_labels(valid, splits.propensities, "lambdarank")
-    seen = examined(valid)
-    assert truth_valid is not None and truth_test is not None
-    assert ips is not None and seen is not None and valid.randomized is not None
-    labels = valid.labels.astype(np.float64)
-    gains = {
-        "ips_click": ips,
-        "click": labels,
-        "random_slice": labels,
-        "examined_click": labels,
-        "oracle_valid": truth_valid,
-    }
-    masks = {
-        "random_slice": np.repeat(valid.randomized, valid.list_lengths()),
-        "examined_click": seen,
-    }
-    rules = list(gains)
+    rules = list(w.gains)
     va_base, te_base = baseline.score(valid, m), baseline.score(test, m)
     models: dict[str, Any] = {}
     for name, rerank in (("transformer_rerank", True), ("transformer", False)):
@@ -128,9 +99,9 @@ def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             rank_data(test, m, extra_num=extra_te),
             valid,
             test.offsets,
-            truth_test,
-            gains,
-            masks,
+            w.truth_test,
+            w.gains,
+            w.masks,
         )
         if rerank:  # epoch 0: the baseline itself, where the residual re-ranker starts
             watch.observe(0.0, va_base, te_base)

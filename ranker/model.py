@@ -76,6 +76,11 @@ class RankerConfig:
     # keeps the model from memorising clicked items, and trains the cold-start embedding.
     cat_dropout: float = 0.0
     use_history: bool = True
+    # 0: each numeric feature enters the candidate MLP as its normalised value. k > 0: also as
+    # k learned frequencies (sin, cos) passed through a small per-feature layer, so that the
+    # MLP need not carve thresholds out of one scalar (periodic embeddings, Gorishniy et al.
+    # 2022, "On Embeddings for Numerical Features in Tabular Deep Learning").
+    numeric_embedding: int = 0
     # False: each candidate attends to itself (and the null slot) only, and sees no pair
     # counts: the ablation without list context, blocks and depth kept.
     list_attention: bool = True
@@ -148,6 +153,23 @@ def drop_categories(cat: torch.Tensor, p: float, training: bool) -> torch.Tensor
     return cat * (torch.rand(cat.shape, device=cat.device) >= p)  # (..., C)
 
 
+class PeriodicEmbedding(nn.Module):
+    """(..., F) normalised numerics -> (..., F * width): per feature, sin and cos of k learned
+    frequencies, then a per-feature linear layer and ReLU."""
+
+    def __init__(self, n_features: int, k: int, width: int = 8, sigma: float = 0.5):
+        super().__init__()
+        self.freq = nn.Parameter(sigma * torch.randn(n_features, k))
+        self.weight = nn.Parameter(torch.randn(n_features, 2 * k, width) / math.sqrt(2 * k))
+        self.bias = nn.Parameter(torch.zeros(n_features, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = 2 * math.pi * x[..., None] * self.freq  # (..., F, k)
+        v = torch.cat([torch.sin(v), torch.cos(v)], dim=-1)  # (..., F, 2k)
+        h = F.relu(torch.einsum("...fk,fkw->...fw", v, self.weight) + self.bias)  # (..., F, W)
+        return h.flatten(-2)  # (..., F * W)
+
+
 class CandidateEncoder(nn.Module):
     """Numeric and categorical features of each candidate -> a D-dim token."""
 
@@ -155,7 +177,12 @@ class CandidateEncoder(nn.Module):
         super().__init__()
         self.norm = FeatureNormalizer(spec.num_transforms, spec.num_mean, spec.num_std)
         self.embeddings = nn.ModuleList(nn.Embedding(n, cfg.cat_dim) for n in spec.cat_sizes)
-        d_in = len(spec.num_transforms) + cfg.cat_dim * len(spec.cat_sizes)
+        n_num = len(spec.num_transforms)
+        self.periodic = (
+            PeriodicEmbedding(n_num, cfg.numeric_embedding) if cfg.numeric_embedding else None
+        )
+        width = 8 if self.periodic is not None else 0
+        d_in = n_num * (1 + width) + cfg.cat_dim * len(spec.cat_sizes)
         self.proj = MLP(d_in, 2 * cfg.d_model, cfg.d_model, cfg.dropout)
         self.ln = nn.LayerNorm(cfg.d_model)
         self.noise = cfg.input_noise
@@ -165,6 +192,8 @@ class CandidateEncoder(nn.Module):
         if self.training and self.noise > 0:  # DASALC-style augmentation of tabular inputs
             x = x + self.noise * torch.randn_like(x)
         parts = [x]
+        if self.periodic is not None:
+            parts.append(self.periodic(x))  # (B, L, F * 8)
         parts += [emb(cat[..., j]) for j, emb in enumerate(self.embeddings)]  # (B, L, cat_dim)
         return self.ln(self.proj(torch.cat(parts, dim=-1)))  # (B, L, D)
 
@@ -372,9 +401,9 @@ def init_weights(model: nn.Module, seed: int) -> None:
         if p is residual_head:  # the head's last layer, found by reference, not by name
             nn.init.zeros_(p)
             continue
-        if p.dim() >= 2:
+        if name.endswith("bias"):  # (the periodic embedding's are per feature: 2-D)
+            nn.init.zeros_(p)
+        elif p.dim() >= 2:
             std = 0.02 if "embeddings" in name else 1.0 / math.sqrt(p.shape[1])
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
-        elif name.endswith("bias"):
-            nn.init.zeros_(p)

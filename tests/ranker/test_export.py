@@ -97,6 +97,23 @@ def test_lgbm_onnx_matches_lightgbm(exported: Path, small_lists: Path, rows: int
     assert np.abs(out - ref).max() <= ATOL
 
 
+def test_a_transformer_with_periodic_numeric_embeddings_exports_within_parity(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    from ranker.export.run import PARITY_ATOL, export_model
+
+    settings = {"epochs": 1, "d_model": 16, "n_layers": 1, "d_ff": 32, "numeric_embedding": 4}
+    ref = run_training(
+        TrainRequest(
+            "transformer", small_lists, tmp_path / "reg", progress=False, overrides=settings
+        )
+    )
+    export_model(str(ref.path))
+    m = json.loads((ref.path / "manifest.json").read_text())
+    assert m["details"]["architecture"]["numeric_embedding"] == 4
+    assert m["onnx"]["parity_max_abs_diff"] <= PARITY_ATOL["fp32"]
+
+
 def test_fp16_export_is_within_its_tolerance_of_fp32_and_says_so(
     exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -192,3 +192,24 @@ def test_a_checkpoint_config_from_before_the_split_keeps_its_architecture() -> N
     )
     assert spec.pair_columns == [] and cfg.d_model == 16
     assert cfg.n_layers == 0 and not cfg.null_slot  # no blocks, as it was built
+
+
+def test_periodic_numeric_embeddings_are_off_by_default_and_shape_the_input() -> None:
+    """numeric_embedding=k adds per feature k learned frequencies (sin, cos) and a small
+    layer; 0 (default) builds the model as before, parameter for parameter."""
+    plain, periodic = _model(), _model(numeric_embedding=4)
+    assert plain.candidates.periodic is None
+    names = {n for n, _ in periodic.named_parameters()} - {n for n, _ in plain.named_parameters()}
+    assert names == {
+        "candidates.periodic.freq",
+        "candidates.periodic.weight",
+        "candidates.periodic.bias",
+    }
+    init_weights(periodic, seed=0)
+    assert not periodic.candidates.periodic.bias.any()  # type: ignore[union-attr]
+    x = _inputs(2, 9, 4)
+    scores = periodic.eval()(*x.values())
+    assert scores.shape == (2, 9) and torch.isfinite(scores).all()
+    # the embedding reads the numerics: changing one feature moves the scores
+    x["num"][..., 1] += 1.0
+    assert not torch.allclose(periodic(*x.values()), scores)
