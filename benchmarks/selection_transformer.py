@@ -110,7 +110,7 @@ def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
                 model="transformer",
                 name=name,
                 reranker=str(lgbm.path) if rerank else None,
-                overrides={"epochs": args.epochs, "patience": args.epochs * 100},
+                overrides={"epochs": args.epochs, "patience": args.epochs * 100, **args.set},
                 callbacks=(watch,),
                 **common,
             )
@@ -119,7 +119,7 @@ def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             "points": [{k: round(v, 4) for k, v in p.items()} for p in watch.points],
             "rules": summarise(watch.points, rules, args.patience),
         }
-    return {"world_seed": seed, "requests": args.requests, "models": models}
+    return {"world_seed": seed, "requests": args.requests, "settings": args.set, "models": models}
 
 
 def main() -> None:
@@ -130,6 +130,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--patience", type=int, default=4, help="validations, as training's")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--set",
+        type=json.loads,
+        default={},
+        help='the Transformer\'s settings as JSON, e.g. \'{"loss_candidates": "examined"}\'',
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     worlds = [one_world(s, args) for s in args.worlds]

@@ -301,3 +301,45 @@ def test_lightgbm_keeps_the_earliest_round_within_one_standard_error(
     np.testing.assert_allclose(predict_lgbm(one_se.booster, va, m), kept, rtol=1e-6)
     with pytest.raises(ValueError, match="keep_round must be one of"):
         train_lgbm(tr, va, m, LgbmConfig(keep_round="last", **fixed))
+
+
+def test_the_loss_can_read_only_the_examined_candidates(small_lists: Path) -> None:
+    """loss_candidates="examined": candidates below the list's last positive (logged order)
+    leave the loss; lists without logged positions keep every candidate."""
+    from ranker.data import Batch
+    from ranker.train.transformer import examined_mask
+
+    t = torch.tensor
+    labels = t([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    positions = t([[3, 2, 1, 4], [1, 2, 3, 4], [0, 0, 0, 0]])
+    mask = t([[True, True, True, True], [True, True, True, True], [True, True, True, False]])
+    b = Batch(
+        num=torch.zeros(3, 4, 1),
+        cat=torch.zeros(3, 4, 0, dtype=torch.int64),
+        mask=mask,
+        hist_num=torch.zeros(3, 0, 0),
+        hist_cat=torch.zeros(3, 0, 0, dtype=torch.int64),
+        hist_mask=torch.zeros(3, 0, dtype=torch.bool),
+        labels=labels,
+        weights=torch.ones(3, 4),
+        positions=positions,
+        lists=np.arange(3),
+    )
+    assert examined_mask(b).tolist() == [
+        [False, True, True, False],
+        [False, False, False, False],  # no positive: nothing examined, nothing to learn from
+        [True, True, True, False],  # no logged positions: every real candidate
+    ]
+    splits, _ = load_splits(small_lists)
+    m = splits.manifest
+    spec = spec_from_manifest(m)
+    arch = RankerConfig(d_model=16, n_layers=1, d_ff=32, bias_tower=True)
+    tr, va = rank_data(splits.train, m), rank_data(splits.valid, m)
+    cfg = TrainConfig(epochs=1, batch_lists=128, loss_candidates="examined")
+    a = train_transformer(tr, va, spec, arch, cfg, progress=False)
+    b_all = train_transformer(
+        tr, va, spec, arch, TrainConfig(epochs=1, batch_lists=128), progress=False
+    )
+    assert a.history[0].train_loss != b_all.history[0].train_loss
+    with pytest.raises(ValueError, match="loss_candidates must be one of"):
+        train_transformer(tr, va, spec, arch, TrainConfig(loss_candidates="seen"), progress=False)
