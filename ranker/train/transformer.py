@@ -65,11 +65,6 @@ class TrainConfig:
     # a log line either way) | on | off (batches built per step on the host, the old path).
     device_data: str = "auto"
     eval_k: int = 10
-    # Which candidates the loss reads: "all", or "examined": those at or above the list's last
-    # positive in the logged order (the cascade reading model selection uses: below the last
-    # click or order the user had left, so those candidates are unknown, not negatives). The
-    # model still sees every candidate (list attention); only the loss leaves them out.
-    loss_candidates: str = "all"
     # Also validate after every this many training lists inside an epoch (patience counts
     # validations): on a large dataset the best model can come before the first epoch ends.
     eval_every_lists: int = 16_384
@@ -99,15 +94,6 @@ class TrainResult:
 
 
 Callback = Callable[[EpochLog, Ranker], None]  # after each validation: its log and the model
-
-LOSS_CANDIDATES = ("all", "examined")
-
-
-def examined_mask(b: Batch) -> torch.Tensor:
-    """(B, L) bool: real candidates at or above their list's last positive in the logged order
-    (every candidate where the lists carry no logged positions)."""
-    last = torch.where(b.labels > 0, b.positions, 0).amax(dim=1, keepdim=True)  # (B, 1)
-    return b.mask & (b.positions <= last)
 
 
 def pick_device(name: str) -> torch.device:
@@ -151,8 +137,6 @@ def train_transformer(
     """
     if cfg.loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}")
-    if cfg.loss_candidates not in LOSS_CANDIDATES:
-        raise ValueError(f"loss_candidates must be one of {LOSS_CANDIDATES}")
     if cfg.device_data not in DEVICE_DATA_MODES:
         raise ValueError(f"device_data must be one of {DEVICE_DATA_MODES}")
     lr = scaled_lr(cfg)
@@ -290,8 +274,7 @@ def train_transformer(
                     b.hist_mask,
                     b.positions if use_positions else None,
                 )
-            in_loss = b.mask if cfg.loss_candidates == "all" else examined_mask(b)
-            loss = loss_fn(scores.float(), b.labels, mask=in_loss, weights=b.weights)
+            loss = loss_fn(scores.float(), b.labels, mask=b.mask, weights=b.weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
