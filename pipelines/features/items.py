@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -196,7 +197,7 @@ class ItemTable:
         ids = np.asarray(item_ids, dtype=object)
         if len(ids) < 256:  # one live request: dict lookups beat the vectorised path
             d = self._row_dict
-            rows = np.fromiter((d.get(v, -1) for v in ids), np.int64, len(ids))
+            rows = np.fromiter(map(d.get, ids, itertools.repeat(-1)), np.int64, len(ids))
             hashes = (
                 self.hashes[np.maximum(rows, 0)]
                 if len(self.hashes)

@@ -10,7 +10,7 @@ import numpy as np
 
 from pipelines.features.config import FeatureConfig
 from pipelines.features.items import ItemRefs, ItemTable
-from pipelines.features.segments import best_other, count_in_group, group_labels, rank_pct, zscore
+from pipelines.features.segments import group_size_and_best_other, rank_pct, zscore
 from pipelines.features.text import jaccard
 
 
@@ -25,44 +25,30 @@ def add_list_features(
 ) -> None:
     """Where each candidate stands among the request's candidates (rank, z-score, group)."""
     lens = np.diff(offsets)
-    b = len(lens)
     f["list_len"] = lens[seg].astype(np.float64)
     compare = cfg.list.compare
     if compare:
         x = np.stack([f[c] for c in compare], axis=1)  # (N, K)
-        k = len(compare)
-        if group is not None:  # ranks in the list and in the group, in one call
-            labels = np.concatenate(
-                [
-                    np.zeros((len(x), k), np.int64),
-                    np.repeat(group.astype(np.int64)[:, None], k, axis=1),
-                ],
-                axis=1,
-            )
-            ranks = rank_pct(np.concatenate([x, x], axis=1), offsets, labels)
-        else:
-            ranks = rank_pct(x, offsets)
-        z = zscore(x, seg, b)  # (N, K)
+        ranks = rank_pct(x, offsets)
+        z = zscore(x, offsets)  # (N, K)
+        group_ranks = rank_pct(x, offsets, group) if group is not None else None
         for j, c in enumerate(compare):
             f[f"{c}_rank"] = ranks[:, j]
             f[f"{c}_z"] = z[:, j]
-            if group is not None:
-                f[f"{c}_group_rank"] = ranks[:, k + j]
+            if group_ranks is not None:
+                f[f"{c}_group_rank"] = group_ranks[:, j]
     if group is None:
         return
-    seg_group = group_labels(seg, group)
-    size = count_in_group(seg_group).astype(np.float64)
-    f["group_count"] = size
+    rating = f.get("rating")
+    tiebreak = refs.hashes.view(np.int64)  # a stable item key: order-independent ties
+    size, other = group_size_and_best_other(offsets, group, rating, tiebreak)
+    f["group_count"] = size.astype(np.float64)
     f["group_share"] = size / lens[seg]
-    if "rating" in f:
-        tiebreak = refs.hashes.view(np.int64)  # a stable item key: order-independent ties
-        other = best_other(f["rating"], tiebreak, seg_group)
+    if rating is not None:
         has = other >= 0
         safe = np.maximum(other, 0)
-        f["best_rated_gap"] = np.where(has, f["rating"][safe] - f["rating"], 0.0)
-        f["is_best_rated"] = np.where(
-            has, (f["rating"] >= f["rating"][safe]).astype(np.float64), 1.0
-        )
+        f["best_rated_gap"] = np.where(has, rating[safe] - rating, 0.0)
+        f["is_best_rated"] = np.where(has, (rating >= rating[safe]).astype(np.float64), 1.0)
         if items.sim_text is not None:
             toks = items.take("sim_text", refs.rows)
             f["best_rated_similarity"] = np.where(has, jaccard(toks, toks[safe]), 0.0)

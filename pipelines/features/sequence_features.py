@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipelines.features.items import ItemRefs, ItemTable
-from pipelines.features.keys import combine
+from pipelines.features.jit import jit
 from pipelines.features.segments import segment_ids
 from pipelines.features.state import FeatureState, Lookups
 
@@ -46,9 +46,9 @@ def add_history_features(
         f[f"hist_mean_{c}"] = mean
         f[f"{c}_minus_hist"] = np.where(hlen[seg] > 0, f[c] - mean, 0.0)
     # Same item in the history: match (request, item hash) pairs.
-    f["hist_same_item"] = _pair_counts(seg, refs.hashes, hseg, hist_refs.hashes)
+    f["hist_same_item"] = _pair_counts(frame.offsets, refs.hashes, sq.offsets, hist_refs.hashes)
     if group is not None:
-        same = _pair_counts(seg, group.astype(np.uint64), hseg, state.groups(hist_refs.rows))
+        same = _pair_counts(frame.offsets, group, sq.offsets, state.groups(hist_refs.rows))
         f["hist_same_group"] = same
         f["hist_group_share"] = np.where(hlen[seg] > 0, same / np.maximum(hlen[seg], 1), 0.0)
 
@@ -59,22 +59,27 @@ def _hist_attr(items: ItemTable, rows: np.ndarray, j: int) -> np.ndarray:
 
 
 def _pair_counts(
-    seg: np.ndarray, key: np.ndarray, hseg: np.ndarray, hkey: np.ndarray
+    offsets: np.ndarray, key: np.ndarray, hist_offsets: np.ndarray, hist_key: np.ndarray
 ) -> np.ndarray:
-    """For each candidate, how many history events of its request share its key.
+    """For each candidate, how many history events of its request share its key."""
+    return _count_matches(
+        np.asarray(offsets, np.int64),
+        key.astype(np.uint64),
+        np.asarray(hist_offsets, np.int64),
+        hist_key.astype(np.uint64),
+    )
 
-    Counts are integers, so how they are found cannot change a bit: with one request the
-    keys are matched as they are, with several they are first combined with the request.
-    """
-    if len(hkey) == 0:
-        return np.zeros(len(seg))
-    if len(seg) == 0 or (seg[0] == seg[-1] and (hseg == seg[0]).all()):  # one request
-        pairs, q = np.sort(hkey.astype(np.uint64)), key.astype(np.uint64)
-    else:
-        pairs = np.sort(combine(hseg.astype(np.uint64), hkey.astype(np.uint64)))
-        q = combine(seg.astype(np.uint64), key.astype(np.uint64))
-    found = np.searchsorted(pairs, q, side="right") - np.searchsorted(pairs, q, side="left")
-    return found.astype(np.float64)
+
+@jit
+def _count_matches(
+    offsets: np.ndarray, key: np.ndarray, hist_offsets: np.ndarray, hist_key: np.ndarray
+) -> np.ndarray:
+    out = np.zeros(len(key))
+    for b in range(len(offsets) - 1):
+        for i in range(offsets[b], offsets[b + 1]):
+            for h in range(hist_offsets[b], hist_offsets[b + 1]):
+                out[i] += key[i] == hist_key[h]
+    return out
 
 
 def sequence_tensors(

@@ -7,11 +7,11 @@ processes) so that matching is a vectorised equality test.
 
 from __future__ import annotations
 
-import functools
 import re
 
 import numpy as np
 
+from pipelines.features.jit import jit
 from pipelines.features.keys import hash_strings
 
 _TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\W_]+", re.UNICODE)
@@ -44,43 +44,97 @@ def token_matrix(texts: list[list[str]], width: int) -> np.ndarray:
 
 
 def query_match(
-    query: np.ndarray, seg: np.ndarray, doc: np.ndarray, idf_of: IdfTable, avg_len: float
+    query: np.ndarray, offsets: np.ndarray, doc: np.ndarray, idf_of: IdfTable, avg_len: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Share of distinct query tokens found in each doc, and the doc's BM25 for the query.
 
-    query: (B, Tq) hashed tokens per request; seg: (N,) request of each doc; doc: (N, Td).
-    Returns two (N,) arrays.
+    query: (B, Tq) hashed tokens per request; offsets: (B + 1,) the docs of each request;
+    doc: (N, Td). Returns two (N,) arrays.
     """
-    q_real = query != PAD
-    # A token repeated in the query counts once: keep it where no earlier slot holds it.
-    same = query[:, :, None] == query[:, None, :]  # (B, Tq, Tq): [b, j, i] = q_j == q_i
-    earlier = _earlier(query.shape[1])  # [j, i]: i < j
-    first = q_real & ~(same & earlier).any(axis=2)
-    n_distinct = np.maximum(first.sum(axis=1), 1)
-    q = query[seg]  # (N, Tq)
-    tf = ((q[:, :, None] == doc[:, None, :]) & q_real[seg][:, :, None]).sum(axis=2)  # (N, Tq)
-    share = ((tf > 0) & first[seg]).sum(axis=1) / n_distinct[seg]
-    dl = n_tokens(doc)[:, None].astype(np.float64)
-    norm = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / max(avg_len, 1e-9)))
-    score = (idf_of(query)[seg] * norm).sum(axis=1)
+    idf = np.asarray(idf_of(query), np.float64)  # (B, Tq)
+    return _query_match(query, idf, np.asarray(offsets, np.int64), doc, max(avg_len, 1e-9))
+
+
+@jit
+def _query_match(
+    query: np.ndarray, idf: np.ndarray, offsets: np.ndarray, doc: np.ndarray, avg_len: float
+) -> tuple[np.ndarray, np.ndarray]:
+    n, tq = doc.shape[0], query.shape[1]
+    share, score = np.zeros(n), np.zeros(n)
+    first = np.zeros(tq, np.bool_)
+    norm = np.zeros(tq)
+    for b in range(len(offsets) - 1):
+        # A token repeated in the query counts once: in the slot where it first appears.
+        n_distinct = 0
+        for j in range(tq):
+            first[j] = query[b, j] != PAD
+            for i in range(j):
+                if query[b, i] == query[b, j]:
+                    first[j] = False
+            n_distinct += first[j]
+        for r in range(offsets[b], offsets[b + 1]):
+            dl = 0
+            for t in range(doc.shape[1]):
+                dl += doc[r, t] != PAD
+            found = 0
+            for j in range(tq):
+                tf = 0
+                if query[b, j] != PAD:
+                    for t in range(doc.shape[1]):
+                        tf += doc[r, t] == query[b, j]
+                found += tf > 0 and first[j]
+                norm[j] = tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / avg_len))
+            share[r] = found / max(n_distinct, 1)
+            score[r] = _sum_like_numpy(idf[b] * norm)
     return share, score
 
 
-@functools.lru_cache(maxsize=8)
-def _earlier(width: int) -> np.ndarray:
-    """(width, width) bool, [j, i] true where i < j: built once per width, not per request."""
-    return np.tri(width, k=-1, dtype=bool)
+@jit
+def _sum_like_numpy(a: np.ndarray) -> float:
+    """``a.sum()`` with numpy's order for short rows: sequential below 8 values, eight
+    running sums combined pairwise from 8 to 128 (its pairwise summation's base case)."""
+    n = len(a)
+    if n < 8:
+        s = 0.0
+        for v in a:
+            s += v
+        return s
+    r = a[:8].copy()
+    i = 8
+    while i + 8 <= n:
+        for j in range(8):
+            r[j] += a[i + j]
+        i += 8
+    s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < n:
+        s += a[i]
+        i += 1
+    return s
 
 
 def n_tokens(m: np.ndarray) -> np.ndarray:
     return (m != PAD).sum(axis=1)
 
 
+@jit
 def jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n,) Jaccard similarity of token sets a (n, T) and b (n, T); 0 when both are empty."""
-    inter = ((a[:, :, None] == b[:, None, :]) & (a[:, :, None] != PAD)).any(axis=2).sum(axis=1)
-    union = n_tokens(a) + n_tokens(b) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    """(n,) Jaccard similarity of token sets a (n, T) and b (n, T); 0 when both are empty.
+    (A token repeated in ``a`` counts once per repeat, as the sets are built per slot.)"""
+    out = np.zeros(len(a))
+    for r in range(len(a)):
+        inter, na, nb = 0, 0, 0
+        for t in range(a.shape[1]):
+            nb += b[r, t] != PAD
+            if a[r, t] == PAD:
+                continue
+            na += 1
+            for s in range(b.shape[1]):
+                if b[r, s] == a[r, t]:
+                    inter += 1
+                    break
+        union = na + nb - inter
+        out[r] = inter / max(union, 1) if union > 0 else 0.0
+    return out
 
 
 class IdfTable:

@@ -7,6 +7,7 @@ bucket at a time, the server for one request: same function, same numbers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,10 @@ class FeatureSpec:
     categorical: list[CategoricalFeature]
     history_numeric: list[NumericFeature]
     history_categorical: list[CategoricalFeature]
+
+    @functools.cached_property
+    def numeric_names(self) -> frozenset[str]:
+        return frozenset(x.name for x in self.numeric)
 
 
 def feature_spec(cfg: FeatureConfig, state: FeatureState) -> FeatureSpec:
@@ -191,7 +196,7 @@ def featurize(
     hour = ((t_s % 86400) / 3600.0)[seg]
     f["hour"] = hour
     f["weekday"] = (((t_s // 86400) + 3) % 7)[seg].astype(np.float64)  # 1970-01-01 was a Thursday
-    if "distance_km" in _names(spec):
+    if "distance_km" in spec.numeric_names:
         d = haversine_km(
             frame.lat[seg],
             frame.lon[seg],
@@ -199,18 +204,18 @@ def featurize(
             items.take("lon", rows),
         )
         f["distance_km"] = np.where(np.isnan(d), DEFAULT_DISTANCE_KM, d)
-    if "open_now" in _names(spec):
+    if "open_now" in spec.numeric_names:
         op, cl = (
             items.take("open_hour", rows),
             items.take("close_hour", rows),
         )
         is_open = ((hour >= op) & (hour < cl)) | (hour + 24.0 < cl)
         f["open_now"] = np.where(np.isnan(op) | np.isnan(cl), 0.5, is_open.astype(np.float64))
-    if "text_match" in _names(spec):
+    if "text_match" in spec.numeric_names:
         doc = items.take("text", rows)
         assert items.idf is not None
         f["text_match"], f["bm25"] = query_match(
-            _query_tokens(frame.query), seg, doc, items.idf, items.avg_text_len
+            _query_tokens(frame.query), frame.offsets, doc, items.idf, items.avg_text_len
         )
 
     _counter_features(f, look, seg, state.window_names, cfg.counters.prior_strength)
@@ -233,10 +238,6 @@ def _query_tokens(queries: np.ndarray) -> np.ndarray:
         return token_matrix([tokenize(q) for q in queries], QUERY_WIDTH)
     codes, uniq = pd.factorize(pd.Series(queries, dtype=object))
     return token_matrix([tokenize(q) for q in uniq], QUERY_WIDTH)[codes]
-
-
-def _names(spec: FeatureSpec) -> set[str]:
-    return {x.name for x in spec.numeric}
 
 
 def haversine_km(
