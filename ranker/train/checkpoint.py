@@ -8,14 +8,34 @@ architecture and the training settings, plus what resuming needs (``TrainResult.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipelines.lists.manifest import Manifest, NumericFeature
-from ranker.model import FeatureSpec, Ranker, RankerConfig, migrate_architecture, split_config
+from ranker.model import FeatureSpec, Ranker, RankerConfig
 from ranker.train.transformer import TrainConfig, TrainResult
+
+
+def migrate_architecture(arch: dict[str, Any]) -> RankerConfig:
+    """An architecture as a checkpoint stored it, read with what it meant then. Before pair
+    attention (no "null_slot" key) there was no null slot and no pair counts, and
+    ``use_list_attention=false`` meant no blocks at all."""
+    arch = dict(arch)
+    if "null_slot" not in arch:
+        arch |= {"null_slot": False, "pair_counts": False}
+    if not arch.pop("use_list_attention", True):
+        arch["n_layers"] = 0
+    return RankerConfig(**arch)
+
+
+def split_config(combined: dict[str, Any]) -> tuple[FeatureSpec, RankerConfig]:
+    """A checkpoint written before the split kept both in one dict: read it as the two."""
+    names = {f.name for f in fields(FeatureSpec)}
+    spec = FeatureSpec(**{k: v for k, v in combined.items() if k in names})
+    return spec, migrate_architecture({k: v for k, v in combined.items() if k not in names})
 
 
 def save_checkpoint(

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights, pair_matrix, split_config
+from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights, pair_matrix
+from ranker.train.checkpoint import split_config
 
 
 def _model(**kw: object) -> Ranker:
