@@ -50,6 +50,12 @@ class Settings(BaseModel):
         "on a GPU, 0 on the CPU); a lone request never waits",
     )
     max_batch: int = Field(64, ge=1, description="requests per batched model call at most")
+    rank_threads: int | None = Field(
+        None,
+        ge=1,
+        description="rankings computed at once per worker; more wait their turn within their "
+        "deadline (default: 2 per core of the worker on the CPU, max_batch on a GPU)",
+    )
     skip_inference: bool = Field(
         False, description="benchmarks only: answer with constant scores, no model call"
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import anyio
 import orjson
 from fastapi import APIRouter, Request, Response
 
@@ -28,13 +30,20 @@ DEGRADED = "X-Ranker-Degraded"
     },
     summary="Rank candidates for a user's query",
 )
-def rank(request: Request, body: RankRequest, service: ServiceDep) -> Response:
+async def rank(request: Request, body: RankRequest, service: ServiceDep) -> Response:
     """Features the client leaves out (item attributes, counters, the user's history) come
     from the server's feature state; the response names the model, its version and the
     experiment variant that served it. ``X-Ranker-Degraded`` says when the shared store could
     not be read or written (the ranking is served; its events cannot be checked)."""
     t_route = time.perf_counter()
-    out = service.rank(body, deadline=request.scope.get(DEADLINE))
+    deadline = request.scope.get(DEADLINE)
+
+    def in_thread() -> tuple[float, dict[str, Any]]:
+        return time.perf_counter(), service.rank(body, deadline=deadline)
+
+    # On a thread of the worker's own pool (``rank_threads``), not the default one that other
+    # routes share; a ranking waiting for one past its deadline is refused by Service.rank.
+    t_thread, out = await anyio.to_thread.run_sync(in_thread, limiter=service.rank_slots)
     inner = out.pop("_timing")
     degraded = out.pop("_degraded")
     # Serialised here: the service builds exactly the documented shape, so FastAPI's second
@@ -49,6 +58,7 @@ def rank(request: Request, body: RankRequest, service: ServiceDep) -> Response:
     started = request.scope.get(ARRIVAL, t_route)
     stages = {
         "parse": (t_route - started) * 1000,
+        "queue": (t_thread - t_route) * 1000,
         **inner,
         "serialize": (done - t_ser) * 1000,
     }

@@ -4,6 +4,7 @@ Retry-After instead of queueing; a reload under batched requests leaves none han
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,30 @@ def test_reloads_under_batched_requests_leave_none_hanging(
         assert not any(t.is_alive() for t in threads), "a request hung on a closed batcher"
         assert results and set(results) == {200}
         assert old._closed  # the replaced set was closed once its last request finished
+
+
+def test_rank_threads_bounds_the_rankings_computed_at_once(
+    small_registry: Path, small_lists: Path, settings_for: Any, open_client: Any, tmp_path: Path
+) -> None:
+    s = settings_for(small_registry, tmp_path / "logs", rank_threads=1)
+    with open_client(s) as c:
+        service = c.app.state.service  # type: ignore[attr-defined]
+        inner, lock = service.rank, threading.Lock()
+        now, most = [0], [0]
+
+        def counted(*args: Any, **kw: Any) -> Any:
+            with lock:
+                now[0] += 1
+                most[0] = max(most[0], now[0])
+            try:
+                time.sleep(0.02)  # long enough for the other threads' requests to arrive
+                return inner(*args, **kw)
+            finally:
+                with lock:
+                    now[0] -= 1
+
+        service.rank = counted
+        replies = _concurrently(c, _bodies(small_lists / "state", 8, 20))
+        assert [r.status_code for r in replies] == [200] * 8
+        assert most[0] == 1
+        assert "queue" in replies[0].headers["server-timing"]
