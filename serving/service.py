@@ -87,22 +87,11 @@ class Service:
             history_max_len=self.live.state.cfg.history.max_len,
         ).schema_key()
         self.numeric_attrs = set(self.live.state.items.num_names)
-        window = s.batch_window_ms
-        cuda = self.device.name == "cuda"
-        self.window_ms = (2.0 if cuda else 0.0) if window is None else window
-        # One lane (one session call at a time) per model on a GPU; on the CPU one per core
-        # this worker may use, so batches still use every core (see serving.inference).
-        cores = max(1, (os.cpu_count() or 1) // s.workers)
-        lanes = 1 if cuda else cores
-        # Rankings at once (the rank route's own threads; other routes keep anyio's pool).
-        # More Python threads than cores only queue on the GIL: on two cores, 2 workers at
-        # concurrency 16, 2 threads a worker against 40, four interleaved rounds: requests/s
-        # equal within the rounds' spread (458-500 vs 470-538), p99 58-83 ms vs 98-117 ms. A
-        # GPU batches what is in flight, so there as many as one batch holds.
-        slots = s.rank_threads or (s.max_batch if cuda else 2 * cores)
-        self.rank_slots = anyio.CapacityLimiter(slots)
+        plan = s.concurrency(cuda=self.device.name == "cuda")
+        self.window_ms = plan.batch_window_ms
+        self.rank_slots = anyio.CapacityLimiter(plan.rank_threads)
         opts = LoadOptions(
-            self.schema, self.device, s.intra_op_threads, self.window_ms, s.max_batch, lanes
+            self.schema, self.device, s.intra_op_threads, self.window_ms, s.max_batch, plan.lanes
         )
         self.models = ModelPool(
             s.registry, opts, self.store, s.default_model, self._warmup(), self._check_experiment

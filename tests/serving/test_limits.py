@@ -3,6 +3,7 @@ Retry-After instead of queueing; a reload under batched requests leaves none han
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -119,3 +120,16 @@ def test_rank_threads_bounds_the_rankings_computed_at_once(
         assert [r.status_code for r in replies] == [200] * 8
         assert most[0] == 1
         assert "queue" in replies[0].headers["server-timing"]
+
+
+def test_concurrency_defaults_per_device(
+    settings_for: Any, small_registry: Path, tmp_path: Path
+) -> None:
+    s = settings_for(small_registry, tmp_path / "logs", workers=1, max_batch=32)
+    cores = os.cpu_count() or 1
+    cpu, gpu = s.concurrency(cuda=False), s.concurrency(cuda=True)
+    assert (cpu.batch_window_ms, cpu.lanes, cpu.rank_threads) == (0.0, cores, 2 * cores)
+    assert (gpu.batch_window_ms, gpu.lanes, gpu.rank_threads) == (2.0, 1, 32)
+    given = settings_for(small_registry, tmp_path / "logs", rank_threads=3, batch_window_ms=1)
+    assert given.concurrency(cuda=True).rank_threads == 3
+    assert given.concurrency(cuda=False).batch_window_ms == 1.0
