@@ -6,15 +6,16 @@ each beside a straightforward server doing the same work.
 
 Requests carry 100 candidates for users whose 50-click history the server looks up itself.
 Concurrency 1: a keep-alive Python client, per-stage times from the Server-Timing header
-(parse, featurize, infer, serialize). Concurrency 16: wrk (Debian's package) when installed,
+(parse, queue, featurize, infer, serialize). Concurrency 16: wrk (Debian's package) when installed,
 against the same server with two workers, beside the same server answering without inference
 (constant scores), so the model's share is visible. ``--device`` goes to our server.
 
 In the same run, ``benchmarks/naive_server.py`` (FastAPI + pydantic + torch eager, features
 in Python per candidate; two workers, the same device) gets the same two loads:
 ``naive_concurrency_1`` and ``naive_concurrency_16``. ``ratio_concurrency_16`` is the median
-over ``--rounds`` rounds of our requests per second over its, both measured in the round; ``ratio_concurrency_1_p50`` is its median latency over ours. Both read
-"how many times better ours is". Prints JSON. Goal on the 2-core development machine:
+over ``--rounds`` rounds of our requests per second over its, both measured in the round;
+``ratio_concurrency_1_p50`` is its median latency over ours. Both read "how many times better
+ours is". Prints JSON. Goal on the 2-core development machine:
 p50 <= 2 ms, p99 <= 8 ms at concurrency 1.
 """
 
