@@ -32,7 +32,7 @@ def main() -> None:
     live = LiveFeaturizer(state)
     rng = np.random.default_rng(0)
     # Users whose stored history is full (50 clicks).
-    full = [u for u, k in state.history._keys.items() if len(k) >= state.cfg.history.max_len]
+    full = state.history.users_with_at_least(state.cfg.history.max_len)
     if not full:
         raise SystemExit("no user with a full history in this state; use a larger log")
     queries = ["hotpot", "coffee", "dinner", "cheap eats", "sushi"]

@@ -199,14 +199,9 @@ class FeatureState:
             c["ui"].add_ids(ids.rows["ui"][k], bucket[k], one)
             c["uc"].add_ids(ids.rows["uc"][k], bucket[k], one)
             c["user"].add_ids(user_rows[k], bucket[k], one)
-            for j in k:
-                self.history.add(
-                    str(ev.user_id[j]),
-                    int(ev.t_us[j]),
-                    int(ev.position[j]),
-                    str(ev.item_id[j]),
-                    bool(ordered[j]),
-                )
+            self.history.add_many(
+                ev.user_id[k], ev.t_us[k], ev.position[k], ev.item_id[k], ordered[k]
+            )
         # Online an order arrives as its own event after the click: mark that click.
         for j in np.flatnonzero(ordered & ~clicked):
             self.history.mark_ordered(str(ev.user_id[j]), int(ev.t_us[j]), str(ev.item_id[j]))
