@@ -48,6 +48,9 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
     # Ablation: the same re-ranker with attention restricted to each candidate itself
     # (blocks, depth and parameters kept): what list context adds.
     "rerank_selfonly": ("transformer", "tower", {"reranker": "lgbm", "list_attention": False}),
+    # The position tower started at the log propensities (position_prior, off by default).
+    "rerank_prior": ("transformer", "tower", {"reranker": "lgbm", "position_prior": True}),
+    "transformer_prior": ("transformer", "tower", {"position_prior": True}),
     # The standalone Transformer with periodic numeric embeddings (8 frequencies per feature).
     "transformer_periodic": ("transformer", "tower", {"numeric_embedding": 8}),
 }

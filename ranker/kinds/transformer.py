@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ranker.card import ModelCard
     from ranker.data import RankData
     from ranker.model import Ranker
+    from ranker.propensity import Propensities
     from ranker.registry import ModelRef
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,11 @@ class TransformerKind(Kind):
             # the architecture it was built with (bias_tower follows --bias, as in training)
             built = {k: v for k, v in resume_state["model_config"].items() if k != "bias_tower"}
             overrides = {**resume_state["train_config"], **built, **overrides}
+        props = job.splits.propensities
+        if job.bias == "tower" and props is None:
+            log.warning(
+                "no randomised traffic: the position tower starts at zero, not at the prior"
+            )
         arch_names = set(architecture_names())
         trials, best = [], None
         for k, t in enumerate(trial_configs(SPACE, job.tune if not job.resume else 1, job.seed)):
@@ -202,6 +208,11 @@ class TransformerKind(Kind):
                 resume=resume_state,
                 progress=job.progress,
                 callbacks=job.callbacks,
+                position_prior=(
+                    prior_of(props, mc.max_position)
+                    if mc.bias_tower and cfg.position_prior
+                    else None
+                ),
             )
             trials.append(
                 {"params": t, "valid_ndcg@10": res.best_valid_ndcg, "epochs": len(res.history)}
@@ -226,6 +237,12 @@ class TransformerKind(Kind):
                 "architecture": mc.to_dict(),
                 "feature_spec": spec.to_dict(),
                 "best_epoch": res.best_epoch,
+                # where the position tower started: the estimated log propensities, or zero
+                "position_prior": (
+                    {"eta": props.eta, "clicks_used": props.clicks_used}
+                    if mc.bias_tower and cfg.position_prior and props is not None
+                    else None
+                ),
                 "history": [asdict(h) for h in res.history],
                 "parameters": res.model.n_parameters(),
             },
@@ -274,3 +291,10 @@ class TransformerKind(Kind):
 
     def feeder(self, card: ModelCard) -> PaddedFeeder:
         return PaddedFeeder()
+
+
+def prior_of(props: Propensities | None, max_position: int) -> np.ndarray | None:
+    """Log examination propensity per logged position 0..max_position (0: padding, as 1)."""
+    if props is None:
+        return None
+    return np.log(props.at(np.maximum(np.arange(max_position + 1), 1)))

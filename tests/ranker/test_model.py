@@ -117,6 +117,28 @@ def test_position_tower_acts_only_when_positions_are_given() -> None:
         torch.testing.assert_close(m(**x, positions=None), plain)
 
 
+def test_position_tower_starts_at_the_log_propensities() -> None:
+    from ranker.kinds.transformer import prior_of
+    from ranker.propensity import Propensities
+
+    props = Propensities(values=np.array([1.0, 0.5, 0.25]), clicks_used=10, eta=1.0)
+    prior = prior_of(props, max_position=6)
+    assert prior is not None and prior_of(None, 6) is None
+    # position 0 (padding) reads as position 1; beyond the table, its last value
+    np.testing.assert_allclose(prior, np.log([1, 1, 0.5, 0.25, 0.25, 0.25, 0.25]))
+    m = _model(bias_tower=True, max_position=6)
+    init_weights(m, 0)
+    m.start_position_bias(prior)
+    m.eval()
+    x = _inputs(1, 5, 2)
+    with torch.no_grad():
+        plain = m(**x)
+        shifted = m(**x, positions=torch.tensor([[1, 2, 3, 9, 0]]))
+    # the tower adds log p(position) to each candidate's score (9: clamped to max_position)
+    expected = torch.log(torch.tensor([1.0, 0.5, 0.25, 0.25, 1.0]))
+    torch.testing.assert_close(shifted - plain, expected.unsqueeze(0))
+
+
 def test_numeric_normalisation_is_inside_the_model(model: Ranker) -> None:
     norm = model.candidates.norm
     x = torch.tensor([[2.0, np.e - 1, -(np.e - 1)]])
