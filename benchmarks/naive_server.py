@@ -141,11 +141,7 @@ class NaiveRanker:
             keys = table.index.keys().tolist()
             per_w = [v.tolist() for v in table.lookup_ids(np.arange(len(keys))).values()]
             self.counts[name] = {k: tuple(tuple(c[i]) for c in per_w) for i, k in enumerate(keys)}
-        h = st.history
-        self.history = {
-            u: [(k[0], i, o) for k, i, o in zip(keys, h._items[u], h._ordered[u], strict=True)]
-            for u, keys in h._keys.items()
-        }
+        self.history = st.history.stored()
         self.devices = vocab(st.context_vocabs["device"].values)
         uv = {n: vocab(v.values) for n, v in st.user_vocabs.items()}
         self.users = {

@@ -47,7 +47,7 @@ from ranker.registry import resolve
 
 def bodies(state_dir: Path, n: int, model: str, seed: int = 0) -> list[str]:
     st = FeatureState.load(state_dir)
-    full = [u for u, k in st.history._keys.items() if len(k) >= st.cfg.history.max_len]
+    full = st.history.users_with_at_least(st.cfg.history.max_len)
     if not full:
         raise SystemExit("no user with a full history in this state")
     rng = np.random.default_rng(seed)

@@ -75,7 +75,7 @@ class World:
 
 def load_world(state: Path) -> World:
     st = FeatureState.load(state)
-    users = sorted(u for u, k in st.history._keys.items() if len(k) >= 10)
+    users = sorted(st.history.users_with_at_least(10))
     return World(users[:2000], [str(i) for i in st.items.ids], int(st.clock_us or 0) + 600 * 10**6)
 
 

@@ -150,6 +150,21 @@ class HistoryStore:
         n = self._len[: len(self._user_ids)]
         return [self._user_ids[r] for r in np.flatnonzero(n >= events)]
 
+    def stored(self) -> dict[str, list[tuple[int, str, bool]]]:
+        """Every user's stored clicks as (time, item id, ordered), oldest first (a plain copy,
+        for tools that want Python lists, e.g. the straightforward server benchmark)."""
+        return {
+            u: list(
+                zip(
+                    self._t[r, : self._len[r]].tolist(),
+                    self._item_ids[self._item[r, : self._len[r]]].tolist(),
+                    self._flag[r, : self._len[r]].tolist(),
+                    strict=True,
+                )
+            )
+            for r, u in enumerate(self._user_ids)
+        }
+
     def evict_least_recent(self, keep: int) -> int:
         """Forget the histories of all but the ``keep`` users who clicked most recently (ties
         by user id, so every worker evicts the same users). Returns how many were forgotten."""

@@ -98,6 +98,7 @@ def test_store_matches_the_reference_through_out_of_order_ties_trims_and_orders(
     everyone, late = [*users, "nobody"], [10**6] * 13
     assert _as_lists(again, everyone, late) == _as_lists(store, everyone, late)
     assert len(again) == len(store) == (0 if max_len == 0 else len(ref.events))
+    assert store.stored() == {u: [(t, i, o) for t, _, i, o in ev] for u, ev in ref.events.items()}
 
 
 def test_eviction_keeps_histories_and_item_ids_of_the_users_it_keeps() -> None:

@@ -155,7 +155,7 @@ def test_a_batch_scores_each_request_as_it_would_alone(
     models = load_model_set(small_registry, LoadOptions(schema, device, 1))
     try:
         m = models.models[name]
-        users = [str(u) for u in list(st.history._keys)[:5]] + ["nobody"]
+        users = [*st.history.users_with_at_least(1)[:5], "nobody"]
         t = int(st.clock_us or 0)
         batch = [
             live.featurize(
