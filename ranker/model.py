@@ -339,13 +339,9 @@ class Ranker(nn.Module):
             nn.init.zeros_(self.position_bias.weight)
 
     def start_position_bias(self, log_propensity: np.ndarray) -> None:
-        """Start the position tower at the log examination propensities (index = position;
-        beyond the array, its last value) instead of zero. Why: from zero, the rest of the
-        model learns the logging policy's order from the features (they predict it) faster than
-        the tower learns examination, and the tower's job is taken. Measured on a world never
-        tuned on: the click-trained model's rank correlation with the logged order 0.62 (0.28
-        for LightGBM), best-epoch test oracle NDCG@10 0.728; started at the prior, 0.783
-        (``TrainConfig.position_prior`` says why it is not the default yet)."""
+        """Start the position tower at log p(examined) per position (beyond the array, its
+        last value) instead of zero; why, and why not by default: ``TrainConfig.position_prior``
+        and the README's "Is it the model or the clicks?"."""
         if self.position_bias is None:
             return
         table = np.asarray(log_propensity, dtype=np.float32)
