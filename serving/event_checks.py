@@ -17,10 +17,8 @@ from serving import metrics
 from serving.bounds import clip
 from serving.requests import ServingError, to_us
 from serving.schemas import Event
-from serving.store import Served
+from serving.store import SEP, NewEvent, Served
 
-# (type, request_id, user_id, item_id, position, t_us, query, variant): a store row
-EventRow = tuple[str, str, str, str, int | None, int, str, str]
 MAX_REPORTED = 20  # problems listed in one error body
 
 
@@ -37,9 +35,9 @@ def check_events(
     now_us: int,
     max_skew_us: int,
     accept_unserved: bool,
-) -> list[EventRow]:
+) -> list[NewEvent]:
     """Store rows for ``events``; raises a 422 ``ServingError`` if any event is refused."""
-    rows: list[EventRow] = []
+    rows: list[NewEvent] = []
     problems: list[Problem] = []
     for j, e in enumerate(events):
         at = f"events.{j}"
@@ -51,7 +49,9 @@ def check_events(
             problems += found
             continue
         query, variant = (s.query, s.variant) if s is not None else ("", "")
-        rows.append((e.type, e.request_id, user, item, e.position, t_us, query, variant))
+        # Derived key: one impression, click and order of an item per ranking.
+        key = e.event_id if e.event_id is not None else SEP.join((e.type, e.request_id, item))
+        rows.append((e.type, e.request_id, user, item, e.position, t_us, query, variant, key))
     if problems:
         for p in problems:
             metrics.EVENTS_REFUSED.labels(p.reason).inc()

@@ -28,7 +28,8 @@ from pipelines.features.history import Sequences
 from pipelines.features.live import LiveFeaturizer
 from pipelines.features.state import Events, FeatureState
 from pipelines.io import atomic_dir
-from serving.store import EventRow, SharedStore
+from serving.store import EventRow
+from serving.stores import Store
 
 log = logging.getLogger(__name__)
 EVICT_EVERY = 4096  # event ids between two checks of the memory bounds
@@ -108,7 +109,7 @@ class LiveState:
         return self.variants.get(variant, self.main)
 
     # ---- events ----------------------------------------------------------------------------
-    def sync(self, store: SharedStore, limit: int = 50_000) -> int:
+    def sync(self, store: Store, limit: int = 50_000) -> int:
         """Apply the events stored since the last sync (at most ``limit``); returns how many."""
         with self.lock:
             rows = store.events_since(self.last_event, limit)
@@ -127,7 +128,7 @@ class LiveState:
                 start = end
             return len(rows)
 
-    def catch_up(self, store: SharedStore) -> int:
+    def catch_up(self, store: Store) -> int:
         """Apply every stored event (a starting worker, before it says it is ready)."""
         total = 0
         while n := self.sync(store):

@@ -10,7 +10,6 @@ until it recovers) and the next tick tries again.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
@@ -20,7 +19,8 @@ from typing import TYPE_CHECKING
 from serving import metrics
 from serving.live_state import Checkpoint, remove_old_checkpoints
 from serving.request_log import Retention, prune_logs
-from serving.store import SharedStore, StoreError, WorkerRow, now_us
+from serving.store import StoreError, WorkerRow, now_us
+from serving.stores import Store
 
 if TYPE_CHECKING:
     from serving.service import Service
@@ -102,7 +102,7 @@ class Maintenance:
     def check_store(self) -> None:
         s = self.service
         free = shutil.disk_usage(s.settings.store_path.parent).free
-        if free < s.settings.min_free_disk_bytes:
+        if s.store.shares_files and free < s.settings.min_free_disk_bytes:
             s.health.failed(
                 f"{free // 2**20} MB free on the store's disk "
                 f"(at least {s.settings.min_free_disk_bytes // 2**20} MB needed)"
@@ -142,6 +142,10 @@ class Maintenance:
 
     def checkpoint_if_due(self, force: bool = False) -> Checkpoint | None:
         s, cfg = self.service, self.service.settings
+        if not s.store.shares_files:
+            # Replicas on other machines cannot read this one's disk: none checkpoints, and
+            # events stay in the store until a new snapshot (each replica replays them at start).
+            return None
         raw = s.store.get("checkpoint")
         cp = Checkpoint.from_json(raw, cfg.log_dir)
         age_s = (now_us() - (cp.created_us if cp else s.started_us)) / 1e6
@@ -158,21 +162,12 @@ class Maintenance:
         return None
 
 
-def live_workers(store: SharedStore) -> list[WorkerRow]:
-    """Workers seen within ``LIVE_WORKER_S`` whose process exists; none if the store cannot
-    be read. The store is on this machine, so is every worker: a dead pid is gone at once."""
+def live_workers(store: Store) -> list[WorkerRow]:
+    """Workers seen within ``LIVE_WORKER_S`` that the store does not know to be gone (on one
+    machine a dead pid is gone at once); none if the store cannot be read."""
     try:
         rows = store.workers()
     except StoreError:
         return []
-    return [w for w in rows if w.seen_us >= now_us() - int(LIVE_WORKER_S * 1e6) and _alive(w.pid)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+    recent = now_us() - int(LIVE_WORKER_S * 1e6)
+    return [w for w in rows if w.seen_us >= recent and store.alive(w.pid)]

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from pipelines.features.transforms import Features
 from serving.models import LoadOptions, ModelLoadError, ModelSet, load_model_set
-from serving.store import SharedStore, StoreError
+from serving.store import StoreError
+from serving.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class ModelPool:
         self,
         registry: Path,
         opts: LoadOptions,
-        store: SharedStore,
+        store: Store,
         default: str | None,
         warmup: Features,
         check: Callable[[ModelSet], None],

@@ -159,6 +159,11 @@ class Event(Strict):
         description="when it happened; the ranking's time when absent; not before the ranking, "
         "at most the server's allowed clock skew ahead of it",
     )
+    event_id: IdStr | None = Field(
+        None,
+        description="idempotency key: an event whose key was already stored is a retry and "
+        "counts once, through any replica (default: its type, request_id and item_id)",
+    )
 
 
 class EventsRequest(Strict):
@@ -193,7 +198,8 @@ class EventsRequest(Strict):
 
 
 class EventsResponse(BaseModel):
-    accepted: int
+    accepted: int  # every event of the call (it was checked and is stored)
+    duplicates: int = 0  # of those, retries of events already stored (counted once)
 
 
 class ModelInfo(BaseModel):

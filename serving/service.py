@@ -47,7 +47,8 @@ from serving.requests import (
 from serving.runtime import Device, choose_device
 from serving.schemas import EventsRequest, RankRequest
 from serving.settings import Settings
-from serving.store import SharedStore, StoreError, now_us
+from serving.store import StoreError, now_us
+from serving.stores import open_store
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,8 @@ class Service:
             )
         self.device: Device = choose_device(s.device)
         self.experiment: Experiment | None = load_experiment(s.experiment) if s.experiment else None
-        self.pid, self.started_us = os.getpid(), now_us()
-        self.store = SharedStore(s.store_path)
+        self.store = open_store(s)
+        self.pid, self.started_us = self.store.worker_id(os.getpid()), now_us()
         # The store's events belong to the snapshot they followed; a new snapshot starts afresh.
         self.store.reset_for(hashlib.sha256((s.state / "state.json").read_bytes()).hexdigest())
         isolate = (
@@ -157,10 +158,9 @@ class Service:
 
     def _sync(self) -> bool:
         """Apply other workers' new events; False when the store could not be read."""
-        if not self.store.events_pending(self.live.last_event):
-            return True
         try:
-            self.live.sync(self.store)
+            if self.store.events_pending(self.live.last_event):  # Redis: a read that can fail
+                self.live.sync(self.store)
             return True
         except StoreError as e:
             self.health.failed(str(e))
@@ -322,7 +322,8 @@ class Service:
             log.error("ranking log not written: %s", e)
 
     # ---- events ----------------------------------------------------------------------------
-    def events(self, req: EventsRequest) -> int:
+    def events(self, req: EventsRequest) -> tuple[int, int]:
+        """Check and store the events; returns (accepted, of which duplicates)."""
         s = self.settings
         if len(req.events) > s.max_events:
             raise ServingError(
@@ -337,14 +338,15 @@ class Service:
             req.events, served, now_us(), int(s.max_clock_skew_s * 1e6), s.accept_unserved_events
         )
         try:
-            self.store.add_events(rows)
+            fresh = self.store.add_events(rows)
         except StoreError as e:
             self.health.failed(str(e))
             raise retry_later(
                 f"events not accepted, none of this call was kept: the shared store cannot be "
                 f"written ({e})"
             ) from e
-        for kind, rid, user, item, position, t_us, _, _ in rows:
+        new_rows = [row for row, new in zip(rows, fresh, strict=True) if new]
+        for kind, rid, user, item, position, t_us, *_ in new_rows:  # a retry is logged once
             metrics.EVENTS.labels(kind).inc()
             try:
                 self.event_log.write(
@@ -361,7 +363,7 @@ class Service:
             except OSError as e:
                 log.error("event log not written: %s", e)
         self._sync()
-        return len(rows)
+        return len(rows), len(rows) - len(new_rows)
 
     def user_history(self, user_id: str) -> Sequences:
         self._sync()

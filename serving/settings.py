@@ -36,7 +36,11 @@ class Settings(BaseModel):
     log_dir: Path = Field(
         Path("runs/serve"), description="served rankings, events, the shared store"
     )
-    store: Path | None = Field(None, description="the shared SQLite store (LOG_DIR/store.sqlite)")
+    store: str | None = Field(
+        None,
+        description="the shared store: a SQLite file (LOG_DIR/store.sqlite) for the workers of "
+        "one machine, or redis://HOST:PORT/DB for replicas on several",
+    )
     experiment: Path | None = Field(None, description="an A/B experiment file (TOML)")
     isolate_variants: bool = Field(
         False, description="per-variant counters and histories, so A/B variants cannot interfere"
@@ -153,8 +157,17 @@ class Settings(BaseModel):
         return self
 
     @property
+    def store_is_redis(self) -> bool:
+        return bool(self.store) and str(self.store).startswith(("redis://", "rediss://", "unix://"))
+
+    @property
     def store_path(self) -> Path:
-        return self.store or self.log_dir / "store.sqlite"
+        """The SQLite store's file (meaningless with a Redis store)."""
+        return (
+            Path(self.store)
+            if self.store and not self.store_is_redis
+            else (self.log_dir / "store.sqlite")
+        )
 
     @property
     def intra_op_threads(self) -> int:

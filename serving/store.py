@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -48,8 +49,12 @@ ADDED_COLUMNS = {
         "candidates": "TEXT NOT NULL DEFAULT ''",
         "created_us": "INTEGER NOT NULL DEFAULT 0",
     },
+    "events": {"key": "TEXT"},  # the idempotency key; NULL: none (stored every time)
 }
-INDEXES = "CREATE INDEX IF NOT EXISTS requests_created ON requests (created_us);"
+INDEXES = """
+CREATE INDEX IF NOT EXISTS requests_created ON requests (created_us);
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key);
+"""
 # Identifiers are printable (serving.bounds), so a control character separates candidates.
 SEP = "\x1f"
 BUSY_TIMEOUT_S = 5.0  # the longest a writer waits for another; transactions last milliseconds
@@ -84,6 +89,11 @@ class EventRow:
     variant: str  # of the request that showed the item ('' when unknown)
 
 
+# (type, request_id, user_id, item_id, position, t_us, query, variant, idempotency key): an
+# event to store; a key already stored makes it a duplicate (empty key: always stored)
+NewEvent = tuple[str, str, str, str, int | None, int, str, str, str]
+
+
 @dataclass(frozen=True)
 class WorkerRow:
     pid: int
@@ -98,6 +108,8 @@ def now_us() -> int:
 
 
 class SharedStore:
+    shares_files = True  # every worker is on this machine: checkpoints on disk are shared
+
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -119,7 +131,9 @@ class SharedStore:
                 for name, decl in columns.items():
                     if name not in have:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
-            db.execute(INDEXES)
+            for statement in INDEXES.split(";"):
+                if statement.strip():
+                    db.execute(statement)
 
         self._hint = EventHint(path.with_name(path.name + ".events"))
 
@@ -145,6 +159,18 @@ class SharedStore:
         with self._lock:
             self._db.close()
             self._hint.close()
+
+    def worker_id(self, pid: int) -> int:
+        return pid  # one machine: the pid is unique among live workers
+
+    def alive(self, worker: int) -> bool:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process: alive
+            return True
+        return True
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -261,20 +287,25 @@ class SharedStore:
                 out[rid] = Served(user, query, int(t_us), variant, frozenset(items), len(items))
         return out
 
-    def add_events(
-        self, rows: Sequence[tuple[str, str, str, str, int | None, int, str, str]]
-    ) -> None:
-        """Append (type, request_id, user_id, item_id, position, t_us, query, variant) rows,
-        all or none."""
+    def add_events(self, rows: Sequence[NewEvent]) -> list[bool]:
+        """Append events, all or none; per row, whether it was new (False: its idempotency key
+        was already stored, a retry)."""
+        fresh = []
         with self._tx() as db:
-            db.executemany(
-                "INSERT INTO events (type, request_id, user_id, item_id, position, t_us, query, "
-                "variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            for *row, key in rows:
+                # Looked up first rather than INSERT OR IGNORE, which would use up an id.
+                seen = key and db.execute("SELECT 1 FROM events WHERE key = ?", (key,)).fetchone()
+                if not seen:
+                    db.execute(
+                        "INSERT INTO events (type, request_id, user_id, item_id, position, t_us, "
+                        "query, variant, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (*row, key or None),
+                    )
+                fresh.append(not seen)
             # Inside the write transaction: writers are serialised, so the hint only grows
             # (a reader that sees it before the commit just reads again on its next call).
             self._hint.publish(int(db.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0))
+        return fresh
 
     def events_pending(self, last_id: int) -> bool:
         """Whether events after ``last_id`` may exist, without a query: a ranking checks this
@@ -293,7 +324,7 @@ class SharedStore:
         return int(self._read("SELECT MAX(id) FROM events")[0][0] or 0)
 
     # ---- workers, leases, checkpoints ------------------------------------------------------
-    def register_worker(self, pid: int, started_us: int) -> str | None:
+    def register_worker(self, worker: int, started_us: int) -> str | None:
         """Register a starting worker and read the latest checkpoint in one transaction: the
         worker's row holds back the deletion of the events after that checkpoint, which it
         has yet to replay. Returns the checkpoint (JSON) or None."""
@@ -304,11 +335,11 @@ class SharedStore:
             db.execute(
                 "INSERT OR REPLACE INTO workers (pid, started_us, seen_us, generation, "
                 "last_event, models) VALUES (?, ?, ?, 0, ?, '{}')",
-                (pid, started_us, now_us(), event_id),
+                (worker, started_us, now_us(), event_id),
             )
         return raw
 
-    def claim(self, name: str, pid: int, ttl_s: float) -> bool:
+    def claim(self, name: str, worker: int, ttl_s: float) -> bool:
         """Take the lease ``name`` for ``ttl_s`` if it is free, expired or already ours: one
         worker of the server does a periodic job (retention, checkpoints) at a time."""
         key = f"lease:{name}"
@@ -317,11 +348,11 @@ class SharedStore:
             row = db.execute("SELECT value FROM control WHERE key = ?", (key,)).fetchone()
             if row:
                 owner, until = (int(x) for x in row[0].split(":"))
-                if owner != pid and until > t:
+                if owner != worker and until > t:
                     return False
             db.execute(
                 "INSERT OR REPLACE INTO control (key, value) VALUES (?, ?)",
-                (key, f"{pid}:{t + int(ttl_s * 1e6)}"),
+                (key, f"{worker}:{t + int(ttl_s * 1e6)}"),
             )
         return True
 
@@ -337,13 +368,18 @@ class SharedStore:
         return True
 
     def heartbeat(
-        self, pid: int, started_us: int, generation: int, last_event: int, models: dict[str, str]
+        self,
+        worker: int,
+        started_us: int,
+        generation: int,
+        last_event: int,
+        models: dict[str, str],
     ) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO workers (pid, started_us, seen_us, generation, "
                 "last_event, models) VALUES (?, ?, ?, ?, ?, ?)",
-                (pid, started_us, now_us(), generation, last_event, json.dumps(models)),
+                (worker, started_us, now_us(), generation, last_event, json.dumps(models)),
             )
 
     def workers(self) -> list[WorkerRow]:
@@ -352,9 +388,9 @@ class SharedStore:
         )
         return [WorkerRow(p, s, g, e, json.loads(m)) for p, s, g, e, m in rows]
 
-    def forget_worker(self, pid: int) -> None:
+    def forget_worker(self, worker: int) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM workers WHERE pid = ?", (pid,))
+            db.execute("DELETE FROM workers WHERE pid = ?", (worker,))
 
     # ---- retention -------------------------------------------------------------------------
     def prune(

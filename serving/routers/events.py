@@ -31,7 +31,13 @@ def events(body: EventsRequest, service: ServiceDep) -> Response:
     its candidates, a time not before it (unless the server accepts unserved events). A call
     is accepted whole or not at all. Events update user histories at once and counters after
     the same fixed delay as offline; every worker of the server sees them. They are also
-    logged for the next training and for online A/B reports."""
+    logged for the next training and for online A/B reports. An event already stored (the
+    same ``event_id``, by default the same type, request and item) is a retry: acknowledged,
+    counted in ``duplicates`` and applied once."""
     # The documented EventsResponse (response_model above), written directly: FastAPI would
     # validate the model it was handed once more before serialising it.
-    return Response(orjson.dumps({"accepted": service.events(body)}), media_type="application/json")
+    accepted, duplicates = service.events(body)
+    return Response(
+        orjson.dumps({"accepted": accepted, "duplicates": duplicates}),
+        media_type="application/json",
+    )

@@ -16,7 +16,7 @@ import numpy as np
 from ops.online.online import load_logs, online_report
 from pipelines.features.state import FeatureState
 from serving.request_log import Retention, prune_logs
-from serving.store import SharedStore, now_us
+from serving.store import SharedStore
 
 
 def _iso(us: int) -> str:
@@ -134,22 +134,6 @@ def test_memory_bounds_evict_the_least_recent_alike_in_every_worker(
             two = c2.app.state.service
             assert two.live.sizes() == sizes
             assert _histories(two, kept) == _histories(one, kept)
-
-
-def test_store_retention_keeps_what_workers_still_need(tmp_path: Path) -> None:
-    store = SharedStore(tmp_path / "store.sqlite")
-    for k in range(10):
-        store.record_request(f"r{k}", "u", "q", k, "", ["a", "b"])
-    store.add_events([("click", f"r{k}", "u", "a", 1, k, "q", "") for k in range(10)])
-    store.heartbeat(1, 0, 0, 7, {})
-    deleted = store.prune(
-        served_before_us=0, max_served=4, events_upto=5, workers_before_us=now_us() + 1
-    )
-    assert deleted == 6 + 5
-    counts = store.counts()
-    assert counts == {"requests": 4, "events": 5, "workers": 0}
-    assert sorted(store.served([f"r{k}" for k in range(10)])) == ["r6", "r7", "r8", "r9"]
-    assert [e.id for e in store.events_since(0)] == [6, 7, 8, 9, 10]
 
 
 def test_log_retention_deletes_by_age_then_by_size(tmp_path: Path) -> None:

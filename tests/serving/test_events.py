@@ -50,7 +50,7 @@ def test_a_click_enters_the_history_and_counters_wait_for_the_delay(
         },
     ]
     r = client.post("/v1/events", json={"events": events})
-    assert r.status_code == 200 and r.json() == {"accepted": 3}
+    assert r.status_code == 200 and r.json() == {"accepted": 3, "duplicates": 0}
     hist = client.get("/v1/users/fresh-user/history").json()["history"]
     assert [h["item_id"] for h in hist] == [item] and hist[0]["ordered"] and hist[0]["ts_us"] == t0
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _http import Http
 
+from ops.online.http_client import Http
 from ops.online.server_proc import background_server
 from pipelines.features.state import FeatureState
 

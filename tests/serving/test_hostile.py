@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _http import Http, Reply
 
+from ops.online.http_client import Http, Reply
 from ops.online.server_proc import background_server
 from pipelines.features.state import FeatureState
 
@@ -276,7 +276,7 @@ def test_events_must_belong_to_their_ranking(
     # Nothing of a refused call was kept: the good event in each is not in the history.
     hist = server.get("/v1/users/ev-user/history").body["history"]
     assert hist == []
-    assert server.post("/v1/events", {"events": [good]}).body == {"accepted": 1}
+    assert server.post("/v1/events", {"events": [good]}).body == {"accepted": 1, "duplicates": 0}
     hist = server.get("/v1/users/ev-user/history").body["history"]
     assert [h["item_id"] for h in hist] == [items[1]]
     text = server.get("/metrics", auth=None).body
