@@ -8,7 +8,7 @@ RANKER := $(VENV)/bin/ranker
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test lint serve clean bench-tools
+.PHONY: setup demo test lint serve clean bench-tools cluster-demo
 
 setup: $(STAMP)
 
@@ -30,6 +30,16 @@ serve: setup
 	$(RANKER) serve --registry $(DEMO_DIR)/registry --state $(DEMO_DIR)/lists/state \
 		--log-dir $(DEMO_DIR)/serve --example-from $(DEMO_DIR)/world --port $${PORT:-8000} \
 		$$(test -n "$$RANKER_CLIENT_TOKEN" || echo --insecure-open)
+
+# The demo's online A/B again through HAProxy, two replicas and Redis on this machine (each
+# started on a free port and stopped by PID), beside the single server's verdict. Installs
+# Debian's redis-server and haproxy when missing; runs the demo first if needed.
+cluster-demo: setup
+	@command -v redis-server >/dev/null && command -v haproxy >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server haproxy)
+	@$(PY) -c 'import redis' 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt -e '.[cluster]'
+	@test -f $(DEMO_DIR)/registry/transformer/v1/model.onnx || $(RANKER) demo --out $(DEMO_DIR)
+	$(RANKER) cluster-demo --out $(DEMO_DIR)
 
 test: setup
 	$(PY) -m pytest -q

@@ -25,20 +25,25 @@ DEMO_TRANSFORMER = {"epochs": 10, "patience": 3}
 DEMO_AB_REQUESTS = 3000  # a short online test: the report says when it is underpowered
 
 
-def _online_ab(out: Path, registry: Path, lists: Path, requests: int, seed: int) -> dict[str, Any]:
-    """Its own server in the background (always stopped), simulated users, the online report."""
+def _online_ab(
+    out: Path, registry: Path, lists: Path, requests: int, seed: int, cluster: bool = False
+) -> dict[str, Any]:
+    """Its own server in the background (always stopped), simulated users, the online report.
+    With ``cluster``: Redis, two replicas and HAProxy instead of one server (``online-cluster``)."""
     import shutil
 
     from ops.online.abtest import run_abtest
+    from ops.online.cluster import local_cluster
     from ops.online.online import online_report
     from ops.online.online_report import write_online_report
     from ops.online.server_proc import background_server
     from serving.experiments import two_arm_toml
 
-    online = out / "online"
+    online = out / ("online-cluster" if cluster else "online")
     shutil.rmtree(online, ignore_errors=True)
     online.mkdir(parents=True)
-    (online / "experiment.toml").write_text(
+    experiment = online / "experiment.toml"
+    experiment.write_text(
         two_arm_toml(
             "lgbm-vs-transformer",
             "demo",
@@ -48,17 +53,42 @@ def _online_ab(out: Path, registry: Path, lists: Path, requests: int, seed: int)
             "The demo's online A/B: the LightGBM baseline against the Transformer re-ranker.",
         )
     )
-    with background_server(
-        registry, lists / "state", online / "logs", experiment=online / "experiment.toml"
-    ) as server:
-        s = run_abtest(server.url, out / "world", requests, seed=seed, token=server.client_token)
+    state = lists / "state"
+    if cluster:
+        with local_cluster(registry, state, online, experiment=experiment) as c:
+            print(
+                f"   Redis {c.redis.url}, replicas {[r.url for r in c.replicas]}, HAProxy {c.url}"
+            )
+            s = run_abtest(c.url, out / "world", requests, seed=seed, token=c.client_token)
+        log_dirs = c.log_dirs
+    else:
+        with background_server(registry, state, online / "logs", experiment=experiment) as server:
+            s = run_abtest(
+                server.url, out / "world", requests, seed=seed, token=server.client_token
+            )
+        log_dirs = [online / "logs"]
     print(
         f"   {s.requests} searches by {s.users} users: {s.clicks} clicks, {s.orders} orders, "
         f"{s.errors} errors, variants {s.variants}"
     )
-    report = online_report(online / "logs", out / "world")
+    report = online_report(log_dirs, out / "world")
     write_online_report(report, online / "report")
     return report
+
+
+def run_cluster_demo(args: argparse.Namespace) -> int:
+    """The demo's online A/B again through HAProxy, two replicas and Redis, beside the
+    single server's verdict."""
+    out: Path = args.out
+    registry, lists = out / "registry", out / "lists"
+    if not (registry / "transformer").is_dir():
+        raise FileNotFoundError(f"{registry}: no models; run `ranker demo --out {out}` first")
+    single = _online_ab(out, registry, lists, args.ab_requests, args.seed)
+    both = _online_ab(out, registry, lists, args.ab_requests, args.seed, cluster=True)
+    print(f"single server verdict: {single['verdict']}")
+    print(f"cluster verdict:       {both['verdict']}")
+    print(f"cluster report: {out / 'online-cluster' / 'report' / 'report.html'}")
+    return 0 if single["verdict"] == both["verdict"] else 1
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +101,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--ab-requests", type=int, default=DEMO_AB_REQUESTS, help="searches in the online A/B"
     )
     p.set_defaults(run=run_demo)
+    c = sub.add_parser(
+        "cluster-demo",
+        help="the demo's online A/B through HAProxy, two replicas and Redis (needs redis-server "
+        "and haproxy), beside the single server's",
+    )
+    c.add_argument("--out", type=Path, default=Path("runs/demo"), help="a finished demo")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--ab-requests", type=int, default=DEMO_AB_REQUESTS)
+    c.set_defaults(run=run_cluster_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:

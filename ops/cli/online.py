@@ -49,9 +49,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     rsub = p.add_subparsers(dest="report", required=True, metavar="KIND")
     r = rsub.add_parser("online", help="an online experiment from a server's --log-dir")
-    r.add_argument("--logs", type=Path, required=True, help="the server's --log-dir")
+    r.add_argument(
+        "--logs",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the server's --log-dir (several: the replicas that served one experiment)",
+    )
     r.add_argument("--world", type=Path, help="the simulated world: oracle NDCG of served lists")
-    r.add_argument("--out", type=Path, help="where report.{json,md,html} go (default: LOGS/report)")
+    r.add_argument(
+        "--out", type=Path, help="where report.{json,md,html} go (default: the first LOGS/report)"
+    )
     r.set_defaults(run=run_report_online)
 
 
@@ -181,7 +189,7 @@ def run_report_online(args: argparse.Namespace) -> int:
     from ops.online.online_report import write_online_report
 
     report = online_report(args.logs, args.world)
-    paths = write_online_report(report, args.out or args.logs / "report")
+    paths = write_online_report(report, args.out or args.logs[0] / "report")
     print(f"verdict: {report['verdict']}")
     print(f"report: {paths['html']} (also report.md, report.json)")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from ops.online.online_stats import (
     relative_lift,
     sample_ratio_mismatch,
 )
-from pipelines.io import read_jsonl
+from pipelines.io import JsonlRecords, read_jsonl
 from ranker.metrics import ndcg
 
 PRIMARY = "orders_per_request"
@@ -48,12 +49,26 @@ class ServedLogs:
     bad_lines: int  # unreadable log lines skipped (a worker killed mid-write tears its last)
 
 
-def load_logs(log_dir: Path) -> ServedLogs:
-    rankings, events = read_jsonl(log_dir, "rankings"), read_jsonl(log_dir, "events")
+def load_logs(log_dirs: Path | Sequence[Path]) -> ServedLogs:
+    """The served logs of one server, or of several replicas (each its own --log-dir) that
+    served one experiment: their rankings and events together."""
+    dirs = [Path(log_dirs)] if isinstance(log_dirs, str | Path) else [Path(d) for d in log_dirs]
+    parts = [(read_jsonl(d, "rankings"), read_jsonl(d, "events")) for d in dirs]
+    rankings = JsonlRecords(
+        [x for r, _ in parts for x in r.records], sum(r.bad_lines for r, _ in parts)
+    )
+    events = JsonlRecords(
+        [x for _, e in parts for x in e.records], sum(e.bad_lines for _, e in parts)
+    )
     if not rankings.records:
-        raise FileNotFoundError(f"{log_dir}: no rankings-*.jsonl (is this a server's --log-dir?)")
-    exp_file = Path(log_dir) / "experiment.json"
-    exp = json.loads(exp_file.read_text()) if exp_file.exists() else None
+        where = ", ".join(map(str, dirs))
+        raise FileNotFoundError(f"{where}: no rankings-*.jsonl (is this a server's --log-dir?)")
+    experiments = {
+        (d / "experiment.json").read_text() for d in dirs if (d / "experiment.json").exists()
+    }
+    if len(experiments) > 1:
+        raise ValueError("these log directories ran different experiments: report them apart")
+    exp = json.loads(experiments.pop()) if experiments else None
     r = pd.DataFrame(rankings.records).drop_duplicates("request_id", keep="last")
     if "candidates" in r.columns:  # logged only where top_k cut the list; else the items
         r["candidates"] = [
@@ -70,8 +85,8 @@ def load_logs(log_dir: Path) -> ServedLogs:
     return ServedLogs(r, e, exp, rankings.bad_lines + events.bad_lines)
 
 
-def online_report(log_dir: Path, world_dir: Path | None = None) -> dict[str, Any]:
-    logs = load_logs(log_dir)
+def online_report(log_dirs: Path | Sequence[Path], world_dir: Path | None = None) -> dict[str, Any]:
+    logs = load_logs(log_dirs)
     rankings, events, exp = logs.rankings, logs.events, logs.experiment
     rankings = rankings[rankings["variant"] != "explicit"]  # requests that chose a model by hand
     per = request_outcomes(rankings, events)

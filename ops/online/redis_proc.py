@@ -36,6 +36,7 @@ def redis_server(
     """``redis-server`` with its files in ``data_dir``; with ``appendonly``, every write is
     fsynced to the AOF before Redis answers (``appendfsync always``), so a restart loses no
     acknowledged write. ``port``: a given one (a restart on the same port)."""
+    data_dir = data_dir.resolve()  # Redis changes into --dir: a relative log path would move
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
@@ -43,7 +44,7 @@ def redis_server(
     cmd += ["--appendonly", "yes" if appendonly else "no", "--appendfsync", "always"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait(port, proc)
+        wait_ready(port, proc)
         yield RedisServer(f"redis://127.0.0.1:{port}/0", port, proc.pid)
     finally:
         if proc.poll() is None:
@@ -55,7 +56,7 @@ def redis_server(
                 proc.wait()
 
 
-def _wait(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     import redis  # the optional dependency, only here
 
     client = redis.Redis(port=port, socket_connect_timeout=0.5)

@@ -41,12 +41,15 @@ def background_server(
     workers: int = 1,
     extra: list[str] | None = None,
     ready_timeout: float = 180.0,
+    port: int | None = None,
+    tokens: tuple[str, str] | None = None,
 ) -> Iterator[BackgroundServer]:
-    """``ranker serve`` in a child process, with fresh client and admin tokens; yields it once
-    /readyz answers 200."""
-    port = free_port()
-    tokens = {"RANKER_CLIENT_TOKEN": secrets.token_urlsafe(16)}
-    tokens["RANKER_ADMIN_TOKEN"] = secrets.token_urlsafe(16)
+    """``ranker serve`` in a child process, with fresh client and admin tokens (or the given
+    ``tokens``, client then admin: replicas behind one load balancer share theirs); yields it
+    once /readyz answers 200."""
+    port = port or free_port()
+    client, admin = tokens or (secrets.token_urlsafe(16), secrets.token_urlsafe(16))
+    env_tokens = {"RANKER_CLIENT_TOKEN": client, "RANKER_ADMIN_TOKEN": admin}
     cmd = [
         sys.executable,
         "-m",
@@ -74,7 +77,7 @@ def background_server(
         stdout=subprocess.DEVNULL,
         stderr=err,
         start_new_session=True,
-        env={**os.environ, **tokens},
+        env={**os.environ, **env_tokens},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -93,9 +96,7 @@ def background_server(
             if time.time() > deadline:
                 raise TimeoutError(f"the server was not ready within {ready_timeout:.0f} s")
             time.sleep(0.3)
-        yield BackgroundServer(
-            url, tokens["RANKER_CLIENT_TOKEN"], tokens["RANKER_ADMIN_TOKEN"], proc.pid
-        )
+        yield BackgroundServer(url, client, admin, proc.pid)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)  # the workers too

@@ -1,62 +1,61 @@
 """Two `ranker serve` replicas (separate processes, ports and log directories, as on two
-machines) sharing one real Redis: events and reloads cross between them, a retry through the
-other replica counts once, and Redis going down degrades rankings and refuses events."""
+machines) on one real Redis behind a real HAProxy (`ops.online.cluster.local_cluster`):
+events and reloads cross between replicas, a retry through the other replica counts once,
+a replica SIGKILLed costs no request after the health-check window and rejoins when
+restarted, and Redis going down degrades rankings and refuses events. The tests share one
+cluster and run in file order (the last one stops Redis)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from ops.online.cluster import CHECK_INTER_MS, FALL, Cluster, haproxy_available, local_cluster
 from ops.online.http_client import Http
-from ops.online.redis_proc import RedisServer, redis_available, redis_server
+from ops.online.redis_proc import redis_available
 from ops.online.server_proc import background_server
 
-pytestmark = pytest.mark.skipif(redis_available() is not None, reason=str(redis_available()))
+WHY = redis_available() or haproxy_available()
+pytestmark = pytest.mark.skipif(WHY is not None, reason=str(WHY))
 
 
-@pytest.fixture
-def replicas(
-    small_registry: Path, small_lists: Path, tmp_path: Path
-) -> Iterator[tuple[RedisServer, Http, Http]]:
-    with ExitStack() as stack:
-        redis = stack.enter_context(redis_server(tmp_path / "redis"))
-        a, b = (
-            stack.enter_context(
-                background_server(
-                    small_registry,
-                    small_lists / "state",
-                    tmp_path / name,
-                    extra=["--store", redis.url],
-                )
-            )
-            for name in ("a", "b")
-        )
-        yield (
-            redis,
-            Http(a.url, a.client_token, a.admin_token),
-            Http(b.url, b.client_token, b.admin_token),
-        )
+@pytest.fixture(scope="module")
+def cluster(
+    small_registry: Path, small_lists: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    with local_cluster(
+        small_registry, small_lists / "state", tmp_path_factory.mktemp("cluster")
+    ) as c:
+        yield c
 
 
-def _rank(server: Http, user: str, ts: str | None = None) -> dict:
+def _http(c: Cluster, url: str) -> Http:
+    return Http(url, c.client_token, c.admin_token)
+
+
+def _body(user: str, ts: str | None = None) -> dict:
     body = {
         "user_id": user,
         "query": "hotpot",
         "candidates": [{"item_id": f"i{k:03d}"} for k in range(1, 9)],
     }
-    r = server.post("/v1/rank", body | ({"ts": ts} if ts else {}))
+    return body | ({"ts": ts} if ts else {})
+
+
+def _rank(server: Http, user: str, ts: str | None = None) -> dict:
+    r = server.post("/v1/rank", _body(user, ts))
     assert r.status == 200, r.body
     return dict(r.body)
 
 
-def test_replicas_share_events_reloads_and_scores(replicas: tuple[RedisServer, Http, Http]) -> None:
-    _, a, b = replicas
+def test_replicas_share_events_reloads_and_scores(cluster: Cluster) -> None:
+    a, b = (_http(cluster, r.url) for r in cluster.replicas)
     ranked = _rank(a, "shared-user")
     event = {
         "type": "click",
@@ -86,16 +85,63 @@ def test_replicas_share_events_reloads_and_scores(replicas: tuple[RedisServer, H
     b.wait(lambda: b.get("/v1/models").body["generation"] == gen + 1, timeout=20)
 
 
-def test_redis_down_degrades_rankings_and_refuses_events(
-    replicas: tuple[RedisServer, Http, Http],
+def test_a_killed_replica_costs_nothing_after_the_health_check_window(
+    cluster: Cluster, small_registry: Path, small_lists: Path
 ) -> None:
-    redis, a, _ = replicas
-    ranked = _rank(a, "u-down")
-    os.kill(redis.pid, signal.SIGKILL)
-    r = a.post(
-        "/v1/rank",
-        {"user_id": "u-down", "query": "hotpot", "candidates": [{"item_id": "i001"}]},
-    )
+    lb = _http(cluster, cluster.url)
+    results: list[tuple[float, int]] = []  # (time, status) of every ranking through HAProxy
+    stop = threading.Event()
+
+    def load(k: int) -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                status = lb.post("/v1/rank", _body(f"lb-user-{k}-{n}"), timeout=10).status
+            except OSError:
+                status = 0
+            results.append((time.monotonic(), status))
+            n += 1
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    victim = cluster.replicas[1]
+    os.killpg(victim.pid, signal.SIGKILL)  # the replica and its workers, no goodbye
+    killed = time.monotonic()
+    time.sleep(4)
+    stop.set()
+    for t in threads:
+        t.join()
+    window = FALL * CHECK_INTER_MS / 1000 + 0.5  # health checks, plus one check's slack
+    after = [s for t, s in results if t > killed + window]
+    during = [s for t, s in results if killed <= t <= killed + window]
+    assert len(after) > 10 and all(s == 200 for s in after), sorted(set(after))
+    assert sum(s != 200 for s in during) <= 4  # at most the requests in flight at the kill
+    # Restarted on its port, it is back in rotation: HAProxy sends it requests again.
+    port = int(victim.url.rsplit(":", 1)[1])
+    with background_server(
+        small_registry,
+        small_lists / "state",
+        cluster.log_dirs[1],
+        extra=["--store", cluster.redis.url],
+        port=port,
+        tokens=(cluster.client_token, cluster.admin_token),
+    ) as again:
+        direct = _http(cluster, again.url)
+        worker = direct.post("/v1/rank", _body("probe")).worker
+
+        def served_by_it() -> bool:
+            return any(lb.post("/v1/rank", _body("rot")).worker == worker for _ in range(8))
+
+        lb.wait(served_by_it, timeout=20)
+
+
+def test_redis_down_degrades_rankings_and_refuses_events(cluster: Cluster) -> None:
+    lb = _http(cluster, cluster.url)
+    ranked = _rank(lb, "u-down")
+    os.kill(cluster.redis.pid, signal.SIGKILL)
+    r = lb.post("/v1/rank", _body("u-down"))
     assert r.status == 200 and "store" in r.headers.get("x-ranker-degraded", "")
     event = {
         "type": "click",
@@ -103,5 +149,8 @@ def test_redis_down_degrades_rankings_and_refuses_events(
         "user_id": "u-down",
         "item_id": "i001",
     }
-    r = a.post("/v1/events", {"events": [event]})
+    r = lb.post("/v1/events", {"events": [event]})
     assert r.status == 503 and "store" in r.body["error"]
+    # Still in HAProxy's rotation after several health checks: rankings keep answering.
+    time.sleep(3 * CHECK_INTER_MS / 1000)
+    assert lb.post("/v1/rank", _body("u-down")).status == 200
