@@ -48,9 +48,10 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
     # Ablation: the same re-ranker with attention restricted to each candidate itself
     # (blocks, depth and parameters kept): what list context adds.
     "rerank_selfonly": ("transformer", "tower", {"reranker": "lgbm", "list_attention": False}),
-    # The position tower started at the log propensities (position_prior, off by default).
-    "rerank_prior": ("transformer", "tower", {"reranker": "lgbm", "position_prior": True}),
-    "transformer_prior": ("transformer", "tower", {"position_prior": True}),
+    # The position tower started at zero rather than at the log propensities (as before
+    # position_prior; --validation auto then selects these on the examined rule).
+    "rerank_noprior": ("transformer", "tower", {"reranker": "lgbm", "position_prior": False}),
+    "transformer_noprior": ("transformer", "tower", {"position_prior": False}),
     # The standalone Transformer with periodic numeric embeddings (8 frequencies per feature).
     "transformer_periodic": ("transformer", "tower", {"numeric_embedding": 8}),
 }
@@ -71,7 +72,7 @@ def main() -> None:
         "check that a verdict is not one seed's luck",
     )
     ap.add_argument("--tune", type=int, default=1, help="tuning trials per model (same budget)")
-    ap.add_argument("--validation", default="examined", help="the model-selection rule")
+    ap.add_argument("--validation", default="auto", help="the model-selection rule")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument(

@@ -10,6 +10,7 @@ from typing import Any
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from ranker.kinds import KINDS
+    from ranker.train.prepare import VALIDATION_RULES
 
     kinds = "; ".join(f"{name}: {k.help}" for name, k in KINDS.items())
     p = sub.add_parser("train", help="train a model of one kind: " + ", ".join(KINDS))
@@ -35,9 +36,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", help="continue training this Transformer version (NAME/VERSION)")
     p.add_argument(
         "--validation",
-        default="examined",
+        default="auto",
+        choices=["auto", *VALIDATION_RULES],
         help="model selection reads validation NDCG@10 over: examined = the candidates at or "
-        "above each list's last click or order (default); ips = all, propensity-weighted",
+        "above each list's last click or order; ips = all, propensity-weighted; auto (default) "
+        "= the kind's own (LightGBM: examined; the Transformer with its position prior: ips)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

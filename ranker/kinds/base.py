@@ -112,6 +112,11 @@ class Kind(ABC):
     reranks: ClassVar[bool] = False  # can train over a baseline (``--reranker``)
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
 
+    def own_validation(self, settings: dict[str, Any], bias: str) -> str:
+        """What ``--validation auto`` means for this kind under these settings (a rule of
+        ``ranker.train.prepare.VALIDATION_RULES``)."""
+        return "examined"
+
     def settings_dataclasses(self) -> tuple[type, ...]:
         """The dataclasses of the user's settings: their fields are the ``--set`` keys."""
         return ()

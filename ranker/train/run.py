@@ -33,7 +33,8 @@ class TrainRequest:
     threads: int = 2
     reranker: str | None = None  # registry reference of the baseline (kinds that re-rank)
     resume: str | None = None  # registry reference of a version to continue
-    validation: str = "examined"  # the model-selection rule: see ranker.train.prepare
+    # the model-selection rule (see ranker.train.prepare); auto: the kind's own for its settings
+    validation: str = "auto"
     progress: bool = True
     overrides: dict[str, Any] | None = None  # the kind's settings (e.g. epochs, num_leaves)
     # Python API only: the kind's training-loop callbacks (train_lgbm's or train_transformer's),
@@ -56,7 +57,8 @@ def run_training(req: TrainRequest) -> ModelRef:
     splits, _ = load_splits(req.data)
     m = splits.manifest
     weights = ipw_weights(splits.train, splits.propensities, bias)
-    v = validation_set(splits.valid, splits.propensities, bias, req.validation)
+    rule = kind.own_validation(settings, bias) if req.validation == "auto" else req.validation
+    v = validation_set(splits.valid, splits.propensities, bias, rule)
     train = rank_data(splits.train, m, weights)
     valid = rank_data(splits.valid, m, labels=v.labels, eval_mask=v.mask)
     registry = Path(req.registry)

@@ -70,11 +70,11 @@ class TrainConfig:
     eval_every_lists: int = 16_384
     ema: float = 0.99  # decay of the weight average validated and kept (0: the raw weights)
     # Start the position tower (--bias tower) at the log propensities estimated from the
-    # randomised traffic rather than at zero (see Ranker.start_position_bias). Off by default:
-    # it lifts the best epoch's oracle NDCG@10 by 0.05, but the examined selection rule then
-    # keeps later epochs that read the logging order again (re-ranker shipped -0.054 against
-    # its baseline on a fresh world, where without it the baseline is kept).
-    position_prior: bool = False
+    # randomised traffic rather than at zero (see Ranker.start_position_bias): from zero the
+    # main tower learns the logging order before the position tower learns examination. It
+    # comes with the IPS selection rule (TransformerKind.own_validation): under the examined
+    # rule it shipped late epochs that read the logging order again.
+    position_prior: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
