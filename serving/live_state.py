@@ -128,6 +128,15 @@ class LiveState:
                 start = end
             return len(rows)
 
+    def follow_clock(self, t_us: int) -> None:
+        """Move every state's clock to ``t_us``, the latest ranking any worker served (never
+        back): workers and replicas then close the same counter buckets."""
+        if t_us <= (self.state.clock_us or 0):
+            return
+        with self.lock:
+            for lf in self.featurizers():
+                lf.state.advance(t_us)
+
     def catch_up(self, store: Store) -> int:
         """Apply every stored event (a starting worker, before it says it is ready)."""
         total = 0

@@ -12,6 +12,7 @@ scripts name keys they build themselves, so this is not for Redis Cluster):
 - ``events``: a stream, entry ``<id>-0`` per event, ids from the counter ``event_id``, so a
   replica reads the events after its last one with one XRANGE; ``ek:<key>``: an event's
   idempotency key, kept as long as rankings are, so a retry is stored once;
+- ``clock``: the latest ranking time any replica served (see ``serving.store.Poll``);
 - ``workers``: a hash, worker id -> JSON; ``worker_seq`` numbers workers across machines
   (a pid is not unique there); ``lease:<name>``: a key with a TTL.
 
@@ -30,7 +31,7 @@ from typing import Any
 
 import redis
 
-from serving.store import SEP, EventRow, NewEvent, Served, StoreError, WorkerRow, now_us
+from serving.store import SEP, EventRow, NewEvent, Poll, Served, StoreError, WorkerRow, now_us
 
 TIMEOUT_S = 2.0  # a request waits at most this long for Redis before it is answered degraded
 
@@ -63,6 +64,8 @@ redis.call('HSET', k, 'user', user, 'query', ARGV[4], 't', ARGV[5], 'variant', A
   'cands', ARGV[7])
 redis.call('PEXPIRE', k, tonumber(ARGV[8]))
 redis.call('ZADD', p .. 'reqs', tonumber(ARGV[9]), rid)
+local clock = tonumber(redis.call('GET', p .. 'clock') or '0')
+if tonumber(ARGV[5]) > clock then redis.call('SET', p .. 'clock', ARGV[5]) end
 return 1
 """
 
@@ -217,8 +220,10 @@ class RedisStore:
             flat += [kind, rid, user, item, "" if pos is None else pos, t_us, query, variant, key]
         return [bool(x) for x in self._run("add_events", [self._ttl_ms, len(rows), *flat])]
 
-    def events_pending(self, last_id: int) -> bool:
-        return self.last_event_id() > last_id
+    def poll(self, last_id: int) -> Poll:
+        with self._call("read"):
+            newest, clock = self._r.mget(self.p + "event_id", self.p + "clock")
+        return Poll(int(newest or 0) > last_id, int(clock or 0))
 
     def events_since(self, last_id: int, limit: int = 100_000) -> list[EventRow]:
         with self._call("read"):

@@ -159,8 +159,10 @@ class Service:
     def _sync(self) -> bool:
         """Apply other workers' new events; False when the store could not be read."""
         try:
-            if self.store.events_pending(self.live.last_event):  # Redis: a read that can fail
+            poll = self.store.poll(self.live.last_event)  # Redis: a read that can fail
+            if poll.pending:
                 self.live.sync(self.store)
+            self.live.follow_clock(poll.clock_us)
             return True
         except StoreError as e:
             self.health.failed(str(e))

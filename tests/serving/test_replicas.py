@@ -7,6 +7,7 @@ cluster and run in file order (the last one stops Redis)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ops.online.cluster import CHECK_INTER_MS, FALL, Cluster, haproxy_available, local_cluster
@@ -54,7 +56,7 @@ def _rank(server: Http, user: str, ts: str | None = None) -> dict:
     return dict(r.body)
 
 
-def test_replicas_share_events_reloads_and_scores(cluster: Cluster) -> None:
+def test_replicas_share_events_reloads_and_scores(cluster: Cluster, small_lists: Path) -> None:
     a, b = (_http(cluster, r.url) for r in cluster.replicas)
     ranked = _rank(a, "shared-user")
     event = {
@@ -70,8 +72,11 @@ def test_replicas_share_events_reloads_and_scores(cluster: Cluster) -> None:
     # The client retries through the other replica: acknowledged, stored once.
     assert b.post("/v1/events", {"events": [event]}).body == {"accepted": 1, "duplicates": 1}
     assert len(a.get("/v1/users/shared-user/history").body["history"]) == 1
-    # Both replicas score the same request (same time) alike, bit for bit.
-    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # Both replicas score the same request (same time) alike, bit for bit: at a time before
+    # A's rankings, B (which has ranked nothing) follows the shared clock, so both close the
+    # same counter buckets (the snapshot's last hour of events is still pending in it).
+    snapshot_us = json.loads((small_lists / "state" / "state.json").read_text())["clock_us"]
+    ts = f"{np.datetime64(snapshot_us + 10**6, 'us')}Z"
     one, two = _rank(a, "shared-user", ts), _rank(b, "shared-user", ts)
     assert [(i["item_id"], i["score"]) for i in one["items"]] == [
         (i["item_id"], i["score"]) for i in two["items"]

@@ -57,6 +57,15 @@ def test_rankings_belong_to_their_user(store: Store) -> None:
     assert s.candidates == frozenset("abc") and s.n_candidates == 3
 
 
+def test_the_shared_clock_is_the_latest_ranking_time(store: Store) -> None:
+    assert store.poll(0).clock_us == 0
+    store.record_request("r1", "u", "q", 500, "", ["a"])
+    store.record_request("r2", "u", "q", 300, "", ["a"])  # an older time never moves it back
+    assert store.poll(0).clock_us == 500
+    assert not store.record_request("r1", "other", "q", 900, "", ["a"])  # refused: no move
+    assert store.poll(0).clock_us == 500
+
+
 def test_events_are_ordered_and_a_retry_counts_once(store: Store) -> None:
     assert store.add_events([click(1, "k1"), click(2, "k2")]) == [True, True]
     assert store.add_events([click(1, "k1"), click(3, "k3"), click(4)]) == [False, True, True]
@@ -76,7 +85,7 @@ def test_events_are_ordered_and_a_retry_counts_once(store: Store) -> None:
     )
     assert [e.id for e in store.events_since(2, limit=3)] == [3, 4, 5]
     assert store.last_event_id() == 6
-    assert store.events_pending(5) and not store.events_pending(6)
+    assert store.poll(5).pending and not store.poll(6).pending
 
 
 def test_a_position_may_be_absent(store: Store) -> None:
