@@ -34,32 +34,32 @@ import numpy as np
 from pipelines.features.history import Sequences
 
 _COMMON = """
-local p = ARGV[1]
-local bus = tonumber(ARGV[2])
+local p, clock_key = ARGV[1], ARGV[2]
+local bus = tonumber(ARGV[3])
 local function bucket_of(t) return (t - t % bus) / bus end
 local function clock_bucket()
-  return bucket_of(tonumber(redis.call('GET', p .. 'clock') or '0'))
+  return bucket_of(tonumber(redis.call('GET', clock_key) or '0'))
 end
 """
 
-# ARGV: prefix, bucket_us, t_us, n_windows, windows (0 = all time)..., max_len, user ('' for
-# none), then per counter key: table, key, kinds. Returns {counts, history}: per key its
+# ARGV: prefix, clock key, bucket_us, t_us, n_windows, finite windows..., max_len, user (''
+# for none), then per counter key: table, key, kinds. Returns {counts, history}: per key its
 # totals then each finite window's sums (kinds each); the history newest first as
 # member, score pairs.
 _LOOKUP = (
     _COMMON
     + """
-local t = tonumber(ARGV[3])
-local clock = tonumber(redis.call('GET', p .. 'clock') or '0')
-if t > clock then redis.call('SET', p .. 'clock', ARGV[3]); clock = t end
+local t = tonumber(ARGV[4])
+local clock = tonumber(redis.call('GET', clock_key) or '0')
+if t > clock then redis.call('SET', clock_key, ARGV[4]); clock = t end
 local B = bucket_of(clock)
-local nw = tonumber(ARGV[4])
+local nw = tonumber(ARGV[5])
 local windows, wmax = {}, 0
 for i = 1, nw do
-  windows[i] = tonumber(ARGV[4 + i])
+  windows[i] = tonumber(ARGV[5 + i])
   if windows[i] > wmax then wmax = windows[i] end
 end
-local a = 5 + nw
+local a = 6 + nw
 local max_len, user = tonumber(ARGV[a]), ARGV[a + 1]
 a = a + 2
 local out = {}
@@ -114,22 +114,22 @@ while a <= #ARGV do
 end
 local hist = {}
 if user ~= '' and max_len > 0 then
-  hist = redis.call('ZREVRANGEBYSCORE', p .. 'h:' .. user, '(' .. ARGV[3], '-inf',
+  hist = redis.call('ZREVRANGEBYSCORE', p .. 'h:' .. user, '(' .. ARGV[4], '-inf',
     'WITHSCORES', 'LIMIT', 0, max_len)
 end
 return {out, hist}
 """
 )
 
-# ARGV: prefix, bucket_us, delay_us, width, n_counts, then per count: table, key, t_us,
+# ARGV: prefix, clock key, bucket_us, delay_us, width, n_counts, then per count: table, key, t_us,
 # kinds, counts...; then per history write: kind ('click' or 'order'), user, t_us, position,
 # item, ordered (0/1).
 _OBSERVE = (
     _COMMON
     + """
-local delay, width, n = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local delay, width, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local B = clock_bucket()
-local a = 6
+local a = 7
 for _ = 1, n do
   local h = p .. 'c:' .. ARGV[a] .. ':' .. ARGV[a + 1]
   local z = p .. 'z:' .. ARGV[a] .. ':' .. ARGV[a + 1]
@@ -204,13 +204,14 @@ class RedisState:
         self,
         client: Any,
         prefix: str,
+        clock_key: str,
         kinds: dict[str, int],
         windows: Sequence[int | None],
         bucket_us: int,
         delay_us: int,
         max_len: int,
     ):
-        self.r, self.p = client, prefix
+        self.r, self.p, self.clock_key = client, prefix, clock_key
         self.kinds = kinds  # table -> number of event kinds it counts
         self.windows = list(windows)
         self.bucket_us, self.delay_us, self.max_len = bucket_us, delay_us, max_len
@@ -219,7 +220,8 @@ class RedisState:
 
     def observe(self, counts: Sequence[CountWrite], history: Sequence[HistoryWrite]) -> None:
         """Apply events atomically: no read sees part of them."""
-        args: list[Any] = [self.p, self.bucket_us, self.delay_us, 2 * self.max_len, len(counts)]
+        args: list[Any] = [self.p, self.clock_key, self.bucket_us, self.delay_us]
+        args += [2 * self.max_len, len(counts)]
         for c in counts:
             if len(c.counts) != self.kinds[c.table]:
                 raise ValueError(f"table {c.table} counts {self.kinds[c.table]} kinds")
@@ -235,7 +237,8 @@ class RedisState:
         per window ``{window: (K,)}`` as ``CounterTable.lookup`` gives them; the user's last
         ``max_len`` clicks before ``t_us`` as ``HistoryStore.lookup`` gives them."""
         finite = [w for w in self.windows if w is not None]
-        args: list[Any] = [self.p, self.bucket_us, t_us, len(finite), *finite, self.max_len]
+        args: list[Any] = [self.p, self.clock_key, self.bucket_us, t_us, len(finite), *finite]
+        args.append(self.max_len)
         args.append(user or "")
         for table, key in keys:
             args += [table, f"{key:x}", self.kinds[table]]
@@ -254,6 +257,13 @@ class RedisState:
                     j += k
             out.append(per)
         return out, _sequences(hist)
+
+    def history(self, user: str) -> Sequences:
+        """The user's last ``max_len`` stored clicks (a read: the clock does not move)."""
+        flat = self.r.zrevrangebyscore(
+            self.p + "h:" + user, "+inf", "-inf", start=0, num=self.max_len, withscores=True
+        )
+        return _sequences([x for pair in flat for x in pair])
 
 
 def _sequences(flat: list[Any]) -> Sequences:

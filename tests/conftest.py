@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,19 @@ def small_lists(small_sim: Path) -> Path:
     if not out.exists():
         build_features(small_sim / "logs", out, load_config("sim"), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free port for the session (skips where it cannot run); tests
+    keep apart by key prefix."""
+    from ops.online.redis_proc import redis_available, redis_server
+
+    why = redis_available()
+    if why:
+        pytest.skip(why)
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
 
 
 SMALL_TRANSFORMER = {"epochs": 1, "d_model": 32, "n_layers": 2, "d_ff": 64}

@@ -64,6 +64,26 @@ class Events:
     impression: np.ndarray | None = None  # bool; None = every row is an impression
 
 
+def event_counts(ev: Events) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """What events add to each counter table: (rows of ``ev``, counts (n_t, K) per kind in
+    ``TABLES`` order). Impressions, clicks and orders count per item, query-item and overall;
+    clicks alone per user, user-item and user-group."""
+    n = len(ev.item_id)
+    imp = np.ones(n, bool) if ev.impression is None else ev.impression.astype(bool)
+    clicked, ordered = ev.clicked.astype(bool), ev.ordered.astype(bool)
+    every, k = np.arange(n), np.flatnonzero(clicked)
+    one = np.ones((len(k), 1), np.int64)
+    three = np.stack([imp, clicked, ordered], axis=1)
+    return {
+        "item": (every, three),
+        "qi": (every, np.stack([imp, clicked], axis=1)),
+        "global": (every, three),
+        "ui": (k, one),
+        "uc": (k, one),
+        "user": (k, one),
+    }
+
+
 @dataclass
 class CounterIds:
     """Counter ids of a block: per candidate row, and per request."""
@@ -127,6 +147,21 @@ class FeatureState:
         for table in self.counters.values():
             table.advance_to(b)
 
+    def counter_keys(
+        self, user_id: np.ndarray, query: np.ndarray, offsets: np.ndarray, refs: ItemRefs
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The counter keys (uint64) of B requests' N candidates: per candidate (item, qi, ui,
+        uc) and per request (user, global). Stores of any kind key their counters so."""
+        seg = np.repeat(np.arange(len(user_id)), np.diff(offsets))
+        hu, hq = hash_strings(user_id), query_hashes(query)
+        rows = {
+            "item": refs.hashes,
+            "qi": combine(hq[seg], refs.hashes),
+            "ui": combine(hu[seg], refs.hashes),
+            "uc": combine(hu[seg], self.groups(refs.rows)),
+        }
+        return rows, {"user": hu, "global": np.zeros(len(hu), np.uint64)}
+
     def counter_ids(
         self,
         user_id: np.ndarray,
@@ -142,29 +177,20 @@ class FeatureState:
         the whole block. The batch pipeline resolves a day at a time; slices then serve each
         bucket with no further hashing.
         """
-        seg = np.repeat(np.arange(len(user_id)), np.diff(offsets))
-        hu, hq = hash_strings(user_id), query_hashes(query)
-        rows = {
-            "item": refs.hashes,
-            "qi": combine(hq[seg], refs.hashes),
-            "ui": combine(hu[seg], refs.hashes),
-            "uc": combine(hu[seg], self.groups(refs.rows)),
-        }
+        rows, reqs = self.counter_keys(user_id, query, offsets, refs)
         c = self.counters
         if clicked is not None:
             c["item"].insert(rows["item"])
             c["qi"].insert(rows["qi"])
             c["global"].insert(np.zeros(1, np.uint64))
             k = np.flatnonzero(clicked)
+            seg = np.repeat(np.arange(len(user_id)), np.diff(offsets))  # candidate -> request
             c["ui"].insert(rows["ui"][k])
             c["uc"].insert(rows["uc"][k])
-            c["user"].insert(hu[seg[k]])
+            c["user"].insert(reqs["user"][seg[k]])
         return CounterIds(
             rows={t: c[t].index.get(v) for t, v in rows.items()},
-            reqs={
-                "user": c["user"].index.get(hu),
-                "global": c["global"].index.get(np.zeros(len(hu), np.uint64)),
-            },
+            reqs={t: c[t].index.get(v) for t, v in reqs.items()},
         )
 
     def observe(
@@ -182,23 +208,15 @@ class FeatureState:
         clicked, ordered = ev.clicked.astype(bool), ev.ordered.astype(bool)
         if ids is None:
             ids = self.counter_ids(ev.user_id, ev.query, np.arange(n + 1), refs, clicked)
-            user_rows = ids.reqs["user"]
-        else:
-            user_rows = ids.reqs["user"]
         bucket = (ev.t_us + self.delay_us) // self.bucket_us
-        imp = np.ones(n, bool) if ev.impression is None else ev.impression.astype(bool)
-        c = self.counters
-        c["item"].add_ids(ids.rows["item"], bucket, np.stack([imp, clicked, ordered], axis=1))
-        c["qi"].add_ids(ids.rows["qi"], bucket, np.stack([imp, clicked], axis=1))
-        c["global"].add_ids(
-            np.zeros(n, np.int64), bucket, np.stack([imp, clicked, ordered], axis=1)
-        )
+        for table, (rows, counts) in event_counts(ev).items():
+            if table == "global":  # one key, id 0
+                table_ids = np.zeros(n, np.int64)
+            else:
+                table_ids = ids.reqs[table] if table in ids.reqs else ids.rows[table]
+            self.counters[table].add_ids(table_ids[rows], bucket[rows], counts)
         k = np.flatnonzero(clicked)
         if len(k):
-            one = np.ones((len(k), 1), np.int64)
-            c["ui"].add_ids(ids.rows["ui"][k], bucket[k], one)
-            c["uc"].add_ids(ids.rows["uc"][k], bucket[k], one)
-            c["user"].add_ids(user_rows[k], bucket[k], one)
             self.history.add_many(
                 ev.user_id[k], ev.t_us[k], ev.position[k], ev.item_id[k], ordered[k]
             )

@@ -161,13 +161,24 @@ def test_shuffled_input_rows_give_identical_output(logs: Path, tmp_path: Path) -
         ).read_bytes()
 
 
-def test_live_entry_point_reproduces_the_batch_values(dataset: Path, logs: Path) -> None:
+@pytest.mark.parametrize("where", ["memory", "redis"])
+def test_live_entry_point_reproduces_the_batch_values(
+    dataset: Path, logs: Path, where: str, request: pytest.FixtureRequest
+) -> None:
     """Replay the logged requests through the online path, from the state as of each
-    request's time: every feature value equals the batch output."""
+    request's time: every feature value equals the batch output. ``redis``: counters and
+    histories in a real Redis (a stateless replica's state), the rest as in memory."""
     ds = _all(dataset)
     saved = FeatureState.load(dataset / "state")
     users = pd.read_parquet(logs / "users.parquet")
     fresh = FeatureState(SIM, saved.items, saved.context_vocabs, users, saved.user_vocabs)
+    if where == "redis":
+        import redis
+
+        from serving.remote_state import remote_state
+
+        client = redis.Redis.from_url(request.getfixturevalue("redis_url"), decode_responses=True)
+        fresh = remote_state(fresh, client, "replay:", "replay:clock")
     live = LiveFeaturizer(fresh)
     req = pd.read_parquet(logs / "requests.parquet").set_index("request_id").loc[ds.request_id]
     imp = (

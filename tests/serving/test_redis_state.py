@@ -32,7 +32,9 @@ def _state(server: RedisServer, windows: list[int | None]) -> RedisState:
     import redis
 
     client = redis.Redis.from_url(server.url, decode_responses=True)
-    return RedisState(client, f"s{next(_prefixes)}:", KINDS, windows, BUCKET_US, DELAY_US, MAX_LEN)
+    prefix = f"s{next(_prefixes)}:"
+    clock = prefix + "clock"
+    return RedisState(client, prefix, clock, KINDS, windows, BUCKET_US, DELAY_US, MAX_LEN)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
