@@ -30,6 +30,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(run=run_serve)
 
+    p = sub.add_parser("state", help="the serving state in a shared store")
+    ssub = p.add_subparsers(dest="state_command", required=True, metavar="ACTION")
+    ld = ssub.add_parser(
+        "load",
+        help="load the snapshot `ranker features` wrote into Redis, for stateless replicas "
+        "(idempotent: a rerun or a run after an interrupted one leaves it whole)",
+    )
+    ld.add_argument("--state", type=Path, required=True, help="the features' state/ directory")
+    ld.add_argument(
+        "--store", required=True, help="redis://HOST:PORT/DB (a password: use RANKER_STORE)"
+    )
+    ld.add_argument("--force", action="store_true", help="load again though already loaded")
+    ld.add_argument("--no-progress", action="store_true")
+    ld.set_defaults(run=run_state_load)
+
     p = sub.add_parser(
         "abtest",
         help="simulated users search against a running server",
@@ -91,6 +106,22 @@ def _flag_type(annotation: Any) -> Any:
         return typing.get_args(annotation)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     return _flag_type(args[0]) if len(args) == 1 else annotation
+
+
+def run_state_load(args: argparse.Namespace) -> int:
+    import redis
+
+    from serving.state_load import load_state
+
+    if not (args.state / "state.json").exists():
+        raise FileNotFoundError(f"--state: {args.state} has no state.json")
+    client = redis.Redis.from_url(args.store, decode_responses=True)
+    r = load_state(client, args.state, progress=not args.no_progress, force=args.force)
+    if r.already_loaded:
+        print(f"already loaded under {r.prefix} (--force loads it again)")
+    else:
+        print(f"loaded under {r.prefix}: {r.counter_keys} counter keys, {r.users} histories")
+    return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -42,6 +42,19 @@ class _Bucket:
         self.ids, self.counts = [ids], [counts]
 
 
+@dataclass
+class CounterExport:
+    """A table's state: per key (rows in ``keys`` order) its totals as of ``bucket`` and its
+    sums over each finite window; and every bucket still needed later (closed ones inside the
+    longest window, pending ones), as (bucket, key rows, counts (n, K))."""
+
+    keys: np.ndarray  # (n,) uint64
+    bucket: int | None
+    total: np.ndarray  # (n, K)
+    windows: dict[int, np.ndarray]  # window -> (n, K)
+    buckets: list[tuple[int, np.ndarray, np.ndarray]]
+
+
 class CounterTable:
     """Counts of K event kinds per key, over several windows.
 
@@ -200,6 +213,20 @@ class CounterTable:
         return {w: total if w is None else total - self._lag[w][ids] for w in self.windows}
 
     # ---- snapshot --------------------------------------------------------------------------
+    def export(self) -> CounterExport:
+        """Everything a store needs to continue this table elsewhere (``ranker state load``)."""
+        n, k = len(self.index), len(self.kinds)
+        total = self._total[:n].copy()
+        entries = [(b, ids, cnt) for b, ids, cnt in self._closed]
+        entries += [(b, *self._pending[b].arrays(k)) for b in sorted(self._pending)]
+        return CounterExport(
+            keys=self.index.keys().copy(),
+            bucket=self.bucket,
+            total=total,
+            windows={w: total - lag[:n] for w, lag in self._lag.items()},
+            buckets=entries,
+        )
+
     def save(self, path: Path) -> None:
         k = len(self.kinds)
         n = len(self.index)

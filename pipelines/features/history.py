@@ -231,16 +231,28 @@ class HistoryStore:
         starts = np.repeat(np.cumsum(lens) - lens, lens)
         return rows, np.arange(len(rows)) - starts
 
-    def save(self, path: Path) -> None:
+    def records(self) -> dict[str, np.ndarray]:
+        """Every stored click, users in id order, each user's oldest first (as saved):
+        user_id, t_us, position, item_id, ordered."""
         rows, slot = self._flat()
         names = np.array(self._user_ids, dtype=object)
+        return {
+            "user_id": names[rows],
+            "t_us": self._t[rows, slot],
+            "position": self._pos[rows, slot].astype(np.int64),
+            "item_id": self._item_ids[self._item[rows, slot]],
+            "ordered": self._flag[rows, slot],
+        }
+
+    def save(self, path: Path) -> None:
+        r = self.records()
         table = pa.table(
             {
-                "user_id": pa.array(names[rows], pa.string()),
-                "t_us": pa.array(self._t[rows, slot], pa.int64()),
-                "position": pa.array(self._pos[rows, slot].astype(np.int64), pa.int64()),
-                "item_id": pa.array(self._item_ids[self._item[rows, slot]], pa.string()),
-                "ordered": pa.array(self._flag[rows, slot], pa.bool_()),
+                "user_id": pa.array(r["user_id"], pa.string()),
+                "t_us": pa.array(r["t_us"], pa.int64()),
+                "position": pa.array(r["position"], pa.int64()),
+                "item_id": pa.array(r["item_id"], pa.string()),
+                "ordered": pa.array(r["ordered"], pa.bool_()),
             }
         )
         pq.write_table(table, path, compression="zstd")

@@ -5,13 +5,12 @@ increasing times, compared read by read with ``CounterTable`` and ``HistoryStore
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ops.online.redis_proc import RedisServer, redis_available, redis_server
+from ops.online.redis_proc import redis_available
 from pipelines.features.counters import CounterTable
 from pipelines.features.history import HistoryStore
 from serving.redis_state import CountWrite, HistoryWrite, RedisState
@@ -22,25 +21,19 @@ KINDS = {"item": 3, "user": 1}
 _prefixes = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as s:
-        yield s
-
-
-def _state(server: RedisServer, windows: list[int | None]) -> RedisState:
+def _state(redis_url: str, windows: list[int | None]) -> RedisState:
     import redis
 
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
     prefix = f"s{next(_prefixes)}:"
     clock = prefix + "clock"
     return RedisState(client, prefix, clock, KINDS, windows, BUCKET_US, DELAY_US, MAX_LEN)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_counters_match_the_in_memory_tables(server: RedisServer, seed: int) -> None:
+def test_counters_match_the_in_memory_tables(redis_url: str, seed: int) -> None:
     windows: list[int | None] = [3, None, 12]  # buckets; None: all time
-    remote = _state(server, windows)
+    remote = _state(redis_url, windows)
     local = {t: CounterTable(("imp", "click", "order")[:k], windows) for t, k in KINDS.items()}
     rng = np.random.default_rng(seed)
     t = 1_700_000_000_000_000
@@ -72,8 +65,8 @@ def test_counters_match_the_in_memory_tables(server: RedisServer, seed: int) -> 
                     assert per[w].tolist() == want[w][0].tolist(), (step, table, key, w)
 
 
-def test_histories_match_the_in_memory_store(server: RedisServer) -> None:
-    remote = _state(server, [None])
+def test_histories_match_the_in_memory_store(redis_url: str) -> None:
+    remote = _state(redis_url, [None])
     local = HistoryStore(MAX_LEN)
     rng = np.random.default_rng(7)
     users, items = ["u1", "u2", "a user|with bars"], ["i1", "i2", "i|3"]
@@ -98,8 +91,8 @@ def test_histories_match_the_in_memory_store(server: RedisServer) -> None:
             assert got.ordered.tolist() == want.ordered.tolist()
 
 
-def test_a_read_moves_the_shared_clock_forward_only(server: RedisServer, tmp_path: Path) -> None:
-    remote = _state(server, [2, None])
+def test_a_read_moves_the_shared_clock_forward_only(redis_url: str) -> None:
+    remote = _state(redis_url, [2, None])
     t0 = 1_700_000_000_000_000
     remote.observe([CountWrite("item", 1, t0, (1, 0, 0))], [])
     # Closed after the delay: at t0 + delay + a bucket the event is counted, and an older
@@ -107,3 +100,47 @@ def test_a_read_moves_the_shared_clock_forward_only(server: RedisServer, tmp_pat
     (late,), _ = remote.lookup(t0 + DELAY_US + BUCKET_US, [("item", 1)], None)
     (early,), _ = remote.lookup(t0, [("item", 1)], None)
     assert late[None].tolist() == early[None].tolist() == [1, 0, 0]
+
+
+def test_a_loaded_snapshot_reads_as_the_in_memory_state(redis_url: str, small_lists: Path) -> None:
+    """``ranker state load`` then a stateless replica's reads: every counter and sequence of
+    requests after the snapshot equals the in-memory state's, before and after new events,
+    and a second load changes nothing."""
+    import redis
+
+    from pipelines.features.live import LiveFeaturizer
+    from pipelines.features.state import Events, FeatureState
+    from serving.remote_state import remote_state
+    from serving.state_load import CLOCK_KEY, is_loaded, load_state
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    state_dir = small_lists / "state"
+    first = load_state(client, state_dir, progress=False)
+    assert not first.already_loaded and is_loaded(client, state_dir)
+    assert first.counter_keys["item"] > 100 and first.users > 50
+    assert load_state(client, state_dir, progress=False).already_loaded
+    load_state(client, state_dir, progress=False, force=True)  # a rerun: the same state
+    local = LiveFeaturizer(FeatureState.load(state_dir))
+    base = FeatureState.load(state_dir)
+    remote = LiveFeaturizer(remote_state(base, client, first.prefix, CLOCK_KEY))
+    rng = np.random.default_rng(3)
+    users = base.history.users_with_at_least(3)[:20]
+    items = [str(i) for i in base.items.ids]
+    t = int(base.clock_us or 0)
+    for step in range(40):
+        t += int(rng.integers(0, 1200)) * 10**6
+        user = users[step % len(users)]
+        cands = [items[int(i)] for i in rng.choice(len(items), 12, replace=False)]
+        a = local.featurize(user_id=user, query="hotpot", t_us=t, item_ids=cands)
+        b = remote.featurize(user_id=user, query="hotpot", t_us=t, item_ids=cands)
+        np.testing.assert_array_equal(a.num, b.num, err_msg=str(step))
+        np.testing.assert_array_equal(a.hist_num, b.hist_num)
+        np.testing.assert_array_equal(a.hist_cat, b.hist_cat)
+        clicked = rng.random(3) < 0.5
+        ev = Events(
+            np.full(3, user, object), np.full(3, "hotpot", object),
+            np.array(cands[:3], object), np.full(3, t), np.arange(1, 4),
+            clicked, clicked & (rng.random(3) < 0.3),
+        )  # fmt: skip
+        local.observe(ev)
+        remote.observe(ev)
