@@ -75,6 +75,11 @@ def main() -> None:
             )
             return Http(s.url, s.client_token, s.admin_token)
 
+        import redis as redis_py
+
+        from serving.state_load import load_state
+
+        load_state(redis_py.Redis.from_url(redis.url, decode_responses=True), state, progress=False)
         a = serve("replica-a", ["--store", redis.url])
         b = serve("replica-b", ["--store", redis.url])
         embedded = serve("embedded", [])
@@ -96,8 +101,6 @@ def main() -> None:
                 [(i["item_id"], i["score"]) for i in one["items"]]
                 == [(i["item_id"], i["score"]) for i in two["items"]]
             )
-        import redis as redis_py
-
         info = redis_py.Redis.from_url(redis.url).info("memory")
     print(
         json.dumps(

@@ -22,6 +22,7 @@ Prints JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -164,6 +165,15 @@ class Load:
 def worker_pids(url: str, token: str) -> list[int]:
     _, out, _ = Conn(url, token).call("GET", "/v1/models")
     return sorted(w["pid"] for w in out["workers"])
+
+
+def worker_processes(server_pid: int) -> list[int]:
+    """The OS pids of a server's worker processes (uvicorn's spawned children): with a Redis
+    store the workers' listed ids are numbers Redis gave them, not pids."""
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    return sorted(
+        int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
+    )
 
 
 def rss_mb(pid: int) -> float:
@@ -333,11 +343,38 @@ def growth(
     extra = ["--accept-unserved-events", "--max-events", "10000"]
     if args.cap:
         extra += ["--max-history-users", str(args.cap), "--max-counter-keys", str(args.cap * 4)]
+    with contextlib.ExitStack() as stack:
+        redis_used = None
+        if args.redis:  # a stateless replica: the state loaded into a real Redis
+            import redis as redis_py
+
+            from ops.online.redis_proc import redis_server
+            from serving.state_load import load_state
+
+            server = stack.enter_context(redis_server(log_dir / "redis"))
+            client = redis_py.Redis.from_url(server.url, decode_responses=True)
+            load_state(client, state, progress=False)
+            extra += ["--store", server.url]
+            redis_used = lambda: int(client.info("memory")["used_memory"])  # noqa: E731
+        out = _growth(args, world, reg, state, log_dir, extra, redis_used)
+    return out
+
+
+def _growth(
+    args: argparse.Namespace,
+    world: World,
+    reg: Path,
+    state: Path,
+    log_dir: Path,
+    extra: list[str],
+    redis_used: Any,
+) -> dict[str, Any]:
+    redis0 = redis_used() if redis_used else None
     with background_server(reg, state, log_dir, workers=2, extra=extra) as s:
         conn = Conn(s.url, s.client_token)
         p99_before = probe_p99(s, world)
         time.sleep(3)
-        pids = worker_pids(s.url, s.client_token)
+        pids = worker_processes(s.pid)
         rss0 = {p: rss_mb(p) for p in pids}
         t_us = world.t0_us + 10**9
         per_call = 2500  # users per call: an impression and a click each
@@ -391,6 +428,10 @@ def growth(
         "state_entries_at_end": sizes,
         "p99_ms_before": p99_before,
         "p99_ms_after": p99_after,
+        "store": "redis (stateless replica)" if redis_used else "embedded",
+        "redis_bytes_per_new_user": (
+            round((redis_used() - redis0) / args.users, 1) if redis_used else None
+        ),
     }
 
 
@@ -409,6 +450,9 @@ def main() -> None:
     g = sub.add_parser("growth")
     g.add_argument("--users", type=int, default=200_000)
     g.add_argument("--cap", type=int, default=0, help="max history users (0: the default)")
+    g.add_argument(
+        "--redis", action="store_true", help="a stateless replica on a real Redis (the state in it)"
+    )
     a = p.parse_args()
     world = load_world(a.run / "lists" / "state")
     log_dir = a.out / f"{a.scenario}-{time.strftime('%Y%m%dT%H%M%S')}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from serving import metrics
-from serving.live_state import Checkpoint, remove_old_checkpoints
+from serving.live_state import Checkpoint, LiveState, remove_old_checkpoints
 from serving.request_log import Retention, prune_logs
 from serving.store import StoreError, WorkerRow, now_us
 from serving.stores import Store
@@ -142,7 +142,7 @@ class Maintenance:
 
     def checkpoint_if_due(self, force: bool = False) -> Checkpoint | None:
         s, cfg = self.service, self.service.settings
-        if not s.store.shares_files:
+        if not s.store.shares_files or not isinstance(s.live, LiveState):
             # Replicas on other machines cannot read this one's disk: none checkpoints, and
             # events stay in the store until a new snapshot (each replica replays them at start).
             return None

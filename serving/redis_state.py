@@ -25,6 +25,7 @@ century and counts are far below); buckets are computed with ``%``, not a float 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,7 @@ end
 """
 
 # ARGV: prefix, clock key, bucket_us, t_us, n_windows, finite windows..., max_len, user (''
-# for none), then per counter key: table, key, kinds. Returns {counts, history}: per key its
+# for none), then per group of keys of one table: table, kinds, n, then the n keys (hex). Returns {counts, history}: per key its
 # totals then each finite window's sums (kinds each); the history newest first as
 # member, score pairs.
 _LOOKUP = (
@@ -63,12 +64,27 @@ local a = 6 + nw
 local max_len, user = tonumber(ARGV[a]), ARGV[a + 1]
 a = a + 2
 local out = {}
+local fields_of = {}  -- K -> the fields a read returns: B, totals, then each window's sums
+local function fields(K)
+  if not fields_of[K] then
+    local f = {'B'}
+    for k = 1, K do f[#f + 1] = 'T:' .. k end
+    for i = 1, nw do
+      for k = 1, K do f[#f + 1] = 'W' .. windows[i] .. ':' .. k end
+    end
+    fields_of[K] = f
+  end
+  return fields_of[K]
+end
 while a <= #ARGV do
-  local h = p .. 'c:' .. ARGV[a] .. ':' .. ARGV[a + 1]
-  local z = p .. 'z:' .. ARGV[a] .. ':' .. ARGV[a + 1]
-  local K = tonumber(ARGV[a + 2])
-  a = a + 3
-  local Bk = tonumber(redis.call('HGET', h, 'B') or '-1')
+ local table_name, K, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+ a = a + 3
+ for _ = 1, n do
+  local h = p .. 'c:' .. table_name .. ':' .. ARGV[a]
+  local z = p .. 'z:' .. table_name .. ':' .. ARGV[a]
+  a = a + 1
+  local got = redis.call('HMGET', h, unpack(fields(K)))
+  local Bk = tonumber(got[1] or '-1')
   if Bk >= 0 and Bk < B then
     local entering = redis.call('ZRANGEBYSCORE', z, Bk, B - 1)
     for _, b in ipairs(entering) do
@@ -102,15 +118,10 @@ while a <= #ARGV do
     end
     if #gone > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', B - wmax - 1) end
     redis.call('HSET', h, 'B', B)
+    got = redis.call('HMGET', h, unpack(fields(K)))
   end
-  for k = 1, K do out[#out + 1] = tonumber(redis.call('HGET', h, 'T:' .. k) or '0') end
-  for i = 1, nw do
-    if windows[i] > 0 then
-      for k = 1, K do
-        out[#out + 1] = tonumber(redis.call('HGET', h, 'W' .. windows[i] .. ':' .. k) or '0')
-      end
-    end
-  end
+  for j = 2, #got do out[#out + 1] = tonumber(got[j] or '0') end
+ end
 end
 local hist = {}
 if user ~= '' and max_len > 0 then
@@ -121,55 +132,57 @@ return {out, hist}
 """
 )
 
-# ARGV: prefix, clock key, bucket_us, delay_us, width, n_counts, then per count: table, key, t_us,
-# kinds, counts...; then per history write: kind ('click' or 'order'), user, t_us, position,
-# item, ordered (0/1).
-_OBSERVE = (
-    _COMMON
-    + """
-local delay, width, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local B = clock_bucket()
-local a = 7
-for _ = 1, n do
-  local h = p .. 'c:' .. ARGV[a] .. ':' .. ARGV[a + 1]
-  local z = p .. 'z:' .. ARGV[a] .. ':' .. ARGV[a + 1]
-  local e = math.max(bucket_of(tonumber(ARGV[a + 2]) + delay), B)
-  local K = tonumber(ARGV[a + 3])
-  redis.call('HSETNX', h, 'B', B)  -- a new key's totals are as of now: nothing closed
-  redis.call('ZADD', z, e, e)
-  for k = 1, K do
-    local c = tonumber(ARGV[a + 3 + k])
-    if c ~= 0 then redis.call('HINCRBY', h, 'b:' .. e .. ':' .. k, c) end
-  end
-  a = a + 4 + K
-end
-local function member(pos, ordered, item)
-  local seq = redis.call('INCR', p .. 'hseq')
-  return string.format('%010d|%020d|%d|', pos, seq, ordered) .. item
-end
-while a <= #ARGV do
-  local kind, hk, t = ARGV[a], p .. 'h:' .. ARGV[a + 1], ARGV[a + 2]
-  local pos, item, ordered = tonumber(ARGV[a + 3]), ARGV[a + 4], tonumber(ARGV[a + 5])
-  a = a + 6
-  local marked = false
-  if kind == 'order' then  -- flag the latest click on this item at this time, if any
-    local same = redis.call('ZRANGEBYSCORE', hk, t, t)
-    for i = #same, 1, -1 do
-      local m = same[i]
-      if string.sub(m, 35) == item then
-        redis.call('ZREM', hk, m)
-        redis.call('ZADD', hk, t, string.sub(m, 1, 32) .. '1|' .. item)
-        marked = true
-        break
-      end
+# A Lua function applying one batch of writes ``eff`` (decoded JSON: ``c``, counter writes
+# [table, key (hex), t_us (a string: Lua prints numbers past 2**47 inexactly), counts];
+# ``h``, history writes [kind, user, t_us (string), position, item, ordered (0/1)]) to the state
+# under prefix ``sp``. Shared by ``RedisState.observe`` and the event store's script, which
+# applies an event's writes only when its idempotency key is new.
+APPLY_LUA = """
+local function apply(sp, clock_key, bus, delay, width, eff)
+  local function bucket_of(t) return (t - t % bus) / bus end
+  local B = bucket_of(tonumber(redis.call('GET', clock_key) or '0'))
+  for _, w in ipairs(eff['c'] or {}) do
+    local h = sp .. 'c:' .. w[1] .. ':' .. w[2]
+    local z = sp .. 'z:' .. w[1] .. ':' .. w[2]
+    local e = math.max(bucket_of(tonumber(w[3]) + delay), B)
+    redis.call('HSETNX', h, 'B', B)  -- a new key's totals are as of now: nothing closed
+    redis.call('ZADD', z, e, e)
+    for k, c in ipairs(w[4]) do
+      if c ~= 0 then redis.call('HINCRBY', h, 'b:' .. e .. ':' .. k, c) end
     end
-    if not marked then pos, ordered = 0, 1 end
   end
-  if not marked then
-    redis.call('ZADD', hk, t, member(pos, ordered, item))
-    if redis.call('ZCARD', hk) > width then redis.call('ZPOPMIN', hk) end
+  for _, w in ipairs(eff['h'] or {}) do
+    local kind, hk, t = w[1], sp .. 'h:' .. w[2], w[3]
+    local pos, item, ordered = w[4], w[5], w[6]
+    local marked = false
+    if kind == 'order' then  -- flag the latest click on this item at this time, if any
+      local same = redis.call('ZRANGEBYSCORE', hk, t, t)
+      for i = #same, 1, -1 do
+        local m = same[i]
+        if string.sub(m, 35) == item then
+          redis.call('ZREM', hk, m)
+          redis.call('ZADD', hk, t, string.sub(m, 1, 32) .. '1|' .. item)
+          marked = true
+          break
+        end
+      end
+      if not marked then pos, ordered = 0, 1 end
+    end
+    if not marked then
+      local seq = redis.call('INCR', sp .. 'hseq')
+      redis.call('ZADD', hk, t, string.format('%010d|%020d|%d|', pos, seq, ordered) .. item)
+      if redis.call('ZCARD', hk) > width then redis.call('ZPOPMIN', hk) end
+    end
   end
 end
+"""
+
+# ARGV: prefix, clock key, bucket_us, delay_us, width, the writes as JSON.
+_OBSERVE = (
+    APPLY_LUA
+    + """
+apply(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+  cjson.decode(ARGV[6]))
 return 1
 """
 )
@@ -220,43 +233,58 @@ class RedisState:
 
     def observe(self, counts: Sequence[CountWrite], history: Sequence[HistoryWrite]) -> None:
         """Apply events atomically: no read sees part of them."""
-        args: list[Any] = [self.p, self.clock_key, self.bucket_us, self.delay_us]
-        args += [2 * self.max_len, len(counts)]
+        args = [*self.apply_args(), self.encode(counts, history)]
+        self._observe(keys=[], args=args)
+
+    def apply_args(self) -> list[Any]:
+        """The arguments of ``APPLY_LUA``'s ``apply`` before the writes."""
+        return [self.p, self.clock_key, self.bucket_us, self.delay_us, 2 * self.max_len]
+
+    def encode(self, counts: Sequence[CountWrite], history: Sequence[HistoryWrite]) -> str:
+        """Writes as ``APPLY_LUA`` reads them."""
         for c in counts:
             if len(c.counts) != self.kinds[c.table]:
                 raise ValueError(f"table {c.table} counts {self.kinds[c.table]} kinds")
-            args += [c.table, f"{c.key:x}", c.t_us, len(c.counts), *c.counts]
-        for h in history:
-            args += [h.kind, h.user, h.t_us, h.position, h.item, int(h.ordered)]
-        self._observe(keys=[], args=args)
+        return json.dumps(
+            {
+                "c": [[c.table, f"{c.key:x}", str(c.t_us), list(c.counts)] for c in counts],
+                "h": [
+                    [h.kind, h.user, str(h.t_us), h.position, h.item, int(h.ordered)]
+                    for h in history
+                ],
+            }
+        )
+
+    def lookup_groups(
+        self, t_us: int, groups: Sequence[tuple[str, np.ndarray]], user: str | None
+    ) -> tuple[list[dict[int | None, np.ndarray]], Sequences]:
+        """As of ``t_us`` (the shared clock moves there, never back): for each group (a table
+        and its keys, uint64), counts per window ``{window: (n, K)}`` as
+        ``CounterTable.lookup`` gives them; the user's last ``max_len`` clicks before ``t_us``
+        as ``HistoryStore.lookup`` gives them. One script call."""
+        finite = [w for w in self.windows if w is not None]
+        args: list[Any] = [self.p, self.clock_key, self.bucket_us, t_us, len(finite), *finite]
+        args += [self.max_len, user or ""]
+        for table, keys in groups:
+            args += [table, self.kinds[table], len(keys), *(format(int(k), "x") for k in keys)]
+        flat, hist = self._lookup(keys=[], args=args)
+        values = np.asarray(flat, dtype=np.int64)
+        out, j = [], 0
+        for table, keys in groups:
+            k, n = self.kinds[table], len(keys)
+            block = values[j : j + n * k * (1 + len(finite))].reshape(n, 1 + len(finite), k)
+            j += block.size
+            sums = iter(range(1, 1 + len(finite)))
+            out.append({w: block[:, 0 if w is None else next(sums)] for w in self.windows})
+        return out, _sequences(hist)
 
     def lookup(
         self, t_us: int, keys: Sequence[tuple[str, int]], user: str | None
     ) -> tuple[list[dict[int | None, np.ndarray]], Sequences]:
-        """As of ``t_us`` (the shared clock moves there, never back): per (table, key), counts
-        per window ``{window: (K,)}`` as ``CounterTable.lookup`` gives them; the user's last
-        ``max_len`` clicks before ``t_us`` as ``HistoryStore.lookup`` gives them."""
-        finite = [w for w in self.windows if w is not None]
-        args: list[Any] = [self.p, self.clock_key, self.bucket_us, t_us, len(finite), *finite]
-        args.append(self.max_len)
-        args.append(user or "")
-        for table, key in keys:
-            args += [table, f"{key:x}", self.kinds[table]]
-        flat, hist = self._lookup(keys=[], args=args)
-        out, j = [], 0
-        for table, _ in keys:
-            k = self.kinds[table]
-            total = np.array(flat[j : j + k], np.int64)
-            j += k
-            per: dict[int | None, np.ndarray] = {}
-            for w in self.windows:
-                if w is None:
-                    per[w] = total
-                else:
-                    per[w] = np.array(flat[j : j + k], np.int64)
-                    j += k
-            out.append(per)
-        return out, _sequences(hist)
+        """``lookup_groups`` with one key per group: per (table, key), ``{window: (K,)}``."""
+        groups = [(t, np.array([k], np.uint64)) for t, k in keys]
+        per, seq = self.lookup_groups(t_us, groups, user)
+        return [{w: v[0] for w, v in g.items()} for g in per], seq
 
     def history(self, user: str) -> Sequences:
         """The user's last ``max_len`` stored clicks (a read: the clock does not move)."""

@@ -31,22 +31,35 @@ from typing import Any
 
 import redis
 
+from serving.redis_state import APPLY_LUA
 from serving.store import SEP, EventRow, NewEvent, Poll, Served, StoreError, WorkerRow, now_us
 
 TIMEOUT_S = 2.0  # a request waits at most this long for Redis before it is answered degraded
 
-_ADD_EVENTS = """
-local p, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+# ARGV: prefix, ttl, n, stream (1: append to the events stream, which replicas replay; 0:
+# stateless replicas read the state instead), then the state's ``apply`` arguments (empty
+# without a state), then per event its 9 fields and its state writes as JSON ('' for none).
+_ADD_EVENTS = (
+    APPLY_LUA
+    + """
+local p, ttl, n, stream = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
+local sp, clock_key, bus, delay, width = ARGV[5], ARGV[6], tonumber(ARGV[7]),
+  tonumber(ARGV[8]), tonumber(ARGV[9])
 local fresh = {}
 for j = 0, n - 1 do
-  local a = 4 + j * 9
+  local a = 10 + j * 10
   local key = ARGV[a + 8]
   local new = key == '' or redis.call('SET', p .. 'ek:' .. key, '1', 'NX', 'PX', ttl)
   if new then
-    local id = redis.call('INCR', p .. 'event_id')
-    redis.call('XADD', p .. 'events', id .. '-0', 'type', ARGV[a], 'rid', ARGV[a + 1],
-      'user', ARGV[a + 2], 'item', ARGV[a + 3], 'pos', ARGV[a + 4], 't', ARGV[a + 5],
-      'query', ARGV[a + 6], 'variant', ARGV[a + 7])
+    if stream then
+      local id = redis.call('INCR', p .. 'event_id')
+      redis.call('XADD', p .. 'events', id .. '-0', 'type', ARGV[a], 'rid', ARGV[a + 1],
+        'user', ARGV[a + 2], 'item', ARGV[a + 3], 'pos', ARGV[a + 4], 't', ARGV[a + 5],
+        'query', ARGV[a + 6], 'variant', ARGV[a + 7])
+    end
+    if ARGV[a + 9] ~= '' then
+      apply(sp, clock_key, bus, delay, width, cjson.decode(ARGV[a + 9]))
+    end
     fresh[#fresh + 1] = 1
   else
     fresh[#fresh + 1] = 0
@@ -54,6 +67,7 @@ for j = 0, n - 1 do
 end
 return fresh
 """
+)
 
 _RECORD_REQUEST = """
 local p, rid, user = ARGV[1], ARGV[2], ARGV[3]
@@ -112,6 +126,7 @@ class RedisStore:
 
     def __init__(self, url: str, served_ttl_s: float, prefix: str = "ranker:"):
         self.url, self.p = url, prefix
+        self._state_args: list[Any] = []
         self._ttl_ms = max(1, int(served_ttl_s * 1000))
         try:
             # Any: redis-py annotates replies as bytes or str alike; with decode_responses
@@ -147,6 +162,10 @@ class RedisStore:
     def _run(self, script: str, args: Sequence[Any]) -> Any:
         with self._call(script):
             return self._scripts[script](keys=[], args=[self.p, *args])
+
+    @property
+    def client(self) -> Any:
+        return self._r
 
     def close(self) -> None:
         self._r.close()
@@ -214,11 +233,22 @@ class RedisStore:
             out[rid] = Served(user, query, int(t), variant, frozenset(items), len(items))
         return out
 
-    def add_events(self, rows: Sequence[NewEvent]) -> list[bool]:
-        flat: list[Any] = []
-        for kind, rid, user, item, pos, t_us, query, variant, key in rows:
-            flat += [kind, rid, user, item, "" if pos is None else pos, t_us, query, variant, key]
-        return [bool(x) for x in self._run("add_events", [self._ttl_ms, len(rows), *flat])]
+    def attach_state(self, apply_args: list[Any]) -> None:
+        """Stateless replicas: events update the state in Redis (``RedisState.apply_args``),
+        in the same script that checks their idempotency keys, instead of a stream to replay."""
+        self._state_args = list(apply_args)
+
+    def add_events(
+        self, rows: Sequence[NewEvent], effects: Sequence[str] | None = None
+    ) -> list[bool]:
+        """As ``SharedStore.add_events``; ``effects``: per row, its state writes (JSON, see
+        ``serving.redis_state.APPLY_LUA``), applied only when the row is new."""
+        state = self._state_args or ["", "", 0, 0, 0]
+        args: list[Any] = [self._ttl_ms, len(rows), "0" if self._state_args else "1", *state]
+        for j, (kind, rid, user, item, pos, t_us, query, variant, key) in enumerate(rows):
+            args += [kind, rid, user, item, "" if pos is None else pos, t_us, query, variant]
+            args += [key, effects[j] if effects is not None else ""]
+        return [bool(x) for x in self._run("add_events", args)]
 
     def poll(self, last_id: int) -> Poll:
         with self._call("read"):

@@ -6,23 +6,38 @@ test runs against both)."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import numpy as np
+import redis
 
 from pipelines.features.history import Sequences
 from pipelines.features.items import ItemRefs
+from pipelines.features.live import LiveFeaturizer
 from pipelines.features.state import TABLES, CounterIds, Events, FeatureState, Lookups, event_counts
 from serving.redis_state import CountWrite, HistoryWrite, RedisState
+from serving.redis_store import RedisStore
+from serving.settings import Settings
+from serving.state_load import CLOCK_KEY, is_loaded, state_prefix
+from serving.store import StoreError
 
 ROW_TABLES = ("item", "qi", "ui", "uc")  # keyed per candidate; user and global per request
 
 
 class RemoteFeatureState(FeatureState):
-    def __init__(self, base: FeatureState, remote: RedisState):
+    def __init__(
+        self, base: FeatureState, remote: RedisState, fallback: FeatureState | None = None
+    ):
         users = None if base.users is None else base.users.reset_index()
         super().__init__(base.cfg, base.items, base.context_vocabs, users, base.user_vocabs)
         self.counters = {}  # none here: Redis holds them
         self.remote = remote
         self.clock_us = base.clock_us
+        # With a fallback (the snapshot's own counters and histories, frozen), a read that
+        # Redis cannot answer is answered from it and ``degraded`` says so until the next read.
+        self.fallback = fallback
+        self.degraded = False
 
     def advance(self, t_us: int) -> None:
         """The shared clock moves in Redis, with the read that needs it (``lookup``)."""
@@ -44,19 +59,17 @@ class RemoteFeatureState(FeatureState):
             raise ValueError("a remote state answers one request at a time")
         refs = refs if refs is not None else self.items.refs(item_id)
         rows, reqs = self.counter_keys(user_id, query, offsets, refs)
-        n = len(item_id)
-        keys = [(t, int(k)) for t in ROW_TABLES for k in rows[t]]
-        keys += [("user", int(reqs["user"][0])), ("global", 0)]
-        per_key, seq = self.remote.lookup(int(t_us[0]), keys, str(user_id[0]))
-        parts = {t: per_key[j * n : (j + 1) * n] for j, t in enumerate(ROW_TABLES)}
-        parts["user"], parts["global"] = [per_key[-2]], [per_key[-1]]
-        counts: dict[str, dict[int | None, np.ndarray]] = {}
-        for table, part in parts.items():
-            k = len(TABLES[table])
-            counts[table] = {
-                w: np.stack([p[w] for p in part]) if part else np.zeros((0, k), np.int64)
-                for w in self.remote.windows
-            }
+        groups = [(t, rows[t]) for t in ROW_TABLES] + [(t, reqs[t]) for t in ("user", "global")]
+        try:
+            per, seq = self.remote.lookup_groups(int(t_us[0]), groups, str(user_id[0]))
+            self.degraded = False
+        except redis.RedisError:
+            if self.fallback is None:
+                raise
+            self.degraded = True
+            self.fallback.advance(int(t_us[0]))
+            return self.fallback.lookup(user_id, query, t_us, offsets, item_id, refs=refs)
+        counts = {table: sums for (table, _), sums in zip(groups, per, strict=True)}
         return Lookups(counts=counts, sequences=seq)
 
     def observe(
@@ -107,7 +120,11 @@ class RemoteFeatureState(FeatureState):
 
 
 def remote_state(
-    base: FeatureState, client: object, prefix: str, clock_key: str
+    base: FeatureState,
+    client: object,
+    prefix: str,
+    clock_key: str,
+    fallback: FeatureState | None = None,
 ) -> RemoteFeatureState:
     """``base``'s static parts over counters and histories in Redis under ``prefix``."""
     cfg = base.cfg
@@ -121,4 +138,83 @@ def remote_state(
         base.delay_us,
         cfg.history.max_len,
     )
-    return RemoteFeatureState(base, remote)
+    return RemoteFeatureState(base, remote, fallback)
+
+
+class RemoteLiveState:
+    """What ``serving.live_state.LiveState`` offers the service, for a stateless replica:
+    nothing to replay (events update Redis as they are stored), nothing to bound or checkpoint
+    (Redis holds the per-user state), one state for every variant."""
+
+    def __init__(self, snapshot: Path, client: object, prefix: str):
+        base = FeatureState.load(snapshot)
+        self.lock = threading.Lock()
+        self.main = LiveFeaturizer(remote_state(base, client, prefix, CLOCK_KEY, fallback=base))
+        self.remote: RemoteFeatureState = self.main.state  # type: ignore[assignment]
+        self.variants: dict[str, LiveFeaturizer] = {}
+        self.last_event = 0
+        self.evicted: dict[str, int] = {}
+
+    @property
+    def state(self) -> FeatureState:
+        return self.main.state
+
+    def featurizers(self) -> list[LiveFeaturizer]:
+        return [self.main]
+
+    def for_variant(self, variant: str) -> LiveFeaturizer:
+        return self.main
+
+    def sync(self, store: object, limit: int = 0) -> int:
+        return 0
+
+    def catch_up(self, store: object) -> int:
+        return 0
+
+    def follow_clock(self, t_us: int) -> None:
+        """The clock is in Redis: every read moves it."""
+
+    def history(self, user_id: str) -> Sequences:
+        return self.remote.history_of(user_id)
+
+    def sizes(self) -> dict[str, int]:
+        return {}
+
+    def apply_args(self) -> list[object]:
+        return self.remote.remote.apply_args()
+
+    def effects(
+        self, rows: list[tuple[str, str, str, str, int | None, int, str, str, str]]
+    ) -> list[str]:
+        """Per stored event row, its state writes (JSON) for the event store's script."""
+        out = []
+        for kind, _, user, item, pos, t_us, query, _, _ in rows:
+            ev = Events(
+                user_id=np.array([user], dtype=object),
+                query=np.array([query], dtype=object),
+                item_id=np.array([item], dtype=object),
+                t_us=np.array([t_us], dtype=np.int64),
+                position=np.array([pos or 0], dtype=np.int64),
+                clicked=np.array([kind == "click"]),
+                ordered=np.array([kind == "order"]),
+                impression=np.array([kind == "impression"]),
+            )
+            out.append(self.remote.remote.encode(*self.remote.writes(ev)))
+        return out
+
+
+def remote_live_state(s: Settings, store: RedisStore, variants: list[str]) -> RemoteLiveState:
+    """The stateless replica's state, once ``ranker state load`` has put the snapshot in
+    Redis (until then the replica does not start: it would serve empty counters)."""
+    if variants:
+        raise ValueError(
+            "--isolate-variants needs per-variant states, which a Redis store does not hold yet"
+        )
+    if not is_loaded(store.client, s.state):
+        raise StoreError(
+            f"the snapshot {s.state} is not in the Redis store yet: run `ranker state load "
+            f"--state {s.state} --store URL` first"
+        )
+    live = RemoteLiveState(s.state, store.client, state_prefix(s.state))
+    store.attach_state(live.apply_args())
+    return live

@@ -35,6 +35,8 @@ from serving.live_state import Checkpoint, LiveState
 from serving.maintenance import Health, Maintenance, live_workers
 from serving.model_pool import ModelPool
 from serving.models import LoadOptions, ModelLoadError, ModelSet
+from serving.redis_store import RedisStore
+from serving.remote_state import RemoteLiveState, remote_live_state
 from serving.request_log import RotatingJsonl
 from serving.requests import (
     ServingError,
@@ -75,9 +77,13 @@ class Service:
         checkpoint = Checkpoint.from_json(
             self.store.register_worker(self.pid, self.started_us), s.log_dir
         )
-        self.live = LiveState(
-            s.state, variants, checkpoint, s.max_history_users, s.max_counter_keys
-        )
+        self.live: LiveState | RemoteLiveState
+        if isinstance(self.store, RedisStore):  # a stateless replica: the state is in Redis
+            self.live = remote_live_state(s, self.store, variants)
+        else:
+            self.live = LiveState(
+                s.state, variants, checkpoint, s.max_history_users, s.max_counter_keys
+            )
         replayed = self.live.catch_up(self.store)
         spec = self.live.main.spec
         self.schema = Manifest(
@@ -229,6 +235,8 @@ class Service:
                         overrides=overrides,
                         history=history,
                     )
+                if getattr(live.state, "degraded", False):  # Redis down: snapshot features
+                    degraded.append("store-unreadable")
                 t_infer = time.perf_counter()
                 self._check_deadline(deadline, "before inference")
                 ranked = routing.rank_candidates(
@@ -340,7 +348,10 @@ class Service:
             req.events, served, now_us(), int(s.max_clock_skew_s * 1e6), s.accept_unserved_events
         )
         try:
-            fresh = self.store.add_events(rows)
+            # A stateless replica's events update the state in Redis with their idempotency
+            # check, in one script: an event is counted exactly once or not at all.
+            effects = self.live.effects(rows) if isinstance(self.live, RemoteLiveState) else None
+            fresh = self.store.add_events(rows, effects)
         except StoreError as e:
             self.health.failed(str(e))
             raise retry_later(

@@ -301,9 +301,13 @@ class SharedStore:
                 out[rid] = Served(user, query, int(t_us), variant, frozenset(items), len(items))
         return out
 
-    def add_events(self, rows: Sequence[NewEvent]) -> list[bool]:
+    def add_events(
+        self, rows: Sequence[NewEvent], effects: Sequence[str] | None = None
+    ) -> list[bool]:
         """Append events, all or none; per row, whether it was new (False: its idempotency key
-        was already stored, a retry)."""
+        was already stored, a retry). ``effects``: only Redis applies state writes with them."""
+        if effects is not None:
+            raise ValueError("the SQLite store keeps no state: its workers replay the events")
         fresh = []
         with self._tx() as db:
             for *row, key in rows:

@@ -128,6 +128,13 @@ def local_cluster(
     tokens = (secrets.token_urlsafe(16), secrets.token_urlsafe(16))
     with ExitStack() as stack:
         redis = stack.enter_context(redis_server(work / "redis", appendonly=True))
+        import redis as redis_py  # the optional dependency, only here
+
+        from serving.state_load import load_state
+
+        client = redis_py.Redis.from_url(redis.url, decode_responses=True)
+        load_state(client, state, progress=False)  # replicas start only once it is loaded
+        client.close()
         servers = []
         for k in range(replicas):
             servers.append(
