@@ -43,11 +43,11 @@ _ADD_EVENTS = (
     APPLY_LUA
     + """
 local p, ttl, n, stream = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
-local sp, clock_key, bus, delay, width = ARGV[5], ARGV[6], tonumber(ARGV[7]),
-  tonumber(ARGV[8]), tonumber(ARGV[9])
+local sp, clock_key, bus, delay, width, nw = ARGV[5], ARGV[6], tonumber(ARGV[7]),
+  tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local fresh = {}
 for j = 0, n - 1 do
-  local a = 10 + j * 10
+  local a = 11 + j * 10
   local key = ARGV[a + 8]
   local new = key == '' or redis.call('SET', p .. 'ek:' .. key, '1', 'NX', 'PX', ttl)
   if new then
@@ -58,7 +58,7 @@ for j = 0, n - 1 do
         'query', ARGV[a + 6], 'variant', ARGV[a + 7])
     end
     if ARGV[a + 9] ~= '' then
-      apply(sp, clock_key, bus, delay, width, cjson.decode(ARGV[a + 9]))
+      apply(sp, clock_key, bus, delay, width, nw, cjson.decode(ARGV[a + 9]))
     end
     fresh[#fresh + 1] = 1
   else
@@ -243,7 +243,7 @@ class RedisStore:
     ) -> list[bool]:
         """As ``SharedStore.add_events``; ``effects``: per row, its state writes (JSON, see
         ``serving.redis_state.APPLY_LUA``), applied only when the row is new."""
-        state = self._state_args or ["", "", 0, 0, 0]
+        state = self._state_args or ["", "", 0, 0, 0, 0]
         args: list[Any] = [self._ttl_ms, len(rows), "0" if self._state_args else "1", *state]
         for j, (kind, rid, user, item, pos, t_us, query, variant, key) in enumerate(rows):
             args += [kind, rid, user, item, "" if pos is None else pos, t_us, query, variant]

@@ -62,11 +62,14 @@ def load_state(
     for name, e in exports.items():
         for chunk in _counter_chunks(prefix, name, len(TABLES[name]), e):
             pipe = client.pipeline(transaction=False)
-            for h, z, fields, buckets in chunk:
+            summaries = {}
+            for hexkey, summary, h, z, fields, buckets in chunk:
+                summaries[hexkey] = summary
                 pipe.delete(h, z)  # a rerun starts the key afresh: nothing is added twice
-                pipe.hset(h, mapping=fields)
-                if buckets:
+                if fields:
+                    pipe.hset(h, mapping=fields)
                     pipe.zadd(z, {str(b): b for b in buckets})
+            pipe.hset(f"{prefix}s:{name}", mapping=summaries)
             pipe.execute()
             bar.update(len(chunk))
     _load_histories(client, prefix, records, bar)
@@ -87,8 +90,9 @@ def load_state(
 
 def _counter_chunks(
     prefix: str, table: str, kinds: int, e: Any
-) -> Iterator[list[tuple[str, str, dict[str, int], list[int]]]]:
-    """Per key of one table: its hash, its bucket set, the hash's fields and its buckets."""
+) -> Iterator[list[tuple[str, str, str, str, dict[str, int], list[int]]]]:
+    """Per key of one table: its hex name, its summary (``serving.redis_state``), its bucket
+    hash and set, the bucket hash's fields and the buckets."""
     per_key: dict[int, dict[str, int]] = {}
     key_buckets: dict[int, list[int]] = {}
     for b, rows, counts in e.buckets:
@@ -98,20 +102,20 @@ def _counter_chunks(
                 if c[k]:
                     fields[f"b:{b}:{k + 1}"] = fields.get(f"b:{b}:{k + 1}", 0) + int(c[k])
             key_buckets.setdefault(r, []).append(int(b))
+    bucket = 0 if e.bucket is None else int(e.bucket)
     chunk = []
     for r, key in enumerate(e.keys.tolist()):
-        fields = {"B": 0 if e.bucket is None else int(e.bucket)}
-        for k in range(kinds):
-            fields[f"T:{k + 1}"] = int(e.total[r, k])
-            for w, sums in e.windows.items():
-                fields[f"W{w}:{k + 1}"] = int(sums[r, k])
-        fields.update(per_key.get(r, {}))
+        values = [bucket, *e.total[r].tolist()]
+        for sums in e.windows.values():  # the configured order of the finite windows
+            values += sums[r].tolist()
         hexkey = f"{key:x}"
         chunk.append(
             (
+                hexkey,
+                ",".join(str(int(v)) for v in values),
                 f"{prefix}c:{table}:{hexkey}",
                 f"{prefix}z:{table}:{hexkey}",
-                fields,
+                per_key.get(r, {}),
                 sorted(set(key_buckets.get(r, []))),
             )
         )
