@@ -107,14 +107,16 @@ while a <= #ARGV do
   a = a + 3
   local sums = p .. 's:' .. tname
   local got = n > 0 and redis.call('HMGET', sums, unpack(keys)) or {}
+  local caught = {}  -- a key repeated in the group (user x category) is caught up once
   for i = 1, n do
-    local g = got[i]
+    local g = caught[keys[i]] or got[i]
     if g and tonumber(string.match(g, '^[^,]+')) < B then  -- parsed only to catch up
       local v = {}
       for x in string.gmatch(g, '[^,]+') do v[#v + 1] = tonumber(x) end
       catch_up(tname, keys[i], K, v)
       g = table.concat(v, ',')
       redis.call('HSET', sums, keys[i], g)
+      caught[keys[i]] = g
     end
     out[#out + 1] = g
   end

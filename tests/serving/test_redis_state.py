@@ -65,6 +65,20 @@ def test_counters_match_the_in_memory_tables(redis_url: str, seed: int) -> None:
                     assert per[w].tolist() == want[w][0].tolist(), (step, table, key, w)
 
 
+def test_a_key_twice_in_one_read_is_caught_up_once(redis_url: str) -> None:
+    """Candidates of one category share their user x category key: one read names it many
+    times, and it must move to the clock once (it was counted twice, once per mention)."""
+    remote = _state(redis_url, [3, None])
+    t0 = 1_700_000_000_000_000
+    remote.observe([CountWrite("user", 5, t0, (1,))], [])
+    # Late enough that the bucket also leaves the 3-bucket window and is dropped.
+    later = t0 + DELAY_US + 10 * BUCKET_US
+    per, _ = remote.lookup_groups(later, [("user", np.array([5, 5, 5], np.uint64))], None)
+    assert per[0][None].tolist() == [[1], [1], [1]] and per[0][3].tolist() == [[0], [0], [0]]
+    (again,), _ = remote.lookup(later, [("user", 5)], None)
+    assert again[None].tolist() == [1]
+
+
 def test_histories_match_the_in_memory_store(redis_url: str) -> None:
     remote = _state(redis_url, [None])
     local = HistoryStore(MAX_LEN)
