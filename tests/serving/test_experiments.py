@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from pathlib import Path
@@ -118,10 +119,15 @@ def test_micro_batching_gives_each_request_its_own_scores(
 ) -> None:
     plain = settings_for(small_registry, tmp_path / "a")
     batched = settings_for(small_registry, tmp_path / "b", batch_window_ms=20.0)
+    # One fixed time for both runs: with the wall clock the second run's features (ages, the
+    # hour) differ from the first's, which is not what this test measures.
+    snapshot_us = json.loads((plain.state / "state.json").read_text())["clock_us"]
+    ts = f"{np.datetime64(snapshot_us + 60 * 10**6, 'us')}Z"
     bodies = [
         {
             "user_id": f"u{i}",
             "query": "hotpot",
+            "ts": ts,
             "model": "transformer",
             "candidates": [{"item_id": f"i{(i * 7 + j) % 500:03d}"} for j in range(3 + i % 9)],
         }
