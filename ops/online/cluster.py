@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.online.redis_proc import RedisServer, redis_server
+from ops.online.redis_proc import RedisServer, redis_server, stop
 from ops.online.server_proc import BackgroundServer, background_server, free_port
 
 CHECK_INTER_MS = 500
@@ -94,12 +93,7 @@ def haproxy(work: Path, replicas: list[str], port: int | None = None) -> Iterato
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 

@@ -47,13 +47,18 @@ def redis_server(
         wait_ready(port, proc)
         yield RedisServer(f"redis://127.0.0.1:{port}/0", port, proc.pid)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; a process already gone is reaped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
