@@ -377,7 +377,7 @@ def _growth(
         pids = worker_processes(s.pid)
         rss0 = {p: rss_mb(p) for p in pids}
         t_us = world.t0_us + 10**9
-        per_call = 2500  # users per call: an impression and a click each
+        per_call = args.per_call  # users per call: an impression and a click each
         t_post = time.monotonic()
         rss_half: dict[int, float] = {}
         for first in range(0, args.users, per_call):
@@ -450,6 +450,7 @@ def main() -> None:
     g = sub.add_parser("growth")
     g.add_argument("--users", type=int, default=200_000)
     g.add_argument("--cap", type=int, default=0, help="max history users (0: the default)")
+    g.add_argument("--per-call", type=int, default=2500, help="new users per /v1/events call")
     g.add_argument(
         "--redis", action="store_true", help="a stateless replica on a real Redis (the state in it)"
     )
