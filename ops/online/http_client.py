@@ -1,5 +1,7 @@
 """A small HTTP client for tests against a real `ranker serve`: raw bodies and header bytes
-allowed, a fresh connection per call (a killed worker cannot wedge the next call)."""
+allowed, a fresh connection per call (a killed worker cannot wedge the next call). A
+response cut off (a worker killed mid-response) is a ``ConnectionError``, as a refused or
+reset connection is, so callers that count failed calls catch ``OSError`` alone."""
 
 from __future__ import annotations
 
@@ -53,7 +55,10 @@ class Http:
             conn.putheader("content-length", str(len(data or b"")))
             conn.endheaders(data)
             r = conn.getresponse()
-            text = r.read()
+            try:
+                text = r.read()
+            except http.client.HTTPException as e:  # e.g. the server died mid-response
+                raise ConnectionError(f"{type(e).__name__}: {e}") from e
             try:
                 parsed: Any = json.loads(text)
             except ValueError:
