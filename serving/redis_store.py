@@ -251,6 +251,10 @@ class RedisStore:
         return [bool(x) for x in self._run("add_events", args)]
 
     def poll(self, last_id: int) -> Poll:
+        if self._state_args:
+            # Stateless replicas: no stream to replay, and the state's read moves the clock
+            # itself, so a ranking needs no round trip here.
+            return Poll(False, 0)
         with self._call("read"):
             newest, clock = self._r.mget(self.p + "event_id", self.p + "clock")
         return Poll(int(newest or 0) > last_id, int(clock or 0))
