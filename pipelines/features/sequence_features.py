@@ -30,21 +30,21 @@ def add_history_features(
 ) -> None:
     sq = look.sequences
     hlen = np.diff(sq.offsets)
-    f["hist_len"] = hlen[seg].astype(np.float64)
-    hseg = segment_ids(sq.offsets)
-    last_t = np.full(len(hlen), -1, np.int64)
-    if len(sq.t_us):
-        np.maximum.at(last_t, hseg, sq.t_us)
-    age = np.where(last_t >= 0, (frame.t_us - last_t) / 3.6e9, NO_HISTORY_AGE_H)
-    f["hist_last_age_h"] = age[seg]
+    items, names = state.items, state.cfg.history.item_numeric
+    cols = [items.num_names.index(c) for c in names]
+    agg = _history_aggregates(
+        np.asarray(frame.offsets, np.int64),
+        np.asarray(sq.offsets, np.int64),
+        np.asarray(sq.t_us, np.int64),
+        np.asarray(frame.t_us, np.int64),
+        items.take("num_filled", hist_refs.rows)[:, cols],
+        np.stack([f[c] for c in names], axis=1) if names else np.zeros((len(seg), 0)),
+        items.num_defaults[cols].astype(np.float64),
+    )  # (N, 2 + 2 * len(names))
+    f["hist_len"], f["hist_last_age_h"] = agg[:, 0], agg[:, 1]
     # The user's usual price, rating, ...: the mean over the history, and the candidate's gap.
-    for c in state.cfg.history.item_numeric:
-        j = state.items.num_names.index(c)
-        vals = _hist_attr(state.items, hist_refs.rows, j)
-        total = np.bincount(hseg, weights=vals, minlength=len(hlen))
-        mean = np.where(hlen > 0, total / np.maximum(hlen, 1), state.items.num_defaults[j])[seg]
-        f[f"hist_mean_{c}"] = mean
-        f[f"{c}_minus_hist"] = np.where(hlen[seg] > 0, f[c] - mean, 0.0)
+    for j, c in enumerate(names):
+        f[f"hist_mean_{c}"], f[f"{c}_minus_hist"] = agg[:, 2 + 2 * j], agg[:, 3 + 2 * j]
     # Same item in the history: match (request, item hash) pairs.
     f["hist_same_item"] = _pair_counts(frame.offsets, refs.hashes, sq.offsets, hist_refs.hashes)
     if group is not None:
@@ -56,6 +56,43 @@ def add_history_features(
 def _hist_attr(items: ItemTable, rows: np.ndarray, j: int) -> np.ndarray:
     """Numeric attribute j of history items; the column median for unknown items."""
     return items.take("num_filled", rows)[:, j]
+
+
+@jit
+def _history_aggregates(
+    offsets: np.ndarray,
+    hist_offsets: np.ndarray,
+    hist_t: np.ndarray,
+    t_us: np.ndarray,
+    hist_vals: np.ndarray,
+    cand_vals: np.ndarray,
+    defaults: np.ndarray,
+) -> np.ndarray:
+    """Per candidate: its request's history length, hours since the last event, and for each
+    attribute column j the history's mean and the candidate's gap to it (0 without history).
+    Sums run in event order from 0.0, as ``np.bincount`` adds: the bits of the array version."""
+    k = hist_vals.shape[1]
+    out = np.empty((len(cand_vals), 2 + 2 * k))
+    means = np.empty(k)
+    for b in range(len(offsets) - 1):
+        lo, hi = hist_offsets[b], hist_offsets[b + 1]
+        n = hi - lo
+        last = -1
+        for h in range(lo, hi):
+            last = max(last, hist_t[h])
+        age = (t_us[b] - last) / 3.6e9 if last >= 0 else NO_HISTORY_AGE_H
+        for j in range(k):
+            total = 0.0
+            for h in range(lo, hi):
+                total += hist_vals[h, j]
+            means[j] = total / max(n, 1) if n > 0 else defaults[j]
+        for i in range(offsets[b], offsets[b + 1]):
+            out[i, 0] = float(n)
+            out[i, 1] = age
+            for j in range(k):
+                out[i, 2 + 2 * j] = means[j]
+                out[i, 3 + 2 * j] = cand_vals[i, j] - means[j] if n > 0 else 0.0
+    return out
 
 
 def _pair_counts(
