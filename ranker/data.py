@@ -90,6 +90,22 @@ class RankData:
     def __len__(self) -> int:
         return len(self.lens)
 
+    def subset(self, idx: np.ndarray) -> RankData:
+        """Lists ``idx`` (in that order) with their weights, labels and extra columns."""
+        idx = np.asarray(idx, np.int64)
+        lens = self.lens[idx]
+        starts = np.repeat(self.offsets[idx] - np.cumsum(lens) + lens, lens)
+        rows = starts + np.arange(int(lens.sum()))  # candidate rows of the chosen lists
+        n_own = self.lists.num.shape[1]
+        return RankData(
+            self.lists.select(idx),
+            extra_num=self.num[rows, n_own:] if self.num.shape[1] > n_own else None,
+            weights=self.weights[rows],
+            max_history=self.max_history,
+            labels=self.labels[rows],
+            eval_mask=None if self.eval_mask is None else self.eval_mask[rows],
+        )
+
     @property
     def n_num(self) -> int:
         return self.num.shape[1]
@@ -130,16 +146,23 @@ class RankData:
         )
 
     def batches(
-        self, batch_lists: int, shuffle: bool = False, rng: np.random.Generator | None = None
+        self,
+        batch_lists: int,
+        shuffle: bool = False,
+        rng: np.random.Generator | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
         """All lists in batches of ``batch_lists``, bucketed by length.
 
         With ``shuffle``, lists are shuffled within buckets of similar length and the batch
         order is shuffled, so every epoch sees different batches of still-similar lengths.
+        ``shard=(rank, world)``: the rank's share of each batch (see ``shard_part``).
         """
         order, starts = epoch_order(self.lens, batch_lists, shuffle, rng)
         for s in starts:
-            yield self.batch(order[s : s + batch_lists])
+            part = shard_part(len(order[s : s + batch_lists]), *shard)
+            if part is not None:
+                yield self.batch(order[s : s + batch_lists][part])
 
     def hist_lengths(self) -> np.ndarray:
         """(B,) events of each list's history that batches keep (at most ``max_history``)."""
@@ -176,6 +199,17 @@ def epoch_order(
         order = np.argsort(lens, kind="stable")
         starts = np.arange(0, n, batch_lists)
     return order, starts
+
+
+def shard_part(n: int, rank: int, world: int) -> slice | None:
+    """Rank ``rank``'s contiguous share of a batch of ``n`` lists among ``world`` ranks (sizes
+    as ``np.array_split`` gives them); None, on every rank alike, for a batch too small to give
+    each rank a list (only an epoch's last batch can be)."""
+    if n < world:
+        return None
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
 
 
 def to_padded(values: np.ndarray, offsets: np.ndarray, fill: float = 0.0) -> np.ndarray:

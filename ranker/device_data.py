@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ranker.data import Batch, RankData, epoch_order, mask_of
+from ranker.data import Batch, RankData, epoch_order, mask_of, shard_part
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,11 @@ class DeviceData:
         return self.gather(index, np.asarray(idx), width, hwidth)
 
     def batches(
-        self, batch_lists: int, shuffle: bool = False, rng: np.random.Generator | None = None
+        self,
+        batch_lists: int,
+        shuffle: bool = False,
+        rng: np.random.Generator | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
         """The batches ``RankData.batches`` yields for the same arguments and rng state."""
         order, starts = epoch_order(self.lens, batch_lists, shuffle, rng)
@@ -164,8 +168,16 @@ class DeviceData:
         order_dev = torch.from_numpy(order.astype(np.int64)).to(self.device)
         for s in starts:
             k = s // batch_lists
-            sl = slice(s, s + batch_lists)
-            yield self.gather(order_dev[sl], order[sl], int(widths[k]), int(hwidths[k]))
+            part = shard_part(len(order[s : s + batch_lists]), *shard)
+            if part is None:
+                continue
+            if shard[1] == 1:
+                sl, w, hw = slice(s, s + batch_lists), int(widths[k]), int(hwidths[k])
+            else:  # the rank's share of the batch, cut to its own longest list and history
+                sl = slice(s + part.start, s + part.stop)
+                w = max(1, int(self.lens[order[sl]].max()))
+                hw = max(1, int(self.hist_lens[order[sl]].max()))
+            yield self.gather(order_dev[sl], order[sl], w, hw)
 
     @torch.no_grad()
     def scores(self, score_batch: ScoreFn, batch_lists: int) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ranker.train.launch import Launch
     from ranker.train.run import TrainRequest, run_training
 
     if not (args.data / "manifest.json").exists():
@@ -121,6 +123,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.seeds < 1 or (args.seeds > 1 and args.resume):
         raise ValueError("--seeds must be >= 1, and 1 with --resume")
     overrides = parse_overrides(args.set)
+    leader = Launch.detect().leader  # under torchrun rank 0 speaks for the launch
+    if not leader:
+        logging.getLogger().setLevel(logging.WARNING)
     for seed in range(args.seed, args.seed + args.seeds):
         ref = run_training(
             TrainRequest(
@@ -139,6 +144,8 @@ def run_train(args: argparse.Namespace) -> int:
                 overrides=overrides,
             )
         )
+        if not leader:
+            continue
         card = ref.card()
         print(f"published {ref} at {ref.path} (seed {seed})")
         print(f"  valid ndcg@10 {card.valid_ndcg:.4f}; bias correction: {card.bias_correction}")

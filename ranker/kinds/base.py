@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 
 from pipelines.lists.manifest import Manifest, NumericFeature
+from ranker.train.launch import SINGLE, Launch
 
 if TYPE_CHECKING:
     from pipelines.features.transforms import Features
@@ -47,6 +48,7 @@ class TrainJob:
     resume: str | None = None
     progress: bool = True
     callbacks: tuple[Callable[..., None], ...] = ()  # passed to the kind's training loop
+    launch: Launch = SINGLE  # this process's rank under torchrun (kinds with ``distributed``)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,13 @@ class Kind(ABC):
     own_bias: ClassVar[str]  # what ``--bias auto`` means for this kind
     biases: ClassVar[tuple[str, ...]]  # the position-bias corrections it accepts
     reranks: ClassVar[bool] = False  # can train over a baseline (``--reranker``)
+    distributed: ClassVar[bool] = False  # trains across the ranks of a torchrun launch
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    def distributed_bias(self, bias: str, explicit: bool) -> str:
+        """The bias correction this kind uses across the processes of a launch, for ``bias``
+        (``explicit``: the user's ``--bias``, else the kind's own)."""
+        return bias
 
     def own_validation(self, settings: dict[str, Any], bias: str) -> str:
         """What ``--validation auto`` means for this kind under these settings (a rule of

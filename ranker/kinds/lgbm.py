@@ -86,6 +86,22 @@ class LgbmKind(Kind):
     help = "LightGBM LambdaMART over the flat features (the baseline)"
     own_bias = "lambdarank"
     biases = ("none", "ipw", "lambdarank")
+    distributed = True  # LightGBM's own data-parallel network (ranker.train.lgbm_network)
+
+    def distributed_bias(self, bias: str, explicit: bool) -> str:
+        if bias != "lambdarank":
+            return bias
+        if explicit:
+            log.warning(
+                "--bias lambdarank across processes: each worker learns its own position "
+                "factors from its share of the lists (LightGBM does not reduce them)"
+            )
+            return bias
+        log.warning(
+            "across processes --bias auto means ipw: LightGBM's position-aware lambdarank "
+            "learns its position factors per worker (see ranker.train.lgbm_network)"
+        )
+        return "ipw"
 
     def settings_dataclasses(self) -> tuple[type, ...]:
         return (LgbmConfig,)
@@ -100,10 +116,25 @@ class LgbmKind(Kind):
             LgbmConfig(seed=job.seed, threads=job.threads, position_aware=job.bias == "lambdarank"),
             **job.settings,
         )
+        train, launch = job.train, job.launch
+        if launch.distributed:
+            from ranker.train.lgbm_network import worker_lists
+
+            train = train.subset(worker_lists(len(train), launch))
         trials, best = [], None
         for k, t in enumerate(trial_configs(SPACE, job.tune, job.seed)):
+            network = None
+            if launch.distributed:  # a fresh network per trial: each booster holds its own
+                from ranker.train.lgbm_network import network_params
+
+                network = network_params(launch)
             res = train_lgbm(
-                job.train, job.valid, job.manifest, replace(cfg0, **t), callbacks=job.callbacks
+                train,
+                job.valid,
+                job.manifest,
+                replace(cfg0, **t),
+                callbacks=job.callbacks,
+                network=network,
             )
             trials.append(
                 {"params": t, "valid_ndcg@10": res.best_valid_ndcg, "rounds": res.best_iteration}
@@ -119,7 +150,12 @@ class LgbmKind(Kind):
                 best = (replace(cfg0, **t), res)
         assert best is not None
         cfg, res = best
-        res.booster.save_model(str(job.build / "model.txt"), num_iteration=res.best_iteration)
+        if launch.distributed:
+            from ranker.train.lgbm_network import check_same_trees
+
+            check_same_trees(res.booster, launch)
+        if launch.leader:
+            res.booster.save_model(str(job.build / "model.txt"), num_iteration=res.best_iteration)
         return Trained(
             training=cfg.to_dict(),
             tuning={"budget": job.tune, "space": SPACE, "trials": trials},

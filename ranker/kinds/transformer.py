@@ -96,6 +96,7 @@ class TransformerKind(Kind):
     own_bias = "tower"
     biases = ("none", "ipw", "tower")
     reranks = True
+    distributed = True
     precisions = ("fp32", "fp16")
 
     def own_validation(self, settings: dict[str, Any], bias: str) -> str:
@@ -219,6 +220,7 @@ class TransformerKind(Kind):
                 resume=resume_state,
                 progress=job.progress,
                 callbacks=job.callbacks,
+                launch=job.launch,
                 position_prior=(
                     prior_of(props, mc.max_position)
                     if mc.bias_tower and cfg.position_prior

@@ -66,7 +66,10 @@ def train_lgbm(
     *,
     extra_names: Sequence[str] = (),
     callbacks: Sequence[Callable[[lgb.callback.CallbackEnv], None]] = (),
+    network: dict[str, Any] | None = None,
 ) -> LgbmResult:
+    """``network``: LightGBM's network settings when this is one worker of several
+    (``ranker.train.lgbm_network``); ``train`` is then this worker's share of the lists."""
     if cfg.keep_round not in KEEP_ROUNDS:
         raise ValueError(f"keep_round must be one of {KEEP_ROUNDS}, got {cfg.keep_round!r}")
     x_tr, names, cat_idx = lgbm_features(train, manifest, extra_names)
@@ -115,7 +118,7 @@ def train_lgbm(
 
     history: dict[str, Any] = {}
     booster = lgb.train(
-        params,
+        {**params, **(network or {})},
         train_set,
         num_boost_round=cfg.max_rounds,
         valid_sets=[valid_set],

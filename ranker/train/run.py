@@ -16,6 +16,7 @@ from ranker.card import ModelCard
 from ranker.kinds import get_kind
 from ranker.kinds.base import TrainJob
 from ranker.registry import ModelRef, publish
+from ranker.train.launch import Launch
 from ranker.train.prepare import ipw_weights, load_splits, rank_data, validation_set
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,36 @@ class TrainRequest:
 
 
 def run_training(req: TrainRequest) -> ModelRef:
+    """Train and publish one model. Under ``torchrun`` (``ranker.train.launch``) every rank runs
+    this: kinds that train across ranks do, rank 0 publishes, and every rank returns its ref."""
+    launch = Launch.detect()
+    kind = get_kind(req.model)
+    if launch.distributed and not kind.distributed:
+        raise ValueError(
+            f"{kind.name} does not train across processes; run it without torchrun "
+            f"(this launch has {launch.world})"
+        )
+    if not launch.distributed:
+        ref = _train_and_publish(req, launch)
+        assert ref is not None  # a single process leads
+        return ref
+    from ranker.train.distributed import broadcast_object, process_group
+    from ranker.train.transformer import pick_device
+
+    # The ranks' own group: NCCL where the kind trains on CUDA, gloo otherwise.
+    on = (req.overrides or {}).get("device", "auto") if "device" in kind.setting_names() else "cpu"
+    with process_group(launch, launch.device(pick_device(on))):
+        ref = _train_and_publish(req, launch)
+        out = broadcast_object(ref, launch)
+    assert isinstance(out, ModelRef)
+    return out
+
+
+def _train_and_publish(req: TrainRequest, launch: Launch) -> ModelRef | None:
     kind = get_kind(req.model)
     bias = kind.own_bias if req.bias == "auto" else req.bias
+    if launch.distributed:
+        bias = kind.distributed_bias(bias, explicit=req.bias != "auto")
     if bias not in kind.biases:
         raise ValueError(
             f"bias {bias!r} does not apply to {kind.name}; it takes {list(kind.biases)}"
@@ -80,10 +109,13 @@ def run_training(req: TrainRequest) -> ModelRef:
             build=Path(tmp),
             reranker=req.reranker,
             resume=req.resume,
-            progress=req.progress,
+            progress=req.progress and launch.leader,
             callbacks=req.callbacks,
+            launch=launch,
         )
         done = kind.train(job)
+        if not launch.leader:
+            return None  # rank 0 publishes the one version
         p = splits.propensities
         card = ModelCard(
             kind=kind.name,
@@ -96,7 +128,13 @@ def run_training(req: TrainRequest) -> ModelRef:
             bias_correction=bias,
             seed=req.seed,
             validation_metric=v.metric,
-            training=done.training,
+            # batch_lists is per step across all ranks; a launch's size is recorded with it
+            training=done.training
+            if not launch.distributed
+            else {
+                **done.training,
+                "processes": launch.world,
+            },
             tuning=done.tuning,
             valid_ndcg=done.valid_ndcg,
             details=done.details,

@@ -31,7 +31,9 @@ from ranker.device_data import DEVICE_DATA_MODES, DeviceData, place
 from ranker.losses import LOSSES, bound_loss
 from ranker.metrics import ndcg
 from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights
+from ranker.train.distributed import broadcast_float, check_replicas, mean_float, sum_int
 from ranker.train.ema import EMA, snapshot
+from ranker.train.launch import SINGLE, Launch
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,9 @@ class TrainConfig:
     # comes with the IPS selection rule (TransformerKind.own_validation): under the examined
     # rule it shipped late epochs that read the logging order again.
     position_prior: bool = True
+    # Under torchrun: also compare the ranks' weights after every this many steps (0: at each
+    # validation only); a mismatch stops training with an error.
+    check_replicas_every: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +141,7 @@ def train_transformer(
     progress: bool = True,
     checkpoint_path: Path | None = None,
     position_prior: np.ndarray | None = None,
+    launch: Launch = SINGLE,
 ) -> TrainResult:
     """Train until ``cfg.epochs`` or ``cfg.patience`` epochs without progress.
 
@@ -143,6 +149,9 @@ def train_transformer(
     written after every epoch) to continue from, exactly where it stopped.
     ``position_prior``: log examination propensity per logged position (index = position),
     where the position tower starts (see ``Ranker.start_position_bias``).
+    ``launch``: this process's rank under torchrun (``ranker.train.distributed``; its process
+    group already joined): each rank trains on its share of every batch, rank 0 validates and
+    writes the checkpoint, all return the same model.
     """
     if cfg.loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}")
@@ -152,12 +161,20 @@ def train_transformer(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = launch.device(pick_device(cfg.device))
     model = Ranker(spec, model_cfg)
     init_weights(model, cfg.seed)
     if position_prior is not None:
         model.start_position_bias(position_prior)
     model.to(device)
+    # Under torchrun the forward and backward go through DDP, which averages the gradients
+    # across ranks during backward; everything else (EMA, validation, snapshots) reads the
+    # module itself, whose weights every rank holds alike.
+    net: torch.nn.Module = model
+    if launch.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[launch.local_rank] if device.type == "cuda" else None
+        )
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embeddings" not in n]
     no_decay = [
         p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embeddings" not in n)
@@ -212,21 +229,31 @@ def train_transformer(
         ema.shadow = resume["ema"]
     loss_fn = bound_loss(cfg.loss, k=cfg.loss_k, mu=cfg.loss_mu, alpha=cfg.loss_alpha)
     use_positions = model_cfg.bias_tower
+
+    def validation_score() -> float:
+        """Validation NDCG of the current weights: rank 0's, on every rank."""
+        score = evaluate_ndcg(model, valid_src, cfg.eval_k, device) if launch.leader else 0.0
+        return broadcast_float(score, launch, device)
+
     if resume is None and spec.residual_input >= 0:
         # A residual re-ranker starts as its baseline: that is the score to beat on validation,
         # and the model kept if no epoch beats it.
-        best = evaluate_ndcg(model, valid_src, cfg.eval_k, device)
+        best = validation_score()
         best_epoch = 0.0
         best_state = snapshot(model)
         log.info("epoch 0 (the baseline): valid ndcg@%d %.4f", cfg.eval_k, best)
     amp = device.type == "cuda"
     eval_steps = max(1, math.ceil(cfg.eval_every_lists / cfg.batch_lists))
 
-    def validate(epoch: float, train_loss: float, seconds: float, seen: int) -> None:
+    def validate(epoch_index: int, train_loss: float, seconds: float, seen: int) -> None:
         """Score the (averaged) weights on validation; keep them if they are the best yet."""
         nonlocal best, best_epoch, bad_epochs, best_state
+        seen = sum_int(seen, launch, device)  # lists trained on by all ranks this epoch
+        epoch = epoch_index + seen / len(train)
+        train_loss = mean_float(train_loss, launch, device)
+        check_replicas(model, launch, f"at epoch {epoch:.3f}")
         with ema.swapped_in(model) if ema is not None else contextlib.nullcontext():
-            score = evaluate_ndcg(model, valid_src, cfg.eval_k, device)
+            score = validation_score()
             state = snapshot(model)
             entry = EpochLog(
                 round(epoch, 3),
@@ -251,7 +278,7 @@ def train_transformer(
                 best_epoch,
                 entry.lists_per_s,
             )
-            for cb in callbacks:  # they see the weights that were validated
+            for cb in callbacks if launch.leader else ():  # they see the validated weights
                 cb(entry, model)
         model.train()
 
@@ -273,10 +300,11 @@ def train_transformer(
         # Timed from before each batch is built (the per-batch path's cost is in the figure),
         # up to the device finishing the segment's work, without the validations.
         t0 = time.perf_counter()
-        for batch in train_src.batches(cfg.batch_lists, shuffle=True, rng=rng):
+        shard = (launch.rank, launch.world)
+        for batch in train_src.batches(cfg.batch_lists, shuffle=True, rng=rng, shard=shard):
             b = batch.to(device)  # a no-op for resident batches
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                scores = model(
+                scores = net(
                     b.num,
                     b.cat,
                     b.mask,
@@ -295,13 +323,15 @@ def train_transformer(
             sched.step()
             loss_sum += loss.detach()
             n_batches += 1
+            if cfg.check_replicas_every and n_batches % cfg.check_replicas_every == 0:
+                check_replicas(model, launch, f"after step {n_batches} of epoch {epoch + 1}")
             seen += len(batch.lists)
             bar.update(1)
             if progress and n_batches % 16 == 0:
                 bar.set_postfix(loss=f"{float(loss_sum) / n_batches:.4f}")
             if n_batches % eval_steps == 0 and n_batches < steps_per_epoch:
                 seconds += _elapsed(t0, device)
-                validate(epoch + seen / len(train), float(loss_sum) / n_batches, seconds, seen)
+                validate(epoch, float(loss_sum) / n_batches, seconds, seen)
                 stopped = bad_epochs >= cfg.patience
                 if stopped:
                     break
@@ -311,7 +341,7 @@ def train_transformer(
         bar.close()
         if not stopped:
             mean_loss = float(loss_sum) / max(n_batches, 1)
-            validate(epoch + seen / len(train), mean_loss, seconds, seen)
+            validate(epoch, mean_loss, seconds, seen)
         last = {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -326,7 +356,7 @@ def train_transformer(
             "history": [asdict(h) for h in history],
             "ema": None if ema is None else ema.shadow,
         }
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and launch.leader:
             tmp = checkpoint_path.with_suffix(".tmp")
             torch.save(last, tmp)
             tmp.replace(checkpoint_path)

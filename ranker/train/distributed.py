@@ -1,0 +1,95 @@
+"""Training under ``torchrun``: who this process is, and the few collective steps training needs.
+
+``torchrun --nproc-per-node N -m ops.cli train --model transformer ...`` starts N copies of
+``ranker train``; each finds its rank here (``Launch.detect``: the variables torchrun sets) and
+joins one process group: gloo on the CPU, NCCL on CUDA (one GPU per local rank). Every rank
+draws the same seeded batch order and trains on its contiguous share of each batch
+(``ranker.data.shard_part``); DistributedDataParallel averages the gradients, so the replicas stay equal
+step by step (checked by digest at every validation, and every step with
+``check_replicas_every=1``). Rank 0 validates and broadcasts the score, so every rank takes the
+same stopping decision even where GPU kernels are not bit-reproducible; rank 0 alone writes
+the checkpoint and the registry version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ranker.train.launch import Launch
+
+
+@contextmanager
+def process_group(launch: Launch, device: torch.device) -> Iterator[None]:
+    """Join the launch's process group for the duration (nothing for a single process)."""
+    if not launch.distributed or dist.is_initialized():
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(launch.local_rank)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def broadcast_float(value: float, launch: Launch, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (float64, exact)."""
+    if not launch.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
+def sum_int(value: int, launch: Launch, device: torch.device) -> int:
+    """The sum of ``value`` over the ranks."""
+    if not launch.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
+def mean_float(value: float, launch: Launch, device: torch.device) -> float:
+    """The mean of ``value`` over the ranks."""
+    if not launch.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / launch.world
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """A digest of every parameter's bytes, in order: equal exactly when the weights are."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(p.detach().float().cpu().numpy()).tobytes())
+    return h.hexdigest()
+
+
+def check_replicas(model: torch.nn.Module, launch: Launch, when: str) -> None:
+    """Raise unless every rank holds the same weights (a replica that drifted would make the
+    published model depend on which rank wrote it)."""
+    if not launch.distributed:
+        return
+    digests: list[str | None] = [None] * launch.world
+    dist.all_gather_object(digests, parameter_digest(model))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"replicas diverged {when}: parameter digests by rank {digests}")
+
+
+def broadcast_object(obj: object, launch: Launch) -> object:
+    """Rank 0's ``obj`` (picklable) on every rank."""
+    if not launch.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

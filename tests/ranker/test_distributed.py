@@ -1,0 +1,148 @@
+"""Transformer training across processes: real ``torchrun`` launches of two gloo processes on
+this machine (about 10 s each), and the batch sharding they rely on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ops.online.server_proc import free_port
+from ranker.data import shard_part
+from ranker.device_data import DeviceData
+from ranker.registry import versions
+from ranker.train.launch import Launch
+from ranker.train.prepare import load_splits, rank_data
+
+SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+
+
+def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)  # not itself inside a launch
+    cmd = [str(TORCHRUN), "--nproc-per-node", "2", "--master-port", str(free_port()), *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_shard_part_gives_each_list_of_a_batch_to_one_rank() -> None:
+    for n in range(12):
+        for world in (1, 2, 3, 5):
+            parts = [shard_part(n, r, world) for r in range(world)]
+            if n < world:  # too small to give every rank a list: skipped by all alike
+                assert all(p is None for p in parts)
+                continue
+            got = [i for p in parts for i in range(n)[p]]  # type: ignore[index]
+            assert got == list(range(n))
+            sizes = [len(range(n)[p]) for p in parts]  # type: ignore[index]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_launch_reads_torchrun_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert Launch.detect() == Launch(0, 1, 0) and Launch.detect().leader
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    got = Launch.detect()
+    assert (got.rank, got.world, got.local_rank, got.distributed, got.leader) == (3, 4, 1, 1, 0)
+    assert got.device(torch.device("cuda")) == torch.device("cuda", 1)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="outside a world of 4"):
+        Launch.detect()
+
+
+@pytest.mark.parametrize("resident", [False, True])
+def test_sharded_batches_split_the_single_process_batches(
+    small_lists: Path, resident: bool
+) -> None:
+    sp, _ = load_splits(small_lists)
+    data = rank_data(sp.train, sp.manifest)
+    src = DeviceData(data, torch.device("cpu")) if resident else data
+
+    def lists(shard: tuple[int, int]) -> list[list[int]]:
+        rng = np.random.default_rng(5)
+        return [b.lists.tolist() for b in src.batches(100, True, rng, shard=shard)]
+
+    whole, r0, r1 = lists((0, 1)), lists((0, 2)), lists((1, 2))
+    assert len(whole) == len(r0) == len(r1)  # no batch of under 2 lists in this split
+    for w, a, b in zip(whole, r0, r1, strict=True):
+        assert a + b == w and abs(len(a) - len(b)) <= 1
+
+
+def test_two_gloo_processes_train_equal_replicas(small_lists: Path, tmp_path: Path) -> None:
+    """check_replicas_every=1: the ranks compare parameter digests after every step (a drift
+    raises); both end with the same weights and the same validation history."""
+    run = _torchrun([str(SCRIPT), str(small_lists), str(tmp_path)], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0 == r1
+    assert [h[0] for h in r0["history"]] == [1.0, 2.0]  # epochs counted over both ranks' lists
+    assert r0["history"][-1][1] > 0.3  # it learned something
+
+
+def test_a_drifting_replica_stops_training(small_lists: Path, tmp_path: Path) -> None:
+    run = _torchrun([str(SCRIPT), str(small_lists), str(tmp_path), "--diverge"], tmp_path)
+    assert run.returncode != 0
+    assert "replicas diverged after step 1 of epoch 1" in run.stderr
+    assert not list(tmp_path.glob("rank*.json"))
+
+
+def test_ranker_train_under_torchrun_publishes_one_version(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    reg = tmp_path / "registry"
+    args = ["--data", str(small_lists), "--registry", str(reg), "--threads", "1", "--no-progress"]
+    fast = ["--set", "epochs=1", "--set", "d_model=32", "--set", "n_layers=1"]
+    run = _torchrun(["-m", "ops.cli", "train", "--model", "transformer", *args, *fast], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert versions(reg, "transformer") == ["v1"]
+    assert run.stdout.count("published transformer/v1") == 1  # rank 0 speaks
+    card = json.loads((reg / "transformer" / "v1" / "manifest.json").read_text())
+    assert card["training"]["processes"] == 2
+    ctr = _torchrun(["-m", "ops.cli", "train", "--model", "ctr", *args], tmp_path)
+    assert ctr.returncode != 0
+    assert "ctr does not train across processes" in ctr.stderr
+
+
+def test_lightgbm_across_two_workers_matches_one_machine(small_lists: Path, tmp_path: Path) -> None:
+    """LightGBM's own data-parallel network between two torchrun ranks: the workers must end
+    with the same trees (checked in the run, which fails otherwise), rank 0 publishes them,
+    --bias auto becomes ipw with a warning, and validation lands near one machine's."""
+    reg = tmp_path / "registry"
+    args = ["--data", str(small_lists), "--registry", str(reg), "--threads", "1", "--no-progress"]
+    run = _torchrun(["-m", "ops.cli", "train", "--model", "lgbm", "--name", "two", *args], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "--bias auto means ipw" in run.stderr
+    assert "Connected to rank 1" in run.stdout + run.stderr  # LightGBM's network, not gloo
+    two = json.loads((reg / "two" / "v1" / "manifest.json").read_text())
+    assert two["bias_correction"] == "ipw" and two["training"]["processes"] == 2
+    assert "machines" not in two["details"]["params"]  # re-rankers refit with these on one host
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ops.cli",
+            "train",
+            "--model",
+            "lgbm",
+            "--bias",
+            "ipw",
+            "--name",
+            "one",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    single = json.loads((reg / "one" / "v1" / "manifest.json").read_text())
+    assert abs(two["valid_ndcg"] - single["valid_ndcg"]) < 0.03
