@@ -47,6 +47,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="feature config: a TOML file, or 'sim' / 'generic' (default: generic)",
     )
+    p.add_argument(
+        "--chunk-candidates",
+        type=int,
+        default=None,
+        help="featurise a day this many candidates at a time: bounds memory, not the output "
+        "(default: pipelines.features.chunks.DEFAULT_MAX_CANDIDATES)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run_features)
 
@@ -93,8 +100,9 @@ def run_features(args: argparse.Namespace) -> int:
 
     if not args.logs.is_dir():
         raise FileNotFoundError(f"{args.logs} is not a directory")
+    chunk = {} if args.chunk_candidates is None else {"max_candidates": args.chunk_candidates}
     res = build_features(
-        args.logs, args.out, load_config(args.config), progress=not args.no_progress
+        args.logs, args.out, load_config(args.config), progress=not args.no_progress, **chunk
     )
     m = res.manifest
     print(f"wrote {args.out} (state for serving: {res.state_dir})")

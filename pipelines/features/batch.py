@@ -10,6 +10,7 @@ the day's requests in one vectorised call, and append them to their split. The d
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from pipelines.features.chunks import DEFAULT_MAX_CANDIDATES, featurize_in_slices, take_frame
 from pipelines.features.config import FeatureConfig
 from pipelines.features.history import Sequences
 from pipelines.features.items import ItemTable, Vocab
@@ -38,7 +40,7 @@ from pipelines.features.log_tables import (
 )
 from pipelines.features.partition import partition_by_day, read_day
 from pipelines.features.state import US_PER_S, Events, FeatureState, Lookups
-from pipelines.features.transforms import FeatureSpec, RequestFrame, feature_spec, featurize
+from pipelines.features.transforms import FeatureSpec, RequestFrame, feature_spec
 from pipelines.io import remove_dead_scratch, scratch_prefix
 from pipelines.lists.io import ListsWriter, open_dataset, write_vocab
 from pipelines.lists.manifest import Manifest
@@ -73,7 +75,15 @@ class _Timer:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
 
 
-def build_features(logs: Path, out: Path, cfg: FeatureConfig, progress: bool = True) -> BuildResult:
+def build_features(
+    logs: Path,
+    out: Path,
+    cfg: FeatureConfig,
+    progress: bool = True,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+) -> BuildResult:
+    """``max_candidates``: a day is featurised this many candidates at a time (whole requests;
+    the output does not depend on it, the transient memory does: see ``chunks``)."""
     logs, out = Path(logs), Path(out)
     timer = _Timer()
     t_start = time.perf_counter()
@@ -149,14 +159,24 @@ def build_features(logs: Path, out: Path, cfg: FeatureConfig, progress: bool = T
             with ThreadPoolExecutor(1) as featurizing, ThreadPoolExecutor(1) as writing:
                 feat: Future[list[tuple[str, Lists]]] | None = None
                 wrote: Future[None] | None = None
-                for day in [*bar, None]:
-                    job = None
-                    if day is not None:
-                        day_req = req[req["day"] == day]
+
+                def parts_of_days() -> Iterator[Callable[[], list[tuple[str, Lists]]]]:
+                    """Each day replayed when its first part is needed: while the main thread
+                    replays a day, the other two featurise and write the parts before it."""
+                    for day in bar:
                         with timer("replay"):
-                            job = _replay_day(
-                                day_req, read_day(scratch, day), state, spec, bad, shown
+                            jobs = _replay_day(
+                                req[req["day"] == day],
+                                read_day(scratch, day),
+                                state,
+                                spec,
+                                bad,
+                                shown,
+                                max_candidates,
                             )
+                        yield from jobs
+
+                for job in itertools.chain(parts_of_days(), [None]):
                     if feat is not None:
                         parts = feat.result()
                         if wrote is not None:
@@ -198,15 +218,19 @@ def _replay_day(
     spec: FeatureSpec,
     bad: dict[str, Counter[str]],
     shown: set[str],
-) -> Callable[[], list[tuple[str, Lists]]] | None:
-    """Replay one day through the state; returns the job that featurises it (by split)."""
+    max_candidates: int,
+) -> list[Callable[[], list[tuple[str, Lists]]]]:
+    """Replay one day through the state; returns the jobs that featurise it (by split), one per
+    part: consecutive counter buckets of at most ``max_candidates`` candidates in all (a larger
+    bucket is a part of its own), each written as its own row groups. A day that fits is one
+    part; the setting bounds the memory a part holds, whatever a day's traffic."""
     imp, c = clean_impressions(imp, pd.Index(day_req["request_id"]))
     bad["impressions"].update(c)
     if "ordered" not in imp.columns:
         imp["ordered"] = False
     day_req = day_req[day_req["request_id"].isin(imp["request_id"].unique())]
     if not len(day_req):
-        return None
+        return []
     shown.update(day_req["request_id"])
     # Candidates grouped by request, in request order (time, id), then by logged position.
     order = pd.Index(day_req["request_id"]).get_indexer(imp["request_id"])
@@ -262,8 +286,6 @@ def _replay_day(
                 ids.take(slice(lo, hi), slice(s, e)),
             )
         )
-    look = _concat_lookups(looks)
-
     frame = RequestFrame(
         t_us=t_us,
         user_id=users,
@@ -282,22 +304,40 @@ def _replay_day(
     request_ids = day_req["request_id"].to_numpy(dtype=object)
     split = day_req["split"].to_numpy()
 
-    def finish() -> list[tuple[str, Lists]]:
-        return _featurize_day(
-            frame,
-            look,
-            state,
-            spec,
-            request_ids,
-            clicked,
-            ordered,
-            positions,
-            policy_positions,
-            randomized,
-            split,
-        )
+    def part_job(i0: int, i1: int) -> Callable[[], list[tuple[str, Lists]]]:
+        """The job for buckets i0..i1 (requests starts[i0]..ends[i1 - 1])."""
+        b0, b1 = int(starts[i0]), int(ends[i1 - 1])
+        lo, hi = int(offsets[b0]), int(offsets[b1])
+        part_frame, part_look = take_frame(frame, b0, b1), _concat_lookups(looks[i0:i1])
+        rows = slice(lo, hi)
 
-    return finish
+        def finish() -> list[tuple[str, Lists]]:
+            return _featurize_day(
+                part_frame,
+                part_look,
+                state,
+                spec,
+                request_ids[b0:b1],
+                clicked[rows],
+                ordered[rows],
+                positions[rows],
+                None if policy_positions is None else policy_positions[rows],
+                None if randomized is None else randomized[b0:b1],
+                split[b0:b1],
+                max_candidates,
+            )
+
+        return finish
+
+    sizes = offsets[ends] - offsets[starts]  # candidates per bucket
+    jobs, i0, size = [], 0, 0
+    for i, n in enumerate(sizes):
+        if i > i0 and size + n > max_candidates:
+            jobs.append(part_job(i0, i))
+            i0, size = i, 0
+        size += int(n)
+    jobs.append(part_job(i0, len(sizes)))
+    return jobs
 
 
 def _featurize_day(
@@ -312,8 +352,9 @@ def _featurize_day(
     policy_positions: np.ndarray | None,
     randomized: np.ndarray | None,
     split: np.ndarray,
+    max_candidates: int,
 ) -> list[tuple[str, Lists]]:
-    feats = featurize(frame, look, state, spec)
+    feats = featurize_in_slices(frame, look, state, spec, max_candidates)
     item_ids, offsets, t_us = frame.item_id, frame.offsets, frame.t_us
     lab = state.cfg.labels
     labels = np.where(clicked, lab.get("click", 1), 0)

@@ -224,8 +224,10 @@ class ListsWriter:
         h = hashlib.sha256()
         for split in SPLITS:
             p = self.tmp / f"{split}.parquet"
-            if p.exists():
-                h.update(p.read_bytes())
+            if p.exists():  # in 8 MiB pieces: a split can be larger than memory allows
+                with p.open("rb") as fh:
+                    while piece := fh.read(8 << 20):
+                        h.update(piece)
         m.fingerprint = h.hexdigest()
         if not m.created:
             m.created = datetime.now(UTC).isoformat(timespec="seconds")

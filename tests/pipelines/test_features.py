@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from ops.cli import main
@@ -159,6 +160,48 @@ def test_shuffled_input_rows_give_identical_output(logs: Path, tmp_path: Path) -
         assert (tmp_path / "a" / f"{split}.parquet").read_bytes() == (
             tmp_path / "b" / f"{split}.parquet"
         ).read_bytes()
+
+
+def test_parts_and_slices_bound_memory_not_the_values(
+    logs: Path, dataset: Path, tmp_path: Path
+) -> None:
+    """``max_candidates`` bounds what a part of a day holds: with a bound far below a day, every
+    list and every value is the same and the state is byte for byte the same (only row groups
+    and the manifest's summed statistics may differ); with a bound above every day, every file
+    is byte for byte the same as the default's."""
+    small, large = tmp_path / "small", tmp_path / "large"
+    build_features(logs, small, SIM, progress=False, max_candidates=7)
+    build_features(logs, large, SIM, progress=False, max_candidates=10**7)
+    files = sorted(p.relative_to(dataset) for p in dataset.rglob("*") if p.is_file())
+    assert Path("train.parquet") in files and Path("state/counters_qi.npz") in files
+    for f in files:
+        if f.name != "manifest.json":  # it records when it was made
+            assert (large / f).read_bytes() == (dataset / f).read_bytes(), f
+        if f.parts[0] == "state":
+            assert (small / f).read_bytes() == (dataset / f).read_bytes(), f
+    assert pq.ParquetFile(small / "train.parquet").num_row_groups > 10 * (
+        pq.ParquetFile(dataset / "train.parquet").num_row_groups
+    )
+    for split in ("train", "valid", "test"):
+        a, b = read_split(dataset, split), read_split(small, split)
+        for name in ("request_id", "offsets", "item_ids", "num", "cat", "hist_num", "hist_cat"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), (split, name)
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (dataset, small))
+    for fa, fb in zip(ma["numeric"], mb["numeric"], strict=True):
+        assert fa["mean"] == pytest.approx(fb["mean"], rel=1e-9, abs=1e-12)
+    assert ma["splits"] == mb["splits"]
+
+
+def test_request_slices_keep_whole_requests_within_the_bound() -> None:
+    from pipelines.features.chunks import request_slices
+
+    offsets = np.array([0, 3, 3, 10, 12, 13, 20])  # a request of 7 > the bound of 5
+    got = request_slices(offsets, 5)
+    assert got == [(0, 2), (2, 3), (3, 5), (5, 6)]
+    assert [r for b0, b1 in got for r in range(b0, b1)] == list(range(6))
+    assert request_slices(np.array([0]), 5) == []
+    with pytest.raises(ValueError, match="max_candidates"):
+        request_slices(offsets, 0)
 
 
 @pytest.mark.parametrize("where", ["memory", "redis"])
