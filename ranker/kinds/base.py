@@ -115,6 +115,11 @@ class Kind(ABC):
     distributed: ClassVar[bool] = False  # trains across the ranks of a torchrun launch
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
 
+    def streams_train(self, settings: dict[str, Any]) -> bool:
+        """Whether training reads the train split's features itself, as it goes: the job's
+        ``train`` then holds no features (``ranker.train.lgbm_stream.light_split``)."""
+        return False
+
     def distributed_bias(self, bias: str, explicit: bool) -> str:
         """The bias correction this kind uses across the processes of a launch, for ``bias``
         (``explicit``: the user's ``--bias``, else the kind's own)."""

@@ -50,6 +50,9 @@ class LgbmConfig:
     keep_round: str = "one_se"
     truncation_level: int = 20
     position_aware: bool = False  # LightGBM's own position-bias model (lambdarank + position)
+    # Read the train features from the split's row groups while LightGBM bins them, instead of
+    # loading them (ranker.train.lgbm_stream): memory follows the binned dataset, same model.
+    stream: bool = False
     seed: int = 0
     threads: int = 2
     eval_k: int = 10
@@ -88,6 +91,9 @@ class LgbmKind(Kind):
     biases = ("none", "ipw", "lambdarank")
     distributed = True  # LightGBM's own data-parallel network (ranker.train.lgbm_network)
 
+    def streams_train(self, settings: dict[str, Any]) -> bool:
+        return bool(settings.get("stream", LgbmConfig.stream))
+
     def distributed_bias(self, bias: str, explicit: bool) -> str:
         if bias != "lambdarank":
             return bias
@@ -116,7 +122,13 @@ class LgbmKind(Kind):
             LgbmConfig(seed=job.seed, threads=job.threads, position_aware=job.bias == "lambdarank"),
             **job.settings,
         )
-        train, launch = job.train, job.launch
+        train, launch, rows = job.train, job.launch, None
+        if cfg0.stream:
+            from ranker.train.lgbm_stream import ParquetRows
+
+            if launch.distributed:
+                raise ValueError("stream=true does not yet combine with a torchrun launch")
+            rows = ParquetRows(job.data / "train.parquet", lgbm_columns(job.manifest)[1])
         if launch.distributed:
             from ranker.train.lgbm_network import worker_lists
 
@@ -135,6 +147,7 @@ class LgbmKind(Kind):
                 replace(cfg0, **t),
                 callbacks=job.callbacks,
                 network=network,
+                train_rows=rows,
             )
             trials.append(
                 {"params": t, "valid_ndcg@10": res.best_valid_ndcg, "rounds": res.best_iteration}

@@ -32,9 +32,18 @@ class Splits:
     propensities: Propensities | None
 
 
-def load_splits(dataset: Path, with_test: bool = False) -> tuple[Splits, Lists | None]:
+def load_splits(
+    dataset: Path, with_test: bool = False, light_train: bool = False
+) -> tuple[Splits, Lists | None]:
+    """``light_train``: the train split without its features (a trainer that streams them)."""
     m = Manifest.load(dataset)
-    train, valid = read_split(dataset, "train", m), read_split(dataset, "valid", m)
+    if light_train:
+        from ranker.train.lgbm_stream import light_split
+
+        train = light_split(Path(dataset) / "train.parquet", m)
+    else:
+        train = read_split(dataset, "train", m)
+    valid = read_split(dataset, "valid", m)
     if len(train) == 0:
         raise ValueError(f"{dataset}: the train split is empty")
     if len(valid) == 0:

@@ -1,0 +1,108 @@
+"""LightGBM's training features streamed from the split's Parquet row groups (``--set
+stream=true``), so that training memory follows LightGBM's binned dataset, not the data.
+
+In memory the train split costs its float32 features, LightGBM's (N, F) float32 copy and the
+binned dataset. Streamed, LightGBM reads rows through ``lgb.Sequence``: the rows it samples to
+cut bins (sorted, so one decoded row group serves many), then every row once in row-group
+batches to bin them; what stays is the binned dataset (a byte or two per value) and the
+per-candidate labels, weights and positions. ``light_split`` reads those without the features.
+The model is the one the in-memory path trains (same sample, same bins: tested tree for tree).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipelines.lists.manifest import Manifest
+from pipelines.lists.table import Lists, flat_matrix, flat_values
+from ranker.inputs import lgbm_matrix
+
+
+def light_split(path: Path, manifest: Manifest) -> Lists:
+    """A split without its features, item ids and histories: request ids, times, labels and
+    positions (zero-width feature matrices; item ids left as None)."""
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    t = pf.read(columns=[c for c in LIGHT_COLUMNS if c in names])
+    offsets, labels = flat_values(t.column("labels"))
+    n = int(offsets[-1])
+    out = Lists(
+        request_id=t.column("request_id").to_numpy(zero_copy_only=False).astype(object),
+        offsets=offsets,
+        item_ids=np.full(n, None, dtype=object),
+        labels=labels.to_numpy(zero_copy_only=False).astype(np.int8),
+        num=np.zeros((n, 0), np.float32),
+        cat=np.zeros((n, 0), np.int32),
+    )
+    for name in ("positions", "policy_positions"):
+        if name in names:
+            flat = flat_values(t.column(name))[1]
+            setattr(out, name, flat.to_numpy(zero_copy_only=False).astype(np.int16))
+    if "ts" in names:
+        out.ts = t.column("ts").to_numpy().astype("datetime64[us]")
+    if "randomized" in names:
+        out.randomized = t.column("randomized").to_numpy(zero_copy_only=False).astype(bool)
+    return out
+
+
+# What weights, propensities and LightGBM's groups need: everything but features and ids.
+LIGHT_COLUMNS = ("request_id", "ts", "randomized", "labels", "positions", "policy_positions")
+
+
+class ParquetRows(lgb.Sequence):
+    """The LightGBM feature rows (``ranker.inputs.lgbm_matrix``) of a split, one candidate a
+    row, decoded a row group at a time (the last one kept for the next read)."""
+
+    def __init__(self, path: Path, keep_cat: list[int]):
+        self.file = pq.ParquetFile(path)
+        self.keep_cat = keep_cat
+        meta = self.file.metadata
+        # Candidates per row group, from the small labels column (a list per request).
+        sizes = [
+            int(flat_values(self.file.read_row_group(r, columns=["labels"]).column(0))[0][-1])
+            for r in range(meta.num_row_groups)
+        ]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.batch_size = max(1, max(sizes, default=1))  # LightGBM reads this many at a time
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _group(self, r: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != r:
+            cols = [c for c in ("num", "cat") if c in self.file.schema_arrow.names]
+            t = self.file.read_row_group(r, columns=cols)
+            num = flat_matrix(t.column("num"), np.float32)[1]
+            cat = (
+                flat_matrix(t.column("cat"), np.int32)[1]
+                if "cat" in t.column_names
+                else np.zeros((len(num), 0), np.int32)
+            )
+            # float64 (exactly the float32 values): LightGBM samples bins from doubles only
+            self._cached = (r, lgbm_matrix(num, cat, self.keep_cat).astype(np.float64))
+        return self._cached[1]
+
+    def __getitem__(self, idx: int | slice | list[int]) -> np.ndarray:
+        if isinstance(idx, list):
+            return np.stack([self[i] for i in idx]) if idx else np.zeros((0, 0), np.float32)
+        if isinstance(idx, slice):
+            lo, hi, step = idx.indices(len(self))
+            if step != 1:
+                raise IndexError("ParquetRows takes contiguous slices only")
+            parts, i = [], lo
+            while i < hi:
+                r = int(np.searchsorted(self.starts, i, side="right")) - 1
+                end = min(hi, int(self.starts[r + 1]))
+                parts.append(self._group(r)[i - self.starts[r] : end - self.starts[r]])
+                i = end
+            return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        i = int(idx) + (len(self) if idx < 0 else 0)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {idx} out of range")
+        r = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self._group(r)[i - self.starts[r]]
