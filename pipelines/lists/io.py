@@ -63,9 +63,14 @@ def from_arrow(
     t: pa.Table, n_num: int, n_cat: int, n_hist_num: int = 0, n_hist_cat: int = 0
 ) -> Lists:
     names = set(t.column_names)
-    offsets, items = flat_values(t.column("item_ids"))
     b = t.num_rows
-    _, labels = flat_values(t.column("labels"))
+    offsets, labels = flat_values(t.column("labels"))
+    # Without the item ids (a reader that needs none, e.g. a streaming trainer): None each.
+    items = (
+        flat_values(t.column("item_ids"))[1].to_numpy(zero_copy_only=False).astype(object)
+        if "item_ids" in names
+        else np.full(int(offsets[-1]), None, dtype=object)
+    )
     if "num" in names:
         _, num = flat_matrix(t.column("num"), np.float32)
     else:
@@ -78,7 +83,7 @@ def from_arrow(
     out = Lists(
         request_id=t.column("request_id").to_numpy(zero_copy_only=False).astype(object),
         offsets=offsets,
-        item_ids=items.to_numpy(zero_copy_only=False).astype(object),
+        item_ids=items,
         labels=labels.to_numpy(zero_copy_only=False).astype(np.int8),
         num=num,
         cat=cat,

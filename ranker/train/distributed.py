@@ -39,31 +39,35 @@ def process_group(launch: Launch, device: torch.device) -> Iterator[None]:
         dist.destroy_process_group()
 
 
+def _collective(value: float, dtype: torch.dtype, device: torch.device, summed: bool) -> float:
+    """One number through the group: summed over the ranks, or rank 0's."""
+    t = torch.tensor([value], dtype=dtype, device=device)
+    if summed:
+        dist.all_reduce(t)
+    else:
+        dist.broadcast(t, src=0)
+    return t.item()
+
+
 def broadcast_float(value: float, launch: Launch, device: torch.device) -> float:
     """Rank 0's ``value`` on every rank (float64, exact)."""
     if not launch.distributed:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.broadcast(t, src=0)
-    return float(t.item())
+    return float(_collective(value, torch.float64, device, summed=False))
 
 
 def sum_int(value: int, launch: Launch, device: torch.device) -> int:
     """The sum of ``value`` over the ranks."""
     if not launch.distributed:
         return value
-    t = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.all_reduce(t)
-    return int(t.item())
+    return int(_collective(value, torch.int64, device, summed=True))
 
 
 def mean_float(value: float, launch: Launch, device: torch.device) -> float:
     """The mean of ``value`` over the ranks."""
     if not launch.distributed:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item()) / launch.world
+    return float(_collective(value, torch.float64, device, summed=True)) / launch.world
 
 
 def parameter_digest(model: torch.nn.Module) -> str:

@@ -17,6 +17,7 @@ import lightgbm as lgb
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipelines.lists.io import from_arrow
 from pipelines.lists.manifest import Manifest
 from pipelines.lists.table import Lists, flat_matrix, flat_values
 from ranker.inputs import lgbm_matrix
@@ -27,26 +28,7 @@ def light_split(path: Path, manifest: Manifest) -> Lists:
     positions (zero-width feature matrices; item ids left as None)."""
     pf = pq.ParquetFile(path)
     names = pf.schema_arrow.names
-    t = pf.read(columns=[c for c in LIGHT_COLUMNS if c in names])
-    offsets, labels = flat_values(t.column("labels"))
-    n = int(offsets[-1])
-    out = Lists(
-        request_id=t.column("request_id").to_numpy(zero_copy_only=False).astype(object),
-        offsets=offsets,
-        item_ids=np.full(n, None, dtype=object),
-        labels=labels.to_numpy(zero_copy_only=False).astype(np.int8),
-        num=np.zeros((n, 0), np.float32),
-        cat=np.zeros((n, 0), np.int32),
-    )
-    for name in ("positions", "policy_positions"):
-        if name in names:
-            flat = flat_values(t.column(name))[1]
-            setattr(out, name, flat.to_numpy(zero_copy_only=False).astype(np.int16))
-    if "ts" in names:
-        out.ts = t.column("ts").to_numpy().astype("datetime64[us]")
-    if "randomized" in names:
-        out.randomized = t.column("randomized").to_numpy(zero_copy_only=False).astype(bool)
-    return out
+    return from_arrow(pf.read(columns=[c for c in LIGHT_COLUMNS if c in names]), 0, 0)
 
 
 # What weights, propensities and LightGBM's groups need: everything but features and ids.
