@@ -26,9 +26,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipelines.features.chunks import DEFAULT_MAX_CANDIDATES, featurize_in_slices, take_frame
+from pipelines.features.chunks import (
+    DEFAULT_MAX_CANDIDATES,
+    concat_lookups,
+    featurize_in_slices,
+    take_frame,
+)
 from pipelines.features.config import FeatureConfig
-from pipelines.features.history import Sequences
 from pipelines.features.items import ItemTable, Vocab
 from pipelines.features.log_tables import (
     assign_splits,
@@ -308,7 +312,7 @@ def _replay_day(
         """The job for buckets i0..i1 (requests starts[i0]..ends[i1 - 1])."""
         b0, b1 = int(starts[i0]), int(ends[i1 - 1])
         lo, hi = int(offsets[b0]), int(offsets[b1])
-        part_frame, part_look = take_frame(frame, b0, b1), _concat_lookups(looks[i0:i1])
+        part_frame, part_look = take_frame(frame, b0, b1), concat_lookups(looks[i0:i1])
         rows = slice(lo, hi)
 
         def finish() -> list[tuple[str, Lists]]:
@@ -388,28 +392,6 @@ def _featurize_day(
 def _write_parts(writer: ListsWriter, parts: list[tuple[str, Lists]]) -> None:
     for name, lists in parts:
         writer.write(name, lists)
-
-
-def _concat_lookups(looks: list[Lookups]) -> Lookups:
-    counts: dict[str, dict[int | None, np.ndarray]] = {}
-    for table in looks[0].counts:
-        counts[table] = {
-            w: np.concatenate([lk.counts[table][w] for lk in looks]) for w in looks[0].counts[table]
-        }
-    seqs = [lk.sequences for lk in looks]
-    offsets, base = [np.zeros(1, np.int64)], 0
-    for s in seqs:
-        offsets.append(s.offsets[1:] + base)
-        base += int(s.offsets[-1])
-    return Lookups(
-        counts=counts,
-        sequences=Sequences(
-            offsets=np.concatenate(offsets),
-            item_id=np.concatenate([s.item_id for s in seqs]),
-            t_us=np.concatenate([s.t_us for s in seqs]),
-            ordered=np.concatenate([s.ordered for s in seqs]),
-        ),
-    )
 
 
 def _vocab_values(name: str, state: FeatureState) -> list[str]:

@@ -103,6 +103,24 @@ def take_frame(frame: RequestFrame, b0: int, b1: int) -> RequestFrame:
     )
 
 
+def concat_lookups(looks: list[Lookups]) -> Lookups:
+    """The lookups of consecutive request blocks (counter buckets) as one block."""
+    counts = {
+        table: {w: np.concatenate([lk.counts[table][w] for lk in looks]) for w in by_window}
+        for table, by_window in looks[0].counts.items()
+    }
+    seqs = [lk.sequences for lk in looks]
+    return Lookups(
+        counts=counts,
+        sequences=Sequences(
+            offsets=_join_offsets([s.offsets for s in seqs]),
+            item_id=np.concatenate([s.item_id for s in seqs]),
+            t_us=np.concatenate([s.t_us for s in seqs]),
+            ordered=np.concatenate([s.ordered for s in seqs]),
+        ),
+    )
+
+
 def _join_offsets(parts: list[np.ndarray]) -> np.ndarray:
     out, base = [np.zeros(1, np.int64)], 0
     for off in parts:
