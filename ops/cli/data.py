@@ -54,6 +54,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="featurise a day this many candidates at a time: bounds memory, not the output "
         "(default: pipelines.features.chunks.DEFAULT_MAX_CANDIDATES)",
     )
+    from pipelines.features.config import engine_flags
+
+    for flag, opts in engine_flags():
+        p.add_argument(flag, **opts)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run_features)
 
@@ -96,13 +100,18 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def run_features(args: argparse.Namespace) -> int:
     from pipelines.features.batch import build_features
-    from pipelines.features.config import load_config
+    from pipelines.features.config import engine_from_args, load_config
 
     if not args.logs.is_dir():
         raise FileNotFoundError(f"{args.logs} is not a directory")
     chunk = {} if args.chunk_candidates is None else {"max_candidates": args.chunk_candidates}
     res = build_features(
-        args.logs, args.out, load_config(args.config), progress=not args.no_progress, **chunk
+        args.logs,
+        args.out,
+        load_config(args.config),
+        progress=not args.no_progress,
+        engine=engine_from_args(args),
+        **chunk,
     )
     m = res.manifest
     print(f"wrote {args.out} (state for serving: {res.state_dir})")

@@ -65,7 +65,12 @@ def featurize_in_slices(
 
 def _take(frame: RequestFrame, look: Lookups, b0: int, b1: int) -> tuple[RequestFrame, Lookups]:
     """Requests [b0, b1) of a frame and its lookups, offsets rebased to 0."""
-    lo, hi = int(frame.offsets[b0]), int(frame.offsets[b1])
+    return take_frame(frame, b0, b1), take_lookups(look, frame.offsets, b0, b1)
+
+
+def take_lookups(look: Lookups, offsets: np.ndarray, b0: int, b1: int) -> Lookups:
+    """The lookups of requests [b0, b1) (views); ``offsets``: the requests' candidates."""
+    lo, hi = int(offsets[b0]), int(offsets[b1])
     rows, reqs = slice(lo, hi), slice(b0, b1)
     sq = look.sequences
     h0, h1 = int(sq.offsets[b0]), int(sq.offsets[b1])
@@ -79,7 +84,7 @@ def _take(frame: RequestFrame, look: Lookups, b0: int, b1: int) -> tuple[Request
         t_us=sq.t_us[h0:h1],
         ordered=sq.ordered[h0:h1],
     )
-    return take_frame(frame, b0, b1), replace(look, counts=counts, sequences=seqs)
+    return replace(look, counts=counts, sequences=seqs)
 
 
 def take_frame(frame: RequestFrame, b0: int, b1: int) -> RequestFrame:

@@ -7,10 +7,11 @@ features, the item id, the behaviour sequence, and every numeric item column).
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 _HERE = Path(__file__).parent
 BUILTIN = {"sim": _HERE / "sim.toml"}
@@ -186,3 +187,51 @@ def load_config(spec: str | Path | None) -> FeatureConfig:
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML: {e}") from e
     return FeatureConfig.from_dict(data, name=str(spec) if str(spec) in BUILTIN else path.stem)
+
+
+# ---- how `ranker features` runs (pipelines.features.engine) ----------------------------------
+def _setting(default: object, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How ``ranker features`` runs (the CLI's flags are these fields)."""
+
+    engine: Literal["local", "ray"] = _setting("local", "local: this process; ray: Ray actors")
+    shards: int = _setting(0, "key shards of the replay (0: none locally, one per worker on Ray)")
+    workers: int = _setting(2, "Ray actors (each holds shards and featurises parts)")
+    address: str | None = _setting(None, "an existing Ray cluster (default: start a local one)")
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.shards < 0 or self.workers < 1:
+            raise ValueError("shards must be >= 0 and workers >= 1")
+        if self.engine == "local" and self.address is not None:
+            raise ValueError("--address names a Ray cluster: use it with --engine ray")
+
+    @property
+    def shard_count(self) -> int:
+        """Key shards (0 locally: no sharding, one state)."""
+        return self.shards or (self.workers if self.engine == "ray" else 0)
+
+
+LOCAL = EngineConfig()
+
+
+def engine_flags() -> list[tuple[str, dict[str, object]]]:
+    """argparse ``(flag, options)`` for every ``EngineConfig`` field."""
+    out = []
+    for f in dataclasses.fields(EngineConfig):
+        opts: dict[str, object] = {"default": f.default, "help": f.metadata.get("help", "")}
+        if f.name == "engine":
+            opts["choices"] = ["local", "ray"]
+        elif f.type in ("int", int):
+            opts["type"] = int
+        out.append((f"--{f.name.replace('_', '-')}", opts))
+    return out
+
+
+def engine_from_args(args: object) -> EngineConfig:
+    return EngineConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EngineConfig)})

@@ -245,7 +245,9 @@ class CounterTable:
         if self._recency is not None:
             arrays["recency"] = self._recency[:n]
         pend = sorted(self._pending)
-        parts = [self._pending[b].arrays(k) for b in pend]
+        # A pending bucket saved as one row per key, ids ascending: the sums it closes to,
+        # whatever order its events came in (so key shards merged give the same file).
+        parts = [_per_key(*self._pending[b].arrays(k)) for b in pend]
         closed = list(self._closed)
         arrays["pending_bucket"] = _cat(
             [np.full(len(p[0]), b) for b, p in zip(pend, parts, strict=True)], (0,)
@@ -257,6 +259,61 @@ class CounterTable:
         arrays["closed_counts"] = _cat([c[2] for c in closed], (0, k))
         with path.open("wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stubs mistype **kwds
+
+    @classmethod
+    def merge_shards(cls, shards: list[tuple[CounterTable, np.ndarray]]) -> CounterTable:
+        """One table from tables that counted disjoint keys (key shards of one replay), each
+        with the stamp of every key's first event (its row in the whole replay): keys are
+        ordered by stamp, which is the order one table fed every event would have given them.
+        Every shard must have been advanced to the same bucket."""
+        first = shards[0][0]
+        if len({t.bucket for t, _ in shards}) > 1:
+            raise ValueError("key shards were advanced to different buckets")
+        sizes = [len(t.index) for t, _ in shards]
+        stamps = np.concatenate([s for _, s in shards])
+        if len(stamps) != sum(sizes):
+            raise ValueError("one stamp per key is needed to merge key shards")
+        order = np.argsort(stamps, kind="stable")  # merged id -> row of the concatenation
+        new_id = np.empty(len(order), np.int64)
+        new_id[order] = np.arange(len(order))
+        base = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        n, k = len(order), len(first.kinds)
+
+        def stacked(arrays: list[np.ndarray]) -> np.ndarray:
+            """Per-key rows of every shard, in merged id order, with the spare zero row."""
+            rows = [a[:m] for a, m in zip(arrays, sizes, strict=True)]
+            return _resize(np.concatenate(rows)[order], n + 1)
+
+        out = cls(first.kinds, first.windows)
+        out.index = KeyIndex(np.concatenate([t.index.keys() for t, _ in shards])[order])
+        out._total = stacked([t._total for t, _ in shards])
+        for w in out._lag:
+            out._lag[w] = stacked([t._lag[w] for t, _ in shards])
+        out.bucket = first.bucket
+
+        def by_bucket(
+            entries: list[tuple[int, int, np.ndarray, np.ndarray]],
+        ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+            """(shard, bucket, ids, counts) -> bucket: merged ids ascending, counts."""
+            got: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+            for j, b, ids, cnt in entries:
+                got.setdefault(b, []).append((new_id[base[j] + ids], cnt))
+            return {
+                b: _per_key(np.concatenate([i for i, _ in p]), np.concatenate([c for _, c in p]))
+                for b, p in sorted(got.items())
+            }
+
+        pending = [
+            (j, b, *t._pending[b].arrays(k)) for j, (t, _) in enumerate(shards) for b in t._pending
+        ]
+        out._pending = {b: _Bucket([i], [c]) for b, (i, c) in by_bucket(pending).items()}
+        closed = [(j, b, i, c) for j, (t, _) in enumerate(shards) for b, i, c in t._closed]
+        out._closed = deque((b, i, c) for b, (i, c) in by_bucket(closed).items())
+        for w in out._folded:  # closed buckets already older than a window are in its lag
+            out._folded[w] = sum(
+                1 for b, _, _ in out._closed if out.bucket is not None and b < out.bucket - w
+            )
+        return out
 
     @classmethod
     def load(cls, path: Path, kinds: tuple[str, ...], windows: list[int | None]) -> CounterTable:

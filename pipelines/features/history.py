@@ -260,11 +260,28 @@ class HistoryStore:
     @classmethod
     def load(cls, path: Path, max_len: int) -> HistoryStore:
         """A saved store (events sorted per user, as ``save`` writes them)."""
-        store = cls(max_len)
         d = pq.read_table(path)
-        if max_len == 0 or d.num_rows == 0:
+        return cls.from_records(
+            {c: d[c].to_numpy(zero_copy_only=False) for c in d.column_names}, max_len
+        )
+
+    @classmethod
+    def merge_shards(cls, shards: list[HistoryStore]) -> HistoryStore:
+        """One store from stores that hold disjoint users (key shards of one replay)."""
+        parts = [s.records() for s in shards]
+        max_len = shards[0].max_len
+        return cls.from_records(
+            {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}, max_len
+        )
+
+    @classmethod
+    def from_records(cls, d: dict[str, np.ndarray], max_len: int) -> HistoryStore:
+        """A store from ``records()``-shaped columns: each user's events together, oldest
+        first (users in any order)."""
+        store = cls(max_len)
+        if max_len == 0 or len(d["user_id"]) == 0:
             return store
-        users = d["user_id"].to_numpy(zero_copy_only=False).astype(object)
+        users = np.asarray(d["user_id"]).astype(object)
         rows = store._rows(users)
         first = np.r_[True, rows[1:] != rows[:-1]]
         run_start = np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0))
@@ -273,12 +290,10 @@ class HistoryStore:
         over = lens[rows] - store.width  # a file kept more than this width: its oldest go
         keep = slot >= over
         rows, slot = rows[keep], (slot - np.maximum(over, 0))[keep]
-        store._t[rows, slot] = d["t_us"].to_numpy()[keep]
-        store._pos[rows, slot] = d["position"].to_numpy()[keep]
-        store._item[rows, slot] = store._codes(
-            d["item_id"].to_numpy(zero_copy_only=False).astype(object)[keep]
-        )
-        store._flag[rows, slot] = d["ordered"].to_numpy(zero_copy_only=False)[keep]
+        store._t[rows, slot] = np.asarray(d["t_us"])[keep]
+        store._pos[rows, slot] = np.asarray(d["position"])[keep]
+        store._item[rows, slot] = store._codes(np.asarray(d["item_id"]).astype(object)[keep])
+        store._flag[rows, slot] = np.asarray(d["ordered"])[keep]
         store._len[: len(store)] = np.minimum(lens, store.width)
         return store
 

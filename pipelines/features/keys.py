@@ -78,6 +78,10 @@ class KeyIndex:
     def __len__(self) -> int:
         return self._n
 
+    def __reduce__(self) -> tuple[type[KeyIndex], tuple[np.ndarray]]:
+        """Pickled as its keys (pandas' hash table is not picklable): key shards on Ray."""
+        return KeyIndex, (self.keys().copy(),)
+
     def keys(self) -> np.ndarray:
         """All keys in id order."""
         if len(self._parts) > 1:

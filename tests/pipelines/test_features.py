@@ -12,7 +12,7 @@ import pytest
 
 from ops.cli import main
 from pipelines.features.batch import build_features
-from pipelines.features.config import load_config
+from pipelines.features.config import EngineConfig, load_config
 from pipelines.features.live import LiveFeaturizer
 from pipelines.features.state import Events, FeatureState
 from pipelines.lists.io import read_split
@@ -204,13 +204,20 @@ def test_request_slices_keep_whole_requests_within_the_bound() -> None:
         request_slices(offsets, 0)
 
 
-@pytest.mark.parametrize("where", ["memory", "redis"])
+@pytest.mark.parametrize("where", ["memory", "redis", "ray"])
 def test_live_entry_point_reproduces_the_batch_values(
     dataset: Path, logs: Path, where: str, request: pytest.FixtureRequest
 ) -> None:
     """Replay the logged requests through the online path, from the state as of each
     request's time: every feature value equals the batch output. ``redis``: counters and
-    histories in a real Redis (a stateless replica's state), the rest as in memory."""
+    histories in a real Redis (a stateless replica's state), the rest as in memory. ``ray``:
+    the dataset and state written by Ray, 2 workers holding 7 key shards."""
+    if where == "ray":
+        pytest.importorskip("ray", reason="Ray is in the cluster and test extras")
+        dataset = request.getfixturevalue("tmp_path") / "ray"
+        build_features(
+            logs, dataset, SIM, progress=False, engine=EngineConfig("ray", shards=7, workers=2)
+        )
     ds = _all(dataset)
     saved = FeatureState.load(dataset / "state")
     users = pd.read_parquet(logs / "users.parquet")
