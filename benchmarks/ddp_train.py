@@ -8,7 +8,8 @@ for several training seeds, in one run.
 Both train the same global batch (``batch_lists`` lists per step, each rank a share of it) on
 the same number of cores in all: one process with ``--procs`` threads against ``--procs``
 processes with one thread each (``--threads-per-proc`` changes that). Prints JSON: per seed the
-best validation NDCG@10 (the kind's own selection rule) and the training lists/s of each, the
+best validation NDCG@10 (the kind's own selection rule), the training lists/s of each and (the
+Transformer) the training seconds until validation first reached a target, the
 single-process runs' seed spread, and whether each distributed result lies within it (the goal:
 validation NDCG@10 within the single-process run's seed spread). With ``--world`` each pair is
 also evaluated on the test split (``ranker evaluate``): test NDCG@10 on clicks and on the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -40,9 +42,27 @@ def _train(cmd: list[str], registry: Path, name: str) -> dict[str, float]:
         out["best_epoch"] = d["best_epoch"]
         out["epochs_run"] = len(hist)
         out["train_lists_per_s"] = round(statistics.median(h["lists_per_s"] for h in hist), 1)
+        out["valid_curve"] = _curve(hist)
     else:
         out["best_iteration"] = d["best_iteration"]
     return out
+
+
+def _curve(hist: list[dict[str, float]]) -> list[list[float]]:
+    """[training seconds so far, validation NDCG@10] at each validation (an entry's
+    ``seconds`` count from the start of its epoch)."""
+    out, done, epoch, last = [], 0.0, None, 0.0
+    for h in hist:
+        e = math.ceil(h["epoch"])
+        if e != epoch:
+            done, epoch = done + last, e
+        last = h["seconds"]
+        out.append([round(done + last, 2), round(h["valid_ndcg"], 4)])
+    return out
+
+
+def _seconds_to(curve: list[list[float]], target: float) -> float | None:
+    return next((t for t, v in curve if v >= target), None)
 
 
 def _test(data: Path, world: Path, registry: Path, out: Path) -> dict[str, object]:
@@ -74,6 +94,12 @@ def main() -> None:
     ap.add_argument("--model", choices=["transformer", "lgbm"], default="transformer")
     ap.add_argument("--bias", default="auto", help="both runs' --bias (lgbm across processes: ipw)")
     ap.add_argument("--world", type=Path, help="also evaluate on the test split (oracle)")
+    ap.add_argument(
+        "--target",
+        type=float,
+        help="validation NDCG@10 whose time to reach is reported (default: the lowest best "
+        "validation over all runs)",
+    )
     args = ap.parse_args()
     torchrun = str(Path(sys.executable).parent / "torchrun")
     sets = ["--no-progress", "--bias", args.bias]
@@ -134,6 +160,14 @@ def main() -> None:
         + ("; LightGBM: test NDCG@10 within 0.005" if args.model == "lgbm" else ""),
     }
     if args.model == "transformer":
+        # Time to a target: the lowest best validation of all runs, which each of them reaches.
+        target = args.target or min(r["valid_ndcg"] for r in singles + ddps)
+        for row in rows:
+            for who in ("single", "ddp"):
+                run = row[who]
+                assert isinstance(run, dict)
+                run["seconds_to_target"] = _seconds_to(run["valid_curve"], target)
+        result["target_valid_ndcg"] = target
         result["batch_lists"], result["epochs"] = args.batch, args.epochs
         result["lists_per_s_ratio_ddp_over_single"] = round(
             statistics.median(r["train_lists_per_s"] for r in ddps)

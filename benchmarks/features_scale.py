@@ -2,10 +2,14 @@
 at most 60 s and 1.5 GB on the 2-core development machine).
 
     python benchmarks/features_scale.py [--impressions 1e6 3e6 1e7] [--out runs/bench-features]
-        [--chunk-candidates N ...]
+        [--chunk-candidates N ...] [--engines local ray:1 ray:2 local:7 ...]
 
 With several ``--chunk-candidates`` values every size runs once per value (the bound on what a
-part of a day holds; see pipelines/features/chunks.py), in the same run.
+part of a day holds; see pipelines/features/chunks.py), in the same run. ``--engines``: each
+size once per engine, ``local`` (one state), ``local:S`` (S key shards in one process) or
+``ray:W[:S]`` (a local Ray cluster of W workers holding S shards, default W); each run
+reports the driver's peak RSS, every Ray worker's, and the shard skew (the largest shard's
+candidates over the mean).
 
 Each size is simulated once (kept under --out and reused) and featurised in a fresh process.
 Prints JSON: wall seconds, peak RSS, the pipeline's own per-stage seconds (stages overlap on
@@ -33,6 +37,7 @@ def main() -> None:
     ap.add_argument("--impressions", type=float, nargs="+", default=[1e6, 3e6, 1e7])
     ap.add_argument("--out", type=Path, default=Path("runs/bench-features"))
     ap.add_argument("--chunk-candidates", type=int, nargs="*", default=[])
+    ap.add_argument("--engines", nargs="+", default=["local"])
     args = ap.parse_args()
     rows = []
     for target in args.impressions:
@@ -58,8 +63,9 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
             )
         n_imp = pq.ParquetFile(sim / "logs" / "impressions.parquet").metadata.num_rows
-        for chunk in args.chunk_candidates or [None]:
-            rows.append(_featurise(sim, n_imp, n_req, chunk))
+        for engine in args.engines:
+            for chunk in args.chunk_candidates or [None]:
+                rows.append(_featurise(sim, n_imp, n_req, chunk, engine))
     first, last = rows[0], rows[-1]
     emit(
         {
@@ -76,11 +82,30 @@ def main() -> None:
     )
 
 
-def _featurise(sim: Path, n_imp: int, n_req: int, chunk: int | None) -> dict[str, object]:
+def _engine_flags(engine: str) -> list[str]:
+    """``local``, ``local:S`` or ``ray:W[:S]`` as ``ranker features`` flags."""
+    name, *nums = engine.split(":")
+    if name == "local":
+        return ["--shards", nums[0]] if nums else []
+    if name == "ray" and nums:
+        return [
+            "--engine",
+            "ray",
+            "--workers",
+            nums[0],
+            *(["--shards", nums[1]] if nums[1:] else []),
+        ]
+    raise SystemExit(f"--engines: local, local:S or ray:W[:S], not {engine!r}")
+
+
+def _featurise(
+    sim: Path, n_imp: int, n_req: int, chunk: int | None, engine: str
+) -> dict[str, object]:
     """One ``ranker features`` run in a fresh process: wall, peak RSS, stage seconds."""
     out = sim / "lists"
     shutil.rmtree(out, ignore_errors=True)
     flags = [] if chunk is None else ["--chunk-candidates", str(chunk)]
+    flags += _engine_flags(engine)
     cmd = ranker_cmd(
         "features",
         "--logs",
@@ -93,19 +118,28 @@ def _featurise(sim: Path, n_imp: int, n_req: int, chunk: int | None) -> dict[str
         *flags,
     )
     m = run_measured(cmd)
-    stages = _stage_seconds(m.pop("stderr", ""))
+    stderr = m.pop("stderr", "")
     return {
         "impressions": n_imp,
         "requests": n_req,
         "chunk_candidates": chunk,
+        "engine": engine,
         **m,
-        "stages_s": stages,
+        "stages_s": _stage_seconds(stderr),
+        **_engine_stats(stderr),
     }
 
 
 def _stage_seconds(stderr: str) -> dict[str, float]:
-    m = re.search(r"seconds (\{.*?\})", stderr)
+    m = re.search(r"seconds (\{.*?\});", stderr)
     return json.loads(m.group(1).replace("'", '"')) if m else {}
+
+
+def _engine_stats(stderr: str) -> dict[str, object]:
+    m = re.search(r"; engine (\{.*\})", stderr)
+    stats = json.loads(m.group(1)) if m else {}
+    stats.pop("engine", None)
+    return stats
 
 
 if __name__ == "__main__":

@@ -122,4 +122,6 @@ def run_features(args: argparse.Namespace) -> int:
         f"history of up to {m.history_max_len} clicks"
     )
     print(f"  bad rows: {json.dumps(m.bad_rows) if m.bad_rows else 'none'}")
+    if res.engine.get("shards"):
+        print(f"  engine: {json.dumps(res.engine)}")
     return 0

@@ -10,6 +10,7 @@ the day's requests in one vectorised call, and append them to their split. The d
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import tempfile
@@ -56,6 +57,7 @@ class BuildResult:
     manifest: Manifest
     state_dir: Path
     seconds: dict[str, float]  # CPU-bound time per stage (stages overlap; see build_features)
+    engine: dict[str, object]  # where it ran: shards, candidates per shard, workers' memory
 
 
 class _Timer:
@@ -201,6 +203,7 @@ def build_features(
                     wrote.result()
                 with timer("merge"):
                     eng.finish(state)  # key shards' counters and histories into ``state``
+                engine_stats = eng.stats()
             bar.close()
             n_unshown = int((~req["request_id"].isin(list(shown))).sum())
             if n_unshown:
@@ -215,11 +218,12 @@ def build_features(
         shutil.rmtree(scratch, ignore_errors=True)
     timer.seconds["total"] = time.perf_counter() - t_start
     log.info(
-        "features: %s; seconds %s",
+        "features: %s; seconds %s; engine %s",
         manifest.splits,
         {k: round(v, 1) for k, v in timer.seconds.items()},
+        json.dumps(engine_stats),
     )
-    return BuildResult(manifest, out / "state", timer.seconds)
+    return BuildResult(manifest, out / "state", timer.seconds, engine_stats)
 
 
 def _timed(timer: _Timer, stage: str, fn: Callable[..., T], *args: object) -> T:

@@ -53,6 +53,8 @@ class Engine(Protocol):
 
     def finish(self, state: FeatureState) -> None: ...
 
+    def stats(self) -> dict[str, object]: ...
+
 
 class InProcess:
     """One state in this process (the default)."""
@@ -71,6 +73,9 @@ class InProcess:
     def finish(self, state: FeatureState) -> None:
         pass
 
+    def stats(self) -> dict[str, object]:
+        return {"engine": "local", "shards": 0}
+
 
 class ShardPool(Protocol):
     """Where the key shards live."""
@@ -78,6 +83,8 @@ class ShardPool(Protocol):
     def replay(self, days: list[ShardDay]) -> list[Lookups]: ...
 
     def tables(self) -> list[ShardTables]: ...
+
+    def stats(self) -> dict[str, object]: ...
 
 
 class Sharded(InProcess):
@@ -97,11 +104,13 @@ class Sharded(InProcess):
         self.pool, self.shards, self.in_flight = pool, shards, in_flight
         self._featurize = featurize
         self.row_base = 0  # candidates replayed before the current day
+        self.rows_per_shard = np.zeros(shards, np.int64)  # candidates each shard replayed
 
     def replay(self, day: Day) -> tuple[ItemRefs, LookupsOf]:
         refs = self.state.items.refs(day.item_ids)
         cut = split_day(day, refs.hashes, self.shards, self.row_base)
         self.row_base += len(day.item_ids)
+        self.rows_per_shard += [len(plan.rows) for _, plan in cut]
         looks = self.pool.replay([d for d, _ in cut])
         glob = self._replay_global(day)
         merged = merge_lookups(
@@ -131,6 +140,18 @@ class Sharded(InProcess):
     def finish(self, state: FeatureState) -> None:
         merge_states(state, self.pool.tables())
 
+    def stats(self) -> dict[str, object]:
+        """Candidates per shard (a shard replays its items' and its users' candidates, so
+        they sum to more than the log) and the skew: the largest over the mean."""
+        rows = self.rows_per_shard
+        return {
+            "engine": "ray" if self._featurize else "local",
+            "shards": self.shards,
+            "candidates_per_shard": rows.tolist(),
+            "shard_skew": round(float(rows.max() / max(rows.mean(), 1)), 3),
+            **self.pool.stats(),
+        }
+
 
 class LocalPool:
     """Key shards in this process, replayed one after another."""
@@ -143,6 +164,9 @@ class LocalPool:
 
     def tables(self) -> list[ShardTables]:
         return [r.tables() for r in self.replays]
+
+    def stats(self) -> dict[str, object]:
+        return {}
 
 
 def fresh_state(state: FeatureState, users: pd.DataFrame | None) -> FeatureState:

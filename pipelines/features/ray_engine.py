@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import resource
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -52,6 +53,10 @@ class ShardWorker:
     def tables(self) -> dict[int, ShardTables]:
         return {s: r.tables() for s, r in self.replays.items()}
 
+    def peak_rss_mb(self) -> float:
+        """This worker process's peak resident memory (Linux reports KiB)."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 
 class RayPool:
     """The driver's handle on the actors (thread-safe: the featurising threads share it)."""
@@ -60,6 +65,7 @@ class RayPool:
         self.ray, self.actors, self.shards = ray, actors, shards
         self._next = itertools.count()
         self._lock = threading.Lock()
+        self._peak: list[float] = []  # each actor's peak RSS, read when the tables are
 
     def _mine(self, a: int) -> list[int]:
         return list(range(a, self.shards, len(self.actors)))
@@ -84,7 +90,13 @@ class RayPool:
         out: dict[int, ShardTables] = {}
         for got in self.ray.get([actor.tables.remote() for actor in self.actors]):
             out.update(got)
+        self._peak = [
+            round(m, 1) for m in self.ray.get([a.peak_rss_mb.remote() for a in self.actors])
+        ]
         return [out[s] for s in range(self.shards)]
+
+    def stats(self) -> dict[str, object]:
+        return {"workers": len(self.actors), "worker_peak_rss_mb": self._peak}
 
 
 @contextlib.contextmanager
