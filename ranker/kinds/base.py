@@ -120,6 +120,10 @@ class Kind(ABC):
         ``train`` then holds no features (``ranker.train.lgbm_stream.light_split``)."""
         return False
 
+    def streams_valid(self, settings: dict[str, Any]) -> bool:
+        """The same for the validation split."""
+        return False
+
     def distributed_bias(self, bias: str, explicit: bool) -> str:
         """The bias correction this kind uses across the processes of a launch, for ``bias``
         (``explicit``: the user's ``--bias``, else the kind's own)."""

@@ -52,6 +52,7 @@ class LgbmConfig:
     position_aware: bool = False  # LightGBM's own position-bias model (lambdarank + position)
     # Read the train features from the split's row groups while LightGBM bins them, instead of
     # loading them (ranker.train.lgbm_stream): memory follows the binned dataset, same model.
+    # The validation split's too (binned with the train split's bins).
     stream: bool = False
     seed: int = 0
     threads: int = 2
@@ -94,6 +95,9 @@ class LgbmKind(Kind):
     def streams_train(self, settings: dict[str, Any]) -> bool:
         return bool(settings.get("stream", LgbmConfig.stream))
 
+    def streams_valid(self, settings: dict[str, Any]) -> bool:
+        return self.streams_train(settings)
+
     def distributed_bias(self, bias: str, explicit: bool) -> str:
         if bias != "lambdarank":
             return bias
@@ -122,13 +126,15 @@ class LgbmKind(Kind):
             LgbmConfig(seed=job.seed, threads=job.threads, position_aware=job.bias == "lambdarank"),
             **job.settings,
         )
-        train, launch, rows = job.train, job.launch, None
+        train, launch, rows, valid_rows = job.train, job.launch, None, None
         if cfg0.stream:
             from ranker.train.lgbm_stream import ParquetRows
 
             if launch.distributed:
                 raise ValueError("stream=true does not yet combine with a torchrun launch")
-            rows = ParquetRows(job.data / "train.parquet", lgbm_columns(job.manifest)[1])
+            keep = lgbm_columns(job.manifest)[1]
+            rows = ParquetRows(job.data / "train.parquet", keep)
+            valid_rows = ParquetRows(job.data / "valid.parquet", keep)
         if launch.distributed:
             from ranker.train.lgbm_network import worker_lists
 
@@ -148,6 +154,7 @@ class LgbmKind(Kind):
                 callbacks=job.callbacks,
                 network=network,
                 train_rows=rows,
+                valid_rows=valid_rows,
             )
             trials.append(
                 {"params": t, "valid_ndcg@10": res.best_valid_ndcg, "rounds": res.best_iteration}

@@ -99,6 +99,11 @@ class TransformerKind(Kind):
     distributed = True
     precisions = ("fp32", "fp16")
 
+    def streams_train(self, settings: dict[str, Any]) -> bool:
+        from ranker.train.transformer import TrainConfig
+
+        return bool(settings.get("stream", TrainConfig.stream))
+
     def own_validation(self, settings: dict[str, Any], bias: str) -> str:
         # With the position tower started at the prior, the examined rule keeps the late
         # epochs that read the logging order again; the IPS rule tracks the oracle. Measured
@@ -142,10 +147,20 @@ class TransformerKind(Kind):
             extra_statistics,
             out_of_fold_scores,
         )
+        from ranker.train.stream_data import StreamedSplit
         from ranker.train.transformer import TrainConfig, train_transformer
 
-        m, train, valid, extra, reranker = job.manifest, job.train, job.valid, [], None
-        if job.reranker:
+        m, valid, extra, reranker = job.manifest, job.valid, [], None
+        train: RankData | StreamedSplit = job.train
+        if self.streams_train(job.settings):
+            if job.reranker:
+                raise ValueError(
+                    "stream=true trains the standalone Transformer: the re-ranker's "
+                    "out-of-fold baselines need the train split in memory"
+                )
+            window = int(job.settings.get("stream_window_lists", TrainConfig.stream_window_lists))
+            train = StreamedSplit(job.data / "train.parquet", m, job.train, window)
+        elif job.reranker:
             from ranker.scoring import load
 
             baseline = load(resolve_in(job.reranker, job.registry))
@@ -161,14 +176,14 @@ class TransformerKind(Kind):
             weights = ipw_weights(job.splits.train, job.splits.propensities, recipe.bias_correction)
             as_trained = RankData(job.splits.train, weights=weights, max_history=0)
             oof = out_of_fold_scores(recipe, as_trained, m, seed=job.seed)
-            tr_extra = baseline_inputs(oof, train.offsets)
+            tr_extra = baseline_inputs(oof, job.train.offsets)
             va_extra = baseline_inputs(baseline.score(job.splits.valid, m), valid.offsets)
             extra = extra_statistics(tr_extra)
             train = RankData(
                 job.splits.train,
                 extra_num=tr_extra,
-                weights=train.weights,
-                max_history=train.max_history,
+                weights=job.train.weights,
+                max_history=job.train.max_history,
             )
             valid = RankData(
                 job.splits.valid,

@@ -68,19 +68,24 @@ def train_lgbm(
     callbacks: Sequence[Callable[[lgb.callback.CallbackEnv], None]] = (),
     network: dict[str, Any] | None = None,
     train_rows: lgb.Sequence | None = None,
+    valid_rows: lgb.Sequence | None = None,
 ) -> LgbmResult:
     """``network``: LightGBM's network settings when this is one worker of several
     (``ranker.train.lgbm_network``); ``train`` is then this worker's share of the lists.
-    ``train_rows``: the train features streamed (``ranker.train.lgbm_stream``) instead of
-    ``train``'s, which then needs only labels, weights and positions."""
+    ``train_rows``, ``valid_rows``: that split's features streamed (``ranker.train.lgbm_stream``)
+    instead of ``train``'s or ``valid``'s, which then need only labels, weights and positions."""
     if cfg.keep_round not in KEEP_ROUNDS:
         raise ValueError(f"keep_round must be one of {KEEP_ROUNDS}, got {cfg.keep_round!r}")
-    x_va, names, cat_idx = lgbm_features(valid, manifest, extra_names)
-    x_tr: np.ndarray | lgb.Sequence = (
-        lgbm_features(train, manifest, extra_names)[0] if train_rows is None else train_rows
-    )
-    if train_rows is not None and len(train_rows) != len(train.labels):
-        raise ValueError(f"{len(train_rows)} streamed rows for {len(train.labels)} labels")
+    names, _, cat_idx = lgbm_columns(manifest, extra_names)
+
+    def features(data: RankData, rows: lgb.Sequence | None) -> np.ndarray | lgb.Sequence:
+        if rows is None:
+            return lgbm_features(data, manifest, extra_names)[0]
+        if len(rows) != len(data.labels):
+            raise ValueError(f"{len(rows)} streamed rows for {len(data.labels)} labels")
+        return rows
+
+    x_va, x_tr = features(valid, valid_rows), features(train, train_rows)
     max_label = int(max(train.labels.max(initial=0), valid.lists.labels.max(initial=0), 1))
     params: dict[str, Any] = {
         "objective": "lambdarank",

@@ -33,17 +33,20 @@ class Splits:
 
 
 def load_splits(
-    dataset: Path, with_test: bool = False, light_train: bool = False
+    dataset: Path, with_test: bool = False, light_train: bool = False, light_valid: bool = False
 ) -> tuple[Splits, Lists | None]:
-    """``light_train``: the train split without its features (a trainer that streams them)."""
+    """``light_train``, ``light_valid``: that split without its features (a trainer that
+    streams them)."""
     m = Manifest.load(dataset)
-    if light_train:
+
+    def read(split: str, light: bool) -> Lists:
+        if not light:
+            return read_split(dataset, split, m)
         from ranker.train.lgbm_stream import light_split
 
-        train = light_split(Path(dataset) / "train.parquet", m)
-    else:
-        train = read_split(dataset, "train", m)
-    valid = read_split(dataset, "valid", m)
+        return light_split(Path(dataset) / f"{split}.parquet", m)
+
+    train, valid = read("train", light_train), read("valid", light_valid)
     if len(train) == 0:
         raise ValueError(f"{dataset}: the train split is empty")
     if len(valid) == 0:

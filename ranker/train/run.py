@@ -83,7 +83,11 @@ def _train_and_publish(req: TrainRequest, launch: Launch) -> ModelRef | None:
     settings = dict(req.overrides or {})
     kind.check_settings(settings)
     torch.set_num_threads(req.threads)
-    splits, _ = load_splits(req.data, light_train=kind.streams_train(settings))
+    splits, _ = load_splits(
+        req.data,
+        light_train=kind.streams_train(settings),
+        light_valid=kind.streams_valid(settings),
+    )
     m = splits.manifest
     weights = ipw_weights(splits.train, splits.propensities, bias)
     rule = kind.own_validation(settings, bias) if req.validation == "auto" else req.validation

@@ -34,6 +34,7 @@ from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights
 from ranker.train.distributed import broadcast_float, check_replicas, mean_float, sum_int
 from ranker.train.ema import EMA, snapshot
 from ranker.train.launch import SINGLE, Launch
+from ranker.train.stream_data import StreamedSplit
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ class TrainConfig:
     # Under torchrun: also compare the ranks' weights after every this many steps (0: at each
     # validation only); a mismatch stops training with an error.
     check_replicas_every: int = 0
+    # Train features read from Parquet row groups, this many lists at a time, not loaded
+    # (ranker.train.stream_data): memory follows the window. The standalone Transformer only.
+    stream: bool = False
+    stream_window_lists: int = 65_536
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,7 +135,7 @@ def _elapsed(since: float, device: torch.device) -> float:
 
 
 def train_transformer(
-    train: RankData,
+    train: RankData | StreamedSplit,
     valid: RankData,
     spec: FeatureSpec,
     model_cfg: RankerConfig,
@@ -191,7 +196,11 @@ def train_transformer(
         "batch of %d lists, learning rate %.3g (%s scaling)", cfg.batch_lists, lr, cfg.lr_scaling
     )
     # Both splits built once on the device when they fit; otherwise the per-batch host path.
-    train_src = place(train, device, cfg.device_data, "train")
+    train_src = (
+        train
+        if isinstance(train, StreamedSplit)
+        else place(train, device, cfg.device_data, "train")
+    )
     valid_src = place(valid, device, cfg.device_data, "valid")
     steps_per_epoch = math.ceil(len(train) / cfg.batch_lists)
     total = max(1, steps_per_epoch * cfg.epochs)

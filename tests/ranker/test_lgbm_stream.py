@@ -57,3 +57,23 @@ def test_streamed_training_publishes_a_comparable_model(small_lists: Path, tmp_p
     cards = {k: json.loads((r.path / "manifest.json").read_text()) for k, r in refs.items()}
     assert cards["stream"]["training"]["stream"] is True
     assert abs(cards["stream"]["valid_ndcg"] - cards["mem"]["valid_ndcg"]) < 0.02
+
+
+def test_a_streamed_validation_split_gives_the_same_curve(small_lists: Path) -> None:
+    """The validation features through a Sequence are binned with the train split's bins, so
+    every round scores validation exactly as from the matrix: the same curve, the same round."""
+    from ranker.kinds.lgbm import LgbmConfig
+    from ranker.train.lgbm import train_lgbm
+
+    m = Manifest.load(small_lists)
+    train = RankData(read_split(small_lists, "train", m))
+    valid = RankData(read_split(small_lists, "valid", m))
+    light = RankData(light_split(small_lists / "valid.parquet", m))
+    cfg = LgbmConfig(max_rounds=30, early_stopping=30, threads=1)
+    a = train_lgbm(train, valid, m, cfg)
+    rows = ParquetRows(small_lists / "valid.parquet", lgbm_columns(m)[1])
+    b = train_lgbm(train, light, m, cfg, valid_rows=rows)
+    assert len(a.history) == 30 and a.history == b.history
+    assert a.best_iteration == b.best_iteration
+    with pytest.raises(ValueError, match="streamed rows"):
+        train_lgbm(train, RankData(read_split(small_lists, "test", m)), m, cfg, valid_rows=rows)

@@ -1,0 +1,87 @@
+"""The Transformer's train split streamed from Parquet row groups (``--set stream=true``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.lists.io import read_split
+from pipelines.lists.manifest import Manifest
+from ranker.data import RankData
+from ranker.train.lgbm_stream import light_split
+from ranker.train.run import TrainRequest, run_training
+from ranker.train.stream_data import StreamedSplit
+
+
+def _streamed(small_lists: Path, window: int) -> tuple[StreamedSplit, RankData]:
+    m = Manifest.load(small_lists)
+    full = read_split(small_lists, "train", m)
+    weights = np.linspace(0.5, 2.0, full.n_items).astype(np.float32)  # tells rows apart
+    light = RankData(light_split(small_lists / "train.parquet", m), weights=weights)
+    return StreamedSplit(small_lists / "train.parquet", m, light, window), RankData(
+        full, weights=weights
+    )
+
+
+def test_windows_are_whole_row_groups_within_the_bound(small_lists: Path) -> None:
+    s, _ = _streamed(small_lists, 700)
+    sizes = np.diff(s.group_lists)
+    assert len(sizes) > 3 and sizes.max() < 700  # windows below hold one or more groups
+    for shuffle in (False, True):
+        wins = list(s.windows(shuffle, np.random.default_rng(1)))
+        assert sorted(g for w in wins for g in w) == list(range(len(sizes)))
+        assert all(sizes[w].sum() <= 700 for w in wins) and len(wins) > 1
+    one = StreamedSplit(small_lists / "train.parquet", s.manifest, s.light, 1)
+    assert [len(w) for w in one.windows(False, None)] == [1] * len(sizes)  # a group at least
+    with pytest.raises(ValueError, match="stream_window_lists"):
+        StreamedSplit(small_lists / "train.parquet", s.manifest, s.light, 0)
+
+
+def test_an_epoch_streams_every_list_once_with_its_own_features_and_weights(
+    small_lists: Path,
+) -> None:
+    s, mem = _streamed(small_lists, 500)
+    by_id = {rid: b for b, rid in enumerate(mem.lists.request_id)}
+    seen: list[str] = []
+    for groups in s.windows(True, np.random.default_rng(0)):
+        part = s.read(groups)
+        for b, rid in enumerate(part.lists.request_id):
+            j = by_id[rid]
+            lo, hi = part.offsets[b], part.offsets[b + 1]
+            mlo, mhi = mem.offsets[j], mem.offsets[j + 1]
+            assert np.array_equal(part.num[lo:hi], mem.num[mlo:mhi])
+            assert np.array_equal(part.weights[lo:hi], mem.weights[mlo:mhi])
+            assert np.array_equal(part.labels[lo:hi], mem.labels[mlo:mhi])
+            hl, hh = part.hist_offsets[b], part.hist_offsets[b + 1]
+            ml, mh = mem.hist_offsets[j], mem.hist_offsets[j + 1]
+            assert np.array_equal(part.hist_num[hl:hh], mem.hist_num[ml:mh])
+        seen.extend(part.lists.request_id)
+    assert sorted(seen) == sorted(mem.lists.request_id)
+    batches = list(s.batches(64, shuffle=True, rng=np.random.default_rng(0)))
+    assert sum(len(b.lists) for b in batches) == len(mem)
+    assert max(len(b.lists) for b in batches) <= 64
+
+
+def test_streamed_training_is_seeded_and_refuses_the_reranker(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    o = {"stream": True, "stream_window_lists": 500, "epochs": 1, "eval_every_lists": 10**6}
+    cards = []
+    for name in ("a", "b"):
+        ref = run_training(
+            TrainRequest(
+                "transformer", small_lists, tmp_path, name=name, progress=False, overrides=o
+            )
+        )
+        cards.append(json.loads((ref.path / "manifest.json").read_text()))
+    assert cards[0]["training"]["stream"] is True
+    assert cards[0]["valid_ndcg"] == cards[1]["valid_ndcg"] > 0
+    with pytest.raises(ValueError, match="standalone Transformer"):
+        run_training(
+            TrainRequest(
+                "transformer", small_lists, tmp_path, progress=False, overrides=o, reranker="a"
+            )
+        )
