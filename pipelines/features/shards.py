@@ -60,6 +60,7 @@ class ShardPlan:
     rows: np.ndarray  # (N_s,) candidate rows of the day
     own_user: np.ndarray  # (B_s,)
     own_item: np.ndarray  # (N_s,)
+    own_user_rows: np.ndarray  # (N_s,) the candidate's request is one of this shard's users
 
 
 def owners(hashes: np.ndarray, shards: int) -> np.ndarray:
@@ -82,7 +83,9 @@ def split_day(
         seg = day.seg[rows]
         reqs = np.unique(seg)
         lens = np.bincount(seg, minlength=len(day.t_us))[reqs]
-        plan = ShardPlan(reqs, rows, user_owner[reqs] == s, item_owner[rows] == s)
+        plan = ShardPlan(
+            reqs, rows, user_owner[reqs] == s, item_owner[rows] == s, row_user_owner[rows] == s
+        )
         out.append(
             (
                 ShardDay(
@@ -217,12 +220,11 @@ def merge_lookups(
     for look, plan in parts:
         covered["item"][plan.rows[plan.own_item]] += 1
         covered["user"][plan.reqs[plan.own_user]] += 1
-        row_user = np.repeat(plan.own_user, np.diff(_offsets(plan, day)))
         for table, by in SHARDED_BY.items():
             if table in PER_REQUEST_TABLES:
                 dest, mine = plan.reqs, plan.own_user
             else:
-                dest, mine = plan.rows, plan.own_item if by == "item" else row_user
+                dest, mine = plan.rows, plan.own_item if by == "item" else plan.own_user_rows
             for w, a in look.counts[table].items():
                 counts[table][w][dest[mine]] = a[mine]
         seq_len[plan.reqs] += np.diff(look.sequences.offsets)
@@ -239,12 +241,6 @@ def merge_lookups(
         )
         item_id[dest], t_us[dest], ordered[dest] = sq.item_id, sq.t_us, sq.ordered
     return Lookups(counts, Sequences(offsets, item_id, t_us, ordered))
-
-
-def _offsets(plan: ShardPlan, day: Day) -> np.ndarray:
-    """The shard's candidate offsets per request (its rows are grouped by request)."""
-    lens = np.bincount(day.seg[plan.rows], minlength=len(day.t_us))[plan.reqs]
-    return np.concatenate([[0], np.cumsum(lens)])
 
 
 def merge_states(state: FeatureState, shards: list[ShardTables]) -> None:
