@@ -33,7 +33,8 @@ from ranker.model import Ranker
 from ranker.scoring import load
 from ranker.train.prepare import rank_data
 from ranker.train.run import TrainRequest, run_training
-from ranker.train.transformer import EpochLog, predict
+from ranker.train.scoring import predict
+from ranker.train.transformer import EpochLog
 
 
 @dataclass

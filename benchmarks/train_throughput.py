@@ -52,10 +52,10 @@ from ranker.model import (
 )
 from ranker.train.checkpoint import spec_from_manifest
 from ranker.train.prepare import load_splits, rank_data
+from ranker.train.scoring import predict
 from ranker.train.transformer import (
     TrainConfig,
     pick_device,
-    predict,
     scaled_lr,
     train_transformer,
 )

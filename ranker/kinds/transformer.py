@@ -50,7 +50,7 @@ class TransformerScorer:
     model: Ranker
 
     def score(self, data: RankData) -> np.ndarray:
-        from ranker.train.transformer import predict
+        from ranker.train.scoring import predict
 
         return predict(self.model, data)
 

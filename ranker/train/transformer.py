@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ranker.data import Batch, RankData
-from ranker.device_data import DEVICE_DATA_MODES, DeviceData, place
+from ranker.data import RankData
+from ranker.device_data import DEVICE_DATA_MODES, place
 from ranker.losses import LOSSES, bound_loss
-from ranker.metrics import ndcg
 from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights
 from ranker.train.distributed import broadcast_float, check_replicas, mean_float, sum_int
 from ranker.train.ema import EMA, snapshot
 from ranker.train.launch import SINGLE, Launch
+from ranker.train.scoring import evaluate_ndcg
 from ranker.train.stream_data import StreamedSplit
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,9 @@ class TrainResult:
     checkpoint: dict[str, Any] = field(default_factory=dict)  # what resuming needs
 
 
-Callback = Callable[[EpochLog, Ranker], None]  # after each validation: its log and the model
+# Called after each validation with its log and the model (the validated weights); a callback
+# that returns True stops training there, as patience running out would (the best kept).
+Callback = Callable[[EpochLog, Ranker], bool | None]
 
 
 def pick_device(name: str) -> torch.device:
@@ -213,7 +215,7 @@ def train_transformer(
         return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    start_epoch, best, best_epoch, bad_epochs = 0, -1.0, -1.0, 0
+    start_epoch, best, best_epoch, bad_epochs, halted = 0, -1.0, -1.0, 0, False
     best_state: dict[str, torch.Tensor] = {}
     rng = np.random.default_rng(cfg.seed)
     history: list[EpochLog] = []
@@ -256,7 +258,7 @@ def train_transformer(
 
     def validate(epoch_index: int, train_loss: float, seconds: float, seen: int) -> None:
         """Score the (averaged) weights on validation; keep them if they are the best yet."""
-        nonlocal best, best_epoch, bad_epochs, best_state
+        nonlocal best, best_epoch, bad_epochs, best_state, halted
         seen = sum_int(seen, launch, device)  # lists trained on by all ranks this epoch
         epoch = epoch_index + seen / len(train)
         train_loss = mean_float(train_loss, launch, device)
@@ -287,12 +289,14 @@ def train_transformer(
                 best_epoch,
                 entry.lists_per_s,
             )
-            for cb in callbacks if launch.leader else ():  # they see the validated weights
-                cb(entry, model)
+            # Rank 0 runs the callbacks (they see the validated weights) and every rank
+            # learns whether one asked to stop, so all leave the loop at the same step.
+            asked = any([bool(cb(entry, model)) for cb in callbacks]) if launch.leader else False
+            halted = broadcast_float(float(asked), launch, device) > 0
         model.train()
 
     for epoch in range(start_epoch, cfg.epochs):
-        if bad_epochs >= cfg.patience:
+        if bad_epochs >= cfg.patience or halted:
             break
         model.train()
         seconds, n_batches, seen, stopped = 0.0, 0, 0, False
@@ -341,7 +345,7 @@ def train_transformer(
             if n_batches % eval_steps == 0 and n_batches < steps_per_epoch:
                 seconds += _elapsed(t0, device)
                 validate(epoch, float(loss_sum) / n_batches, seconds, seen)
-                stopped = bad_epochs >= cfg.patience
+                stopped = bad_epochs >= cfg.patience or halted
                 if stopped:
                     break
                 t0 = time.perf_counter()
@@ -373,36 +377,3 @@ def train_transformer(
     model.eval()
     ckpt = last if history else {}
     return TrainResult(model.cpu(), best_epoch, best, history, ckpt)
-
-
-@torch.no_grad()
-def predict(
-    model: Ranker,
-    data: RankData | DeviceData,
-    device: torch.device | None = None,
-    batch_lists: int = 256,
-) -> np.ndarray:
-    """Scores (N,) for every candidate of a split, in the split's order."""
-    device = device or next(model.parameters()).device
-    model.eval()
-
-    def score(b: Batch) -> torch.Tensor:
-        return model(b.num, b.cat, b.mask, b.hist_num, b.hist_cat, b.hist_mask)  # (B, L)
-
-    if isinstance(data, DeviceData):  # the same batches, scores gathered on the device
-        return data.scores(score, batch_lists)
-    out = np.zeros(data.lists.n_items, np.float32)
-    for batch in data.batches(batch_lists, shuffle=False):
-        s = score(batch.to(device)).float().cpu().numpy()
-        rows = data.offsets[batch.lists][:, None] + np.arange(s.shape[1])[None, :]  # (B, L)
-        m = batch.mask.numpy()
-        out[rows[m]] = s[m]
-    return out
-
-
-def evaluate_ndcg(
-    model: Ranker, data: RankData | DeviceData, k: int, device: torch.device
-) -> float:
-    scores = predict(model, data, device)
-    s, y, m = (data.data if isinstance(data, DeviceData) else data).padded_scores(scores)
-    return float(np.nanmean(ndcg(s, y, mask=m, k=k)))

@@ -18,9 +18,9 @@ from ranker.device_data import DeviceData, footprint, place
 from ranker.model import RankerConfig
 from ranker.train.checkpoint import spec_from_manifest
 from ranker.train.prepare import load_splits
+from ranker.train.scoring import predict
 from ranker.train.transformer import (
     TrainConfig,
-    predict,
     scaled_lr,
     train_transformer,
 )

@@ -111,6 +111,23 @@ def test_ranker_train_under_torchrun_publishes_one_version(
     assert "ctr does not train across processes" in ctr.stderr
 
 
+def test_streamed_training_under_torchrun_keeps_the_replicas_equal(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    """--set stream=true across two ranks: both read the same windows of row groups and take
+    their halves of each batch; the replica check after every step would fail the run."""
+    reg = tmp_path / "registry"
+    args = ["--data", str(small_lists), "--registry", str(reg), "--threads", "1", "--no-progress"]
+    sets = ["stream=true", "stream_window_lists=500", "check_replicas_every=1", "epochs=1"]
+    sets += ["d_model=32", "n_layers=1"]
+    flags = [f for s in sets for f in ("--set", s)]
+    run = _torchrun(["-m", "ops.cli", "train", "--model", "transformer", *args, *flags], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    card = json.loads((reg / "transformer" / "v1" / "manifest.json").read_text())
+    assert card["training"]["processes"] == 2 and card["training"]["stream"] is True
+    assert card["valid_ndcg"] > 0 and card["details"]["history"]
+
+
 def test_lightgbm_across_two_workers_matches_one_machine(small_lists: Path, tmp_path: Path) -> None:
     """LightGBM's own data-parallel network between two torchrun ranks: the workers must end
     with the same trees (checked in the run, which fails otherwise), rank 0 publishes them,

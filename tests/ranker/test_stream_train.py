@@ -65,6 +65,20 @@ def test_an_epoch_streams_every_list_once_with_its_own_features_and_weights(
     assert max(len(b.lists) for b in batches) <= 64
 
 
+def test_two_ranks_take_halves_of_the_same_streamed_batches(small_lists: Path) -> None:
+    s, _ = _streamed(small_lists, 500)
+
+    def lists(shard: tuple[int, int]) -> list[list[int]]:
+        """Each batch's lists, as indices into its window (every rank reads the same ones)."""
+        rng = np.random.default_rng(7)  # every rank seeds alike: same windows, same batches
+        return [b.lists.tolist() for b in s.batches(64, True, rng, shard)]
+
+    whole, r0, r1 = lists((0, 1)), lists((0, 2)), lists((1, 2))
+    assert len(whole) == len(r0) == len(r1) > 1
+    for w, a, b in zip(whole, r0, r1, strict=True):
+        assert a + b == w and abs(len(a) - len(b)) <= 1
+
+
 def test_streamed_training_is_seeded_and_refuses_the_reranker(
     small_lists: Path, tmp_path: Path
 ) -> None:

@@ -20,7 +20,8 @@ from ranker.scoring import load
 from ranker.train.checkpoint import spec_from_manifest
 from ranker.train.prepare import load_splits, rank_data
 from ranker.train.run import TrainRequest, run_training
-from ranker.train.transformer import TrainConfig, predict, train_transformer
+from ranker.train.scoring import predict
+from ranker.train.transformer import TrainConfig, train_transformer
 
 FAST = {"epochs": 2, "d_model": 32, "n_layers": 1, "d_ff": 64, "batch_lists": 128}
 
@@ -54,6 +55,29 @@ def test_transformer_training_is_reproducible_and_resumable(
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
     assert np.abs(predict(resumed.model, valid) - sa).max() <= 1e-6
     assert a.best_valid_ndcg > 0.3  # it learned something
+
+
+def test_a_callback_returning_true_stops_training_there(small_lists: Path) -> None:
+    """As lightgbm's callbacks can: the stop comes at that validation, inside an epoch too,
+    every callback still sees it, and the best weights so far are kept."""
+    sp, _ = load_splits(small_lists)
+    m = sp.manifest
+    train, valid = rank_data(sp.train, m), rank_data(sp.valid, m)
+    spec, mc = spec_from_manifest(m), RankerConfig(d_model=32, n_layers=1, d_ff=64)
+    cfg = TrainConfig(epochs=3, batch_lists=64, threads=1, eval_every_lists=256, patience=10)
+    seen: list[float] = []
+    res = train_transformer(
+        train,
+        valid,
+        spec,
+        mc,
+        cfg,
+        progress=False,
+        callbacks=[lambda log, _: log.epoch >= 1.2, lambda log, _: seen.append(log.epoch)],
+    )
+    epochs = [h.epoch for h in res.history]
+    assert epochs == seen and 1.2 <= epochs[-1] < 2 and len(epochs) > 2
+    assert res.best_valid_ndcg == max(h.valid_ndcg for h in res.history)
 
 
 def test_long_epochs_are_validated_inside_the_epoch(small_lists: Path) -> None:

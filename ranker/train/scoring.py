@@ -1,0 +1,45 @@
+"""Scores of a trained Transformer over a whole split, and its NDCG: what validation, the
+model kind's ``predict`` and the benchmarks share."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ranker.data import Batch, RankData
+from ranker.device_data import DeviceData
+from ranker.metrics import ndcg
+from ranker.model import Ranker
+
+
+@torch.no_grad()
+def predict(
+    model: Ranker,
+    data: RankData | DeviceData,
+    device: torch.device | None = None,
+    batch_lists: int = 256,
+) -> np.ndarray:
+    """Scores (N,) for every candidate of a split, in the split's order."""
+    device = device or next(model.parameters()).device
+    model.eval()
+
+    def score(b: Batch) -> torch.Tensor:
+        return model(b.num, b.cat, b.mask, b.hist_num, b.hist_cat, b.hist_mask)  # (B, L)
+
+    if isinstance(data, DeviceData):  # the same batches, scores gathered on the device
+        return data.scores(score, batch_lists)
+    out = np.zeros(data.lists.n_items, np.float32)
+    for batch in data.batches(batch_lists, shuffle=False):
+        s = score(batch.to(device)).float().cpu().numpy()
+        rows = data.offsets[batch.lists][:, None] + np.arange(s.shape[1])[None, :]  # (B, L)
+        m = batch.mask.numpy()
+        out[rows[m]] = s[m]
+    return out
+
+
+def evaluate_ndcg(
+    model: Ranker, data: RankData | DeviceData, k: int, device: torch.device
+) -> float:
+    scores = predict(model, data, device)
+    s, y, m = (data.data if isinstance(data, DeviceData) else data).padded_scores(scores)
+    return float(np.nanmean(ndcg(s, y, mask=m, k=k)))
