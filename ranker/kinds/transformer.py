@@ -104,6 +104,9 @@ class TransformerKind(Kind):
 
         return bool(settings.get("stream", TrainConfig.stream))
 
+    def streams_valid(self, settings: dict[str, Any]) -> bool:
+        return self.streams_train(settings)
+
     def own_validation(self, settings: dict[str, Any], bias: str) -> str:
         # With the position tower started at the prior, the examined rule keeps the late
         # epochs that read the logging order again; the IPS rule tracks the oracle. Measured
@@ -150,8 +153,9 @@ class TransformerKind(Kind):
         from ranker.train.stream_data import StreamedSplit
         from ranker.train.transformer import TrainConfig, train_transformer
 
-        m, valid, extra, reranker = job.manifest, job.valid, [], None
+        m, extra, reranker = job.manifest, [], None
         train: RankData | StreamedSplit = job.train
+        valid: RankData | StreamedSplit = job.valid
         if self.streams_train(job.settings):
             if job.reranker:
                 raise ValueError(
@@ -160,6 +164,7 @@ class TransformerKind(Kind):
                 )
             window = int(job.settings.get("stream_window_lists", TrainConfig.stream_window_lists))
             train = StreamedSplit(job.data / "train.parquet", m, job.train, window)
+            valid = StreamedSplit(job.data / "valid.parquet", m, job.valid, window)
         elif job.reranker:
             from ranker.scoring import load
 
@@ -177,7 +182,7 @@ class TransformerKind(Kind):
             as_trained = RankData(job.splits.train, weights=weights, max_history=0)
             oof = out_of_fold_scores(recipe, as_trained, m, seed=job.seed)
             tr_extra = baseline_inputs(oof, job.train.offsets)
-            va_extra = baseline_inputs(baseline.score(job.splits.valid, m), valid.offsets)
+            va_extra = baseline_inputs(baseline.score(job.splits.valid, m), job.valid.offsets)
             extra = extra_statistics(tr_extra)
             train = RankData(
                 job.splits.train,
@@ -188,9 +193,9 @@ class TransformerKind(Kind):
             valid = RankData(
                 job.splits.valid,
                 extra_num=va_extra,
-                max_history=valid.max_history,
-                labels=valid.labels,
-                eval_mask=valid.eval_mask,
+                max_history=job.valid.max_history,
+                labels=job.valid.labels,
+                eval_mask=job.valid.eval_mask,
             )
             reranker = {
                 "baseline": str(baseline.ref),

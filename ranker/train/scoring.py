@@ -3,6 +3,8 @@ model kind's ``predict`` and the benchmarks share."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -10,6 +12,7 @@ from ranker.data import Batch, RankData
 from ranker.device_data import DeviceData
 from ranker.metrics import ndcg
 from ranker.model import Ranker
+from ranker.train.stream_data import StreamedSplit
 
 
 @torch.no_grad()
@@ -38,8 +41,21 @@ def predict(
 
 
 def evaluate_ndcg(
-    model: Ranker, data: RankData | DeviceData, k: int, device: torch.device
+    model: Ranker, data: RankData | DeviceData | StreamedSplit, k: int, device: torch.device
 ) -> float:
+    """Mean NDCG@k over the lists where it is defined. A streamed split is scored a window
+    at a time; only each list's NDCG is kept (the same mean as in memory)."""
+    return float(np.nanmean(np.concatenate(list(_list_ndcg(model, data, k, device)))))
+
+
+def _list_ndcg(
+    model: Ranker, data: RankData | DeviceData | StreamedSplit, k: int, device: torch.device
+) -> Iterator[np.ndarray]:
+    """NDCG@k per list (NaN where undefined), in parts."""
+    if isinstance(data, StreamedSplit):
+        for groups in data.windows(shuffle=False, rng=None):
+            yield from _list_ndcg(model, data.read(groups), k, device)
+        return
     scores = predict(model, data, device)
     s, y, m = (data.data if isinstance(data, DeviceData) else data).padded_scores(scores)
-    return float(np.nanmean(ndcg(s, y, mask=m, k=k)))
+    yield ndcg(s, y, mask=m, k=k)

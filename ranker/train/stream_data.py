@@ -1,12 +1,15 @@
-"""The Transformer's train split streamed from Parquet row groups (``--set stream=true``).
+"""The Transformer's train and validation splits streamed from Parquet row groups
+(``--set stream=true``).
 
-In memory, the train split costs its features whole (about 300 bytes a candidate with the
-demo's features, so 20 GB at 70M candidates). Streamed, an epoch reads the row groups in a
+In memory, a split costs its features whole, and more once batched: training on the
+10M-impression dataset (7.0M train candidates) peaked at 14.9 GB loaded, 1.9 GB streamed
+4,096 lists at a time (benchmarks/train_memory.py). Streamed, an epoch reads the train split's row groups in a
 seeded random order, ``stream_window_lists`` lists at a time (whole row groups): each window
 is shuffled and batched by length as the in-memory path batches the whole split, and is
-dropped before the next is read. Peak memory follows the window, not the split; what stays
-is the split without its features (labels, positions and the bias-correction weights per
-candidate, ``ranker.train.lgbm_stream.light_split``).
+dropped before the next is read. Validation reads the validation split the same way, in file
+order, and keeps only each list's NDCG. Peak memory follows the window, not the splits; what
+stays is each split without its features (labels, positions and the bias-correction weights
+or the validation rule's labels and mask per candidate, ``ranker.train.lgbm_stream.light_split``).
 
 The order differs from the in-memory path's (lists mix within a window, not across the whole
 split), so the model is not the same one; every rank of a torchrun launch reads the same
@@ -40,7 +43,8 @@ STREAM_COLUMNS = (
 
 class StreamedSplit:
     """A split whose features are read a window of row groups at a time. ``light``: the same
-    split without features, with the weights (and labels) training uses per candidate."""
+    split without features, with the weights (and labels) training uses per candidate, or
+    for the validation split the labels and mask of its validation rule."""
 
     def __init__(self, path: Path, manifest: Manifest, light: RankData, window_lists: int):
         if window_lists < 1:
@@ -98,6 +102,7 @@ class StreamedSplit:
             weights=self.light.weights[rows],
             max_history=self.light.max_history,
             labels=self.light.labels[rows],
+            eval_mask=None if self.light.eval_mask is None else self.light.eval_mask[rows],
         )
 
     def batches(

@@ -138,7 +138,7 @@ def _elapsed(since: float, device: torch.device) -> float:
 
 def train_transformer(
     train: RankData | StreamedSplit,
-    valid: RankData,
+    valid: RankData | StreamedSplit,
     spec: FeatureSpec,
     model_cfg: RankerConfig,
     cfg: TrainConfig,
@@ -203,7 +203,11 @@ def train_transformer(
         if isinstance(train, StreamedSplit)
         else place(train, device, cfg.device_data, "train")
     )
-    valid_src = place(valid, device, cfg.device_data, "valid")
+    valid_src = (
+        valid
+        if isinstance(valid, StreamedSplit)
+        else place(valid, device, cfg.device_data, "valid")
+    )
     steps_per_epoch = math.ceil(len(train) / cfg.batch_lists)
     total = max(1, steps_per_epoch * cfg.epochs)
     warmup = max(1, int(cfg.warmup_frac * total))

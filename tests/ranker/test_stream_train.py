@@ -7,12 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pipelines.lists.io import read_split
 from pipelines.lists.manifest import Manifest
 from ranker.data import RankData
+from ranker.model import Ranker, RankerConfig, init_weights
+from ranker.train.checkpoint import spec_from_manifest
 from ranker.train.lgbm_stream import light_split
+from ranker.train.prepare import rank_data
 from ranker.train.run import TrainRequest, run_training
+from ranker.train.scoring import evaluate_ndcg
 from ranker.train.stream_data import StreamedSplit
 
 
@@ -77,6 +82,29 @@ def test_two_ranks_take_halves_of_the_same_streamed_batches(small_lists: Path) -
     assert len(whole) == len(r0) == len(r1) > 1
     for w, a, b in zip(whole, r0, r1, strict=True):
         assert a + b == w and abs(len(a) - len(b)) <= 1
+
+
+def test_a_streamed_validation_split_scores_as_the_loaded_one(small_lists: Path) -> None:
+    """Window by window, with the validation rule's labels and mask carried along: the same
+    mean NDCG@10 as the split in memory."""
+    m = Manifest.load(small_lists)
+    full = read_split(small_lists, "valid", m)
+    rng = np.random.default_rng(3)
+    labels = (full.labels * rng.uniform(0.5, 2.0, full.n_items)).astype(np.float32)
+    mask = rng.uniform(size=full.n_items) < 0.7
+    mem = rank_data(full, m, labels=labels, eval_mask=mask)
+    light = rank_data(
+        light_split(small_lists / "valid.parquet", m), m, labels=labels, eval_mask=mask
+    )
+    streamed = StreamedSplit(small_lists / "valid.parquet", m, light, 300)
+    assert len(list(streamed.windows(False, None))) > 1
+    model = Ranker(spec_from_manifest(m), RankerConfig(d_model=32, n_layers=1, d_ff=64))
+    init_weights(model, 0)
+    cpu = torch.device("cpu")
+    want = evaluate_ndcg(model, mem, 10, cpu)
+    assert evaluate_ndcg(model, streamed, 10, cpu) == pytest.approx(want, abs=1e-6)
+    unmasked = rank_data(full, m, labels=labels)
+    assert abs(evaluate_ndcg(model, unmasked, 10, cpu) - want) > 1e-4  # the mask matters
 
 
 def test_streamed_training_is_seeded_and_refuses_the_reranker(
