@@ -85,10 +85,19 @@ def bar_chart(
 
 
 def line_chart(
-    xs: Sequence[float], series: dict[str, Sequence[float]], title: str, x_label: str, y_label: str
+    xs: Sequence[float],
+    series: dict[str, Sequence[float]],
+    title: str,
+    x_label: str,
+    y_label: str,
+    y_min: float | None = None,
+    legend_left: bool = False,
 ) -> str:
+    """Lines over shared x values. ``y_min``: where the y axis starts (e.g. 0 for sizes);
+    ``legend_left``: the names at the top left, for lines that rise to the right."""
     all_y = [v for s in series.values() for v in s if math.isfinite(v)]
     lo, hi = _scale(min(all_y, default=0.0), max(all_y, default=1.0))
+    lo = lo if y_min is None else y_min
     x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
     x = lambda v: LEFT + (v - x0) / max(x1 - x0, 1e-12) * (W - LEFT - RIGHT)  # noqa: E731
     y = lambda v: TOP + (hi - v) / (hi - lo) * (H - TOP - BOTTOM)  # noqa: E731
@@ -101,8 +110,9 @@ def line_chart(
         )
         colour = COLOURS[i % len(COLOURS)]
         body.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        lx, anchor = (LEFT + 8, "start") if legend_left else (W - RIGHT - 4, "end")
         body.append(
-            f'<text x="{W - RIGHT - 4}" y="{TOP + 14 * (i + 1)}" text-anchor="end" fill="{colour}">'
+            f'<text x="{lx}" y="{TOP + 14 * (i + 1)}" text-anchor="{anchor}" fill="{colour}">'
             f"{html.escape(name)}</text>"
         )
     return _frame(title, "".join(body), x_label, y_label)
