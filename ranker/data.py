@@ -93,9 +93,7 @@ class RankData:
     def subset(self, idx: np.ndarray) -> RankData:
         """Lists ``idx`` (in that order) with their weights, labels and extra columns."""
         idx = np.asarray(idx, np.int64)
-        lens = self.lens[idx]
-        starts = np.repeat(self.offsets[idx] - np.cumsum(lens) + lens, lens)
-        rows = starts + np.arange(int(lens.sum()))  # candidate rows of the chosen lists
+        rows = candidate_rows(self.offsets, idx)
         n_own = self.lists.num.shape[1]
         return RankData(
             self.lists.select(idx),
@@ -178,6 +176,13 @@ class RankData:
             mask &= to_padded(self.eval_mask.astype(np.float64), self.offsets) > 0
             labels = np.where(mask, labels, 0.0)
         return to_padded(scores, self.offsets), labels, mask
+
+
+def candidate_rows(offsets: np.ndarray, lists: np.ndarray) -> np.ndarray:
+    """The candidate rows of ``lists``, list by list in that order (``offsets``: (n + 1,))."""
+    lens = np.diff(offsets)[lists]
+    starts = np.repeat(offsets[lists] - np.cumsum(lens) + lens, lens)
+    return starts + np.arange(int(lens.sum()))
 
 
 def epoch_order(

@@ -127,18 +127,21 @@ class LgbmKind(Kind):
             **job.settings,
         )
         train, launch, rows, valid_rows = job.train, job.launch, None, None
-        if cfg0.stream:
-            from ranker.train.lgbm_stream import ParquetRows
-
-            if launch.distributed:
-                raise ValueError("stream=true does not yet combine with a torchrun launch")
-            keep = lgbm_columns(job.manifest)[1]
-            rows = ParquetRows(job.data / "train.parquet", keep)
-            valid_rows = ParquetRows(job.data / "valid.parquet", keep)
+        mine = None  # under torchrun: this worker's lists
         if launch.distributed:
             from ranker.train.lgbm_network import worker_lists
 
-            train = train.subset(worker_lists(len(train), launch))
+            mine = worker_lists(len(train), launch)
+        if cfg0.stream:
+            from ranker.data import candidate_rows
+            from ranker.train.lgbm_stream import ParquetRows
+
+            keep = lgbm_columns(job.manifest)[1]
+            own = None if mine is None else candidate_rows(train.offsets, mine)
+            rows = ParquetRows(job.data / "train.parquet", keep, own)
+            valid_rows = ParquetRows(job.data / "valid.parquet", keep)
+        if mine is not None:
+            train = train.subset(mine)
         trials, best = [], None
         for k, t in enumerate(trial_configs(SPACE, job.tune, job.seed)):
             network = None

@@ -6,7 +6,9 @@ binned dataset. Streamed, LightGBM reads rows through ``lgb.Sequence``: the rows
 cut bins (sorted, so one decoded row group serves many), then every row once in row-group
 batches to bin them; what stays is the binned dataset (a byte or two per value) and the
 per-candidate labels, weights and positions. ``light_split`` reads those without the features.
-The model is the one the in-memory path trains (same sample, same bins: tested tree for tree).
+LightGBM samples the rows it cuts bins from differently through a Sequence, so the trees are
+not the in-memory path's, the quality comparable (tested). Under torchrun each worker's
+Sequence is a view of its own lists' rows.
 """
 
 from __future__ import annotations
@@ -37,11 +39,14 @@ LIGHT_COLUMNS = ("request_id", "ts", "randomized", "labels", "positions", "polic
 
 class ParquetRows(lgb.Sequence):
     """The LightGBM feature rows (``ranker.inputs.lgbm_matrix``) of a split, one candidate a
-    row, decoded a row group at a time (the last one kept for the next read)."""
+    row, decoded a row group at a time (the last one kept for the next read). ``rows``: only
+    these candidate rows (ascending), e.g. a torchrun worker's lists; it still decodes every
+    row group its rows touch, and keeps only its rows."""
 
-    def __init__(self, path: Path, keep_cat: list[int]):
+    def __init__(self, path: Path, keep_cat: list[int], rows: np.ndarray | None = None):
         self.file = pq.ParquetFile(path)
         self.keep_cat = keep_cat
+        self.rows = rows
         meta = self.file.metadata
         # Candidates per row group, from the small labels column (a list per request).
         sizes = [
@@ -53,7 +58,7 @@ class ParquetRows(lgb.Sequence):
         self._cached: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
-        return int(self.starts[-1])
+        return int(self.starts[-1]) if self.rows is None else len(self.rows)
 
     def _group(self, r: int) -> np.ndarray:
         if self._cached is None or self._cached[0] != r:
@@ -76,6 +81,8 @@ class ParquetRows(lgb.Sequence):
             lo, hi, step = idx.indices(len(self))
             if step != 1:
                 raise IndexError("ParquetRows takes contiguous slices only")
+            if self.rows is not None:
+                return self._take(self.rows[lo:hi])
             parts, i = [], lo
             while i < hi:
                 r = int(np.searchsorted(self.starts, i, side="right")) - 1
@@ -86,5 +93,18 @@ class ParquetRows(lgb.Sequence):
         i = int(idx) + (len(self) if idx < 0 else 0)
         if not 0 <= i < len(self):
             raise IndexError(f"row {idx} out of range")
+        if self.rows is not None:
+            return self._take(self.rows[i : i + 1])[0]
         r = int(np.searchsorted(self.starts, i, side="right")) - 1
         return self._group(r)[i - self.starts[r]]
+
+    def _take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of the file (ascending), a row group at a time."""
+        groups = np.searchsorted(self.starts, rows, side="right") - 1
+        cut = np.flatnonzero(np.diff(groups)) + 1  # where the next row group begins
+        parts = [
+            self._group(int(g[0]))[r - self.starts[g[0]]]
+            for g, r in zip(np.split(groups, cut), np.split(rows, cut), strict=True)
+            if len(r)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float64)

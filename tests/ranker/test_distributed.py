@@ -163,3 +163,10 @@ def test_lightgbm_across_two_workers_matches_one_machine(small_lists: Path, tmp_
     assert one.returncode == 0, one.stderr[-3000:]
     single = json.loads((reg / "one" / "v1" / "manifest.json").read_text())
     assert abs(two["valid_ndcg"] - single["valid_ndcg"]) < 0.03
+    # Streamed: each worker reads only its own lists' rows from the row groups
+    cmd = ["-m", "ops.cli", "train", "--model", "lgbm", "--name", "streamed", *args]
+    run = _torchrun([*cmd, "--set", "stream=true"], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    streamed = json.loads((reg / "streamed" / "v1" / "manifest.json").read_text())
+    assert streamed["training"]["stream"] is True and streamed["training"]["processes"] == 2
+    assert abs(streamed["valid_ndcg"] - single["valid_ndcg"]) < 0.03

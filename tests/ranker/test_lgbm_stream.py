@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.lists.io import read_split
 from pipelines.lists.manifest import Manifest
-from ranker.data import RankData
+from ranker.data import RankData, candidate_rows
 from ranker.inputs import lgbm_columns
 from ranker.train.lgbm import lgbm_features
 from ranker.train.lgbm_stream import ParquetRows, light_split
@@ -34,6 +34,24 @@ def test_streamed_rows_are_the_in_memory_matrix(small_lists: Path) -> None:
         rows[len(x)]
     with pytest.raises(IndexError):
         rows[0:10:2]
+
+
+def test_a_workers_view_streams_only_its_own_lists(small_lists: Path) -> None:
+    """A torchrun worker's rows (every second list): the in-memory subset's matrix, read
+    across row groups, by slices and by single rows."""
+    m = Manifest.load(small_lists)
+    data = RankData(read_split(small_lists, "train", m))
+    mine = np.arange(1, len(data), 2)
+    x, _, _ = lgbm_features(data.subset(mine), m)
+    rows = ParquetRows(
+        small_lists / "train.parquet", lgbm_columns(m)[1], candidate_rows(data.offsets, mine)
+    )
+    assert len(rows) == len(x) < len(data.labels)
+    got = np.concatenate([rows[i : i + 997] for i in range(0, len(rows), 997)])
+    assert np.array_equal(got, x.astype(np.float64))
+    picks = [0, 7, len(x) - 1]
+    assert np.array_equal(rows[picks], x[picks].astype(np.float64))
+    assert np.array_equal(rows[-1], x[-1].astype(np.float64))
 
 
 def test_light_split_keeps_everything_but_the_features(small_lists: Path) -> None:
