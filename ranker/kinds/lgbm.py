@@ -54,6 +54,9 @@ class LgbmConfig:
     # loading them (ranker.train.lgbm_stream): memory follows the binned dataset, same model.
     # The validation split's too (binned with the train split's bins).
     stream: bool = False
+    # Rows of the train split LightGBM cuts its bins from (its bin_construct_sample_cnt),
+    # drawn once from the whole split (ranker.train.lgbm.bin_sample) for every path.
+    bin_sample_rows: int = 200_000
     seed: int = 0
     threads: int = 2
     eval_k: int = 10
@@ -120,13 +123,16 @@ class LgbmKind(Kind):
         return {"best_iteration": card.pop("best_iteration", 0), **card.pop("lgbm", {})}
 
     def train(self, job: TrainJob) -> Trained:
-        from ranker.train.lgbm import train_lgbm
+        from ranker.train.lgbm import bin_sample, train_lgbm
 
         cfg0 = replace(
             LgbmConfig(seed=job.seed, threads=job.threads, position_aware=job.bias == "lambdarank"),
             **job.settings,
         )
         train, launch, rows, valid_rows = job.train, job.launch, None, None
+        keep = lgbm_columns(job.manifest)[1]
+        # The bins come from one sample of the whole split, whoever trains (see bin_sample).
+        sample = bin_sample(len(train.labels), cfg0.bin_sample_rows, cfg0.seed)
         mine = None  # under torchrun: this worker's lists
         if launch.distributed:
             from ranker.train.lgbm_network import worker_lists
@@ -136,10 +142,12 @@ class LgbmKind(Kind):
             from ranker.data import candidate_rows
             from ranker.train.lgbm_stream import ParquetRows
 
-            keep = lgbm_columns(job.manifest)[1]
+            bin_rows = ParquetRows(job.data / "train.parquet", keep)[sample.tolist()]
             own = None if mine is None else candidate_rows(train.offsets, mine)
             rows = ParquetRows(job.data / "train.parquet", keep, own)
             valid_rows = ParquetRows(job.data / "valid.parquet", keep)
+        else:
+            bin_rows = lgbm_matrix(train.num[sample], train.cat[sample], keep)
         if mine is not None:
             train = train.subset(mine)
         trials, best = [], None
@@ -158,6 +166,7 @@ class LgbmKind(Kind):
                 network=network,
                 train_rows=rows,
                 valid_rows=valid_rows,
+                bin_rows=bin_rows,
             )
             trials.append(
                 {"params": t, "valid_ndcg@10": res.best_valid_ndcg, "rounds": res.best_iteration}

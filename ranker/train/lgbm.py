@@ -69,11 +69,15 @@ def train_lgbm(
     network: dict[str, Any] | None = None,
     train_rows: lgb.Sequence | None = None,
     valid_rows: lgb.Sequence | None = None,
+    bin_rows: np.ndarray | None = None,
 ) -> LgbmResult:
     """``network``: LightGBM's network settings when this is one worker of several
     (``ranker.train.lgbm_network``); ``train`` is then this worker's share of the lists.
     ``train_rows``, ``valid_rows``: that split's features streamed (``ranker.train.lgbm_stream``)
-    instead of ``train``'s or ``valid``'s, which then need only labels, weights and positions."""
+    instead of ``train``'s or ``valid``'s, which then need only labels, weights and positions.
+    ``bin_rows``: feature rows of the whole train split (``bin_sample``) that LightGBM cuts
+    its bins from, instead of its own sample of the rows it is given: the same bins in memory,
+    streamed and on every worker of a launch (see ``bin_sample``)."""
     if cfg.keep_round not in KEEP_ROUNDS:
         raise ValueError(f"keep_round must be one of {KEEP_ROUNDS}, got {cfg.keep_round!r}")
     names, _, cat_idx = lgbm_columns(manifest, extra_names)
@@ -104,7 +108,25 @@ def train_lgbm(
         "force_row_wise": True,
         "num_threads": cfg.threads,
         "verbosity": -1,
+        "bin_construct_sample_cnt": cfg.bin_sample_rows,  # where LightGBM samples itself
     }
+    bins = None
+    if bin_rows is not None:
+        # Cut here, before any network (the bins are not split among workers), with no
+        # feature pre-filter: it would judge min_data_in_leaf on the sample's counts. The
+        # train set takes the bins and these dataset settings (equal, so LightGBM does not
+        # warn that it overrides them).
+        params["feature_pre_filter"] = False
+        binning = {
+            "feature_pre_filter": False,
+            "verbosity": -1,
+            "bin_construct_sample_cnt": cfg.bin_sample_rows,
+        }
+        if network:
+            binning["pre_partition"] = network["pre_partition"]
+        bins = lgb.Dataset(
+            bin_rows, feature_name=names, categorical_feature=cat_idx, params=binning
+        ).construct()
     train_set = lgb.Dataset(
         x_tr,
         label=train.labels,
@@ -114,6 +136,7 @@ def train_lgbm(
         categorical_feature=cat_idx,
         free_raw_data=False,
         position=np.clip(train.positions - 1, 0, None) if cfg.position_aware else None,
+        reference=bins,
     )
     valid_set = lgb.Dataset(x_va, label=valid.lists.labels, group=valid.lens, reference=train_set)
 
@@ -161,6 +184,18 @@ def train_lgbm(
     best = curve[best_it - 1] if curve else float("nan")
     log.info("lightgbm: kept valid ndcg@%d %.4f at round %d", cfg.eval_k, best, best_it)
     return LgbmResult(booster, best_it, best, names, cat_idx, params, curve, history_se)
+
+
+def bin_sample(n_rows: int, size: int, seed: int) -> np.ndarray:
+    """The train rows (ascending) whose values LightGBM cuts its bins from, drawn from the
+    whole split. Data-parallel LightGBM cuts each feature's bins from one worker's own rows
+    (then shares them), so a launch's bins differ from one machine's, and a Sequence is
+    sampled otherwise than a matrix; rows drawn here, from the whole split, give one set of
+    bins to all of them, which keeps a launch and a streamed run on the trees of one machine."""
+    if n_rows <= size:
+        return np.arange(n_rows)
+    rows = np.random.default_rng(seed).choice(n_rows, size, replace=False)
+    return np.sort(rows)
 
 
 def predict_lgbm(

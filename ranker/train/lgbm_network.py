@@ -4,9 +4,10 @@
 meet in torch's gloo process group only to tell each other where LightGBM listens (each rank's
 address as seen on the route to the launch's master, and a free port); LightGBM then builds
 trees data-parallel over its own sockets (``tree_learner=data``): every worker holds whole
-lists (every ``world``-th list of the train split, so each worker's sample of every feature,
-from which its bins are cut, looks like the whole), histograms are summed across workers,
-and every worker grows the same trees. Each worker scores the same whole validation split,
+lists (every ``world``-th list of the train split), every worker cuts its bins from the same
+sample of the whole split (``ranker.train.lgbm.bin_sample``; LightGBM alone would cut each
+feature's bins from one worker's rows), histograms are summed across workers, and every
+worker grows the same trees. Each worker scores the same whole validation split,
 so all stop at the same round.
 
 Position-aware lambdarank is not data-parallel upstream: LightGBM's

@@ -6,9 +6,9 @@ binned dataset. Streamed, LightGBM reads rows through ``lgb.Sequence``: the rows
 cut bins (sorted, so one decoded row group serves many), then every row once in row-group
 batches to bin them; what stays is the binned dataset (a byte or two per value) and the
 per-candidate labels, weights and positions. ``light_split`` reads those without the features.
-LightGBM samples the rows it cuts bins from differently through a Sequence, so the trees are
-not the in-memory path's, the quality comparable (tested). Under torchrun each worker's
-Sequence is a view of its own lists' rows.
+The bins come from rows the trainer draws from the whole split
+(``ranker.train.lgbm.bin_sample``), not from LightGBM's own sampling of the Sequence, so the
+trees are the in-memory path's (tested). Under torchrun each worker's Sequence is a view of its own lists' rows.
 """
 
 from __future__ import annotations
@@ -76,6 +76,14 @@ class ParquetRows(lgb.Sequence):
 
     def __getitem__(self, idx: int | slice | list[int]) -> np.ndarray:
         if isinstance(idx, list):
+            picks = np.asarray(idx, np.int64)
+            if (
+                len(picks)
+                and np.all(np.diff(picks) >= 0)
+                and 0 <= picks[0] <= picks[-1] < len(self)
+            ):
+                # ascending (LightGBM's samples are): a row group decoded once for all its rows
+                return self._take(picks if self.rows is None else self.rows[picks])
             return np.stack([self[i] for i in idx]) if idx else np.zeros((0, 0), np.float32)
         if isinstance(idx, slice):
             lo, hi, step = idx.indices(len(self))

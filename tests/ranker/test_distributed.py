@@ -137,7 +137,9 @@ def test_lightgbm_across_two_workers_matches_one_machine(small_lists: Path, tmp_
     run = _torchrun(["-m", "ops.cli", "train", "--model", "lgbm", "--name", "two", *args], tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "--bias auto means ipw" in run.stderr
-    assert "Connected to rank 1" in run.stdout + run.stderr  # LightGBM's network, not gloo
+    # LightGBM's own network on both workers (not gloo); the workers hold different lists,
+    # so the equal trees checked in the run come from summed histograms
+    assert (run.stdout + run.stderr).count("[LightGBM] [Info] Listening") == 2
     two = json.loads((reg / "two" / "v1" / "manifest.json").read_text())
     assert two["bias_correction"] == "ipw" and two["training"]["processes"] == 2
     assert "machines" not in two["details"]["params"]  # re-rankers refit with these on one host
