@@ -4,6 +4,7 @@ for several training seeds, in one run.
 
     python benchmarks/ddp_train.py --data runs/demo/lists [--procs 2 --seeds 3 --epochs 3]
     python benchmarks/ddp_train.py --data runs/demo/lists --model lgbm --world runs/demo/world
+        [--set keep_round=best ...]
 
 Both train the same global batch (``batch_lists`` lists per step, each rank a share of it) on
 the same number of cores in all: one process with ``--procs`` threads against ``--procs``
@@ -100,9 +101,11 @@ def main() -> None:
         help="validation NDCG@10 whose time to reach is reported (default: the lowest best "
         "validation over all runs)",
     )
+    ap.add_argument("--set", action="append", default=[], help="KEY=VALUE for both runs")
     args = ap.parse_args()
     torchrun = str(Path(sys.executable).parent / "torchrun")
     sets = ["--no-progress", "--bias", args.bias]
+    sets += [f for kv in args.set for f in ("--set", kv)]
     if args.model == "transformer":
         sets += ["--set", f"epochs={args.epochs}", "--set", f"batch_lists={args.batch}"]
         sets += ["--set", f"device={args.device}"]

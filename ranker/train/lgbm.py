@@ -191,7 +191,9 @@ def bin_sample(n_rows: int, size: int, seed: int) -> np.ndarray:
     whole split. Data-parallel LightGBM cuts each feature's bins from one worker's own rows
     (then shares them), so a launch's bins differ from one machine's, and a Sequence is
     sampled otherwise than a matrix; rows drawn here, from the whole split, give one set of
-    bins to all of them, which keeps a launch and a streamed run on the trees of one machine."""
+    bins to all of them: a streamed run grows one machine's trees, a launch its thresholds."""
+    if size < 1:
+        raise ValueError(f"bin_sample_rows must be >= 1, got {size}")
     if n_rows <= size:
         return np.arange(n_rows)
     rows = np.random.default_rng(seed).choice(n_rows, size, replace=False)

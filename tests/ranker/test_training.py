@@ -66,14 +66,10 @@ def test_a_callback_returning_true_stops_training_there(small_lists: Path) -> No
     spec, mc = spec_from_manifest(m), RankerConfig(d_model=32, n_layers=1, d_ff=64)
     cfg = TrainConfig(epochs=3, batch_lists=64, threads=1, eval_every_lists=256, patience=10)
     seen: list[float] = []
+    stop_late = lambda log, _: log.epoch >= 1.2  # noqa: E731
+    watch = lambda log, _: seen.append(log.epoch)  # noqa: E731
     res = train_transformer(
-        train,
-        valid,
-        spec,
-        mc,
-        cfg,
-        progress=False,
-        callbacks=[lambda log, _: log.epoch >= 1.2, lambda log, _: seen.append(log.epoch)],
+        train, valid, spec, mc, cfg, progress=False, callbacks=[stop_late, watch]
     )
     epochs = [h.epoch for h in res.history]
     assert epochs == seen and 1.2 <= epochs[-1] < 2 and len(epochs) > 2
