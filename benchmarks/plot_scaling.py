@@ -6,7 +6,8 @@ process against the log's size, one line per engine.
     python benchmarks/plot_scaling.py runs/bench-scale/features.json [MORE.json ...] --out docs
 
 With several results, a later file's run replaces an earlier one's of the same engine and size
-(to redo a run that something else disturbed). Writes ``scaling-wall.svg`` and ``scaling-memory.svg`` (the same JSON gives the same bytes).
+(to redo a run that something else disturbed). Writes ``scaling-wall.svg`` and
+``scaling-memory.svg`` (the same JSON gives the same bytes).
 Memory is per process: the driver's peak RSS (for ``local`` the only process) and, for Ray,
 the largest of its workers' peaks, which is what one machine of a cluster must hold.
 """
@@ -54,25 +55,12 @@ def main() -> None:
     xs, charts = series(runs)
     x_label = "impressions (millions)"
     args.out.mkdir(parents=True, exist_ok=True)
+    charts_of = {"wall": ("wall time", "seconds"), "memory": ("peak memory per process", "GB")}
     files = {
-        "scaling-wall.svg": line_chart(
-            xs,
-            charts["wall"],
-            "ranker features: wall time",
-            x_label,
-            "seconds",
-            y_min=0,
-            legend_left=True,
-        ),
-        "scaling-memory.svg": line_chart(
-            xs,
-            charts["memory"],
-            "ranker features: peak memory per process",
-            x_label,
-            "GB",
-            y_min=0,
-            legend_left=True,
-        ),
+        f"scaling-{key}.svg": line_chart(
+            xs, charts[key], f"ranker features: {what}", x_label, unit, y_min=0, legend_left=True
+        )
+        for key, (what, unit) in charts_of.items()
     }
     for name, svg in files.items():
         (args.out / name).write_text(svg + "\n")

@@ -75,39 +75,23 @@ class ParquetRows(lgb.Sequence):
         return self._cached[1]
 
     def __getitem__(self, idx: int | slice | list[int]) -> np.ndarray:
-        if isinstance(idx, list):
-            picks = np.asarray(idx, np.int64)
-            if (
-                len(picks)
-                and np.all(np.diff(picks) >= 0)
-                and 0 <= picks[0] <= picks[-1] < len(self)
-            ):
-                # ascending (LightGBM's samples are): a row group decoded once for all its rows
-                return self._take(picks if self.rows is None else self.rows[picks])
-            return np.stack([self[i] for i in idx]) if idx else np.zeros((0, 0), np.float32)
         if isinstance(idx, slice):
             lo, hi, step = idx.indices(len(self))
             if step != 1:
                 raise IndexError("ParquetRows takes contiguous slices only")
-            if self.rows is not None:
-                return self._take(self.rows[lo:hi])
-            parts, i = [], lo
-            while i < hi:
-                r = int(np.searchsorted(self.starts, i, side="right")) - 1
-                end = min(hi, int(self.starts[r + 1]))
-                parts.append(self._group(r)[i - self.starts[r] : end - self.starts[r]])
-                i = end
-            return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-        i = int(idx) + (len(self) if idx < 0 else 0)
-        if not 0 <= i < len(self):
+            return self._rows(np.arange(lo, hi))
+        picks = np.atleast_1d(np.asarray(idx, np.int64))
+        picks = np.where(picks < 0, picks + len(self), picks)
+        if len(picks) and (picks.min() < 0 or picks.max() >= len(self)):
             raise IndexError(f"row {idx} out of range")
-        if self.rows is not None:
-            return self._take(self.rows[i : i + 1])[0]
-        r = int(np.searchsorted(self.starts, i, side="right")) - 1
-        return self._group(r)[i - self.starts[r]]
+        out = self._rows(picks)
+        return out if isinstance(idx, list) else out[0]
 
-    def _take(self, rows: np.ndarray) -> np.ndarray:
-        """Rows of the file (ascending), a row group at a time."""
+    def _rows(self, picks: np.ndarray) -> np.ndarray:
+        """This view's rows ``picks`` in that order, each row group decoded once for all its
+        rows (LightGBM asks in ascending order: its samples, then contiguous batches)."""
+        order = np.argsort(picks, kind="stable")
+        rows = picks[order] if self.rows is None else self.rows[picks[order]]  # of the file
         groups = np.searchsorted(self.starts, rows, side="right") - 1
         cut = np.flatnonzero(np.diff(groups)) + 1  # where the next row group begins
         parts = [
@@ -115,4 +99,8 @@ class ParquetRows(lgb.Sequence):
             for g, r in zip(np.split(groups, cut), np.split(rows, cut), strict=True)
             if len(r)
         ]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float64)
+        if not parts:
+            return np.zeros((0, 0), np.float64)
+        out = np.empty((len(picks), parts[0].shape[1]), np.float64)
+        out[order] = np.concatenate(parts)
+        return out
