@@ -64,6 +64,44 @@ def test_a_lone_request_pays_no_window() -> None:
     b.close()
 
 
+def test_a_lone_request_is_scored_on_its_callers_thread() -> None:
+    seen: list[str] = []
+
+    def where(items: Sequence[int]) -> list[np.ndarray]:
+        seen.append(threading.current_thread().name)
+        return [np.array([float(i)]) for i in items]
+
+    b = Batcher(where, window_ms=0, max_batch=8, lanes=2)
+    ticket = b.announce()  # its own announcement does not make it wait for itself
+    assert b.score(4, ticket)[0] == 4.0
+    assert seen == [threading.current_thread().name] and b.inline == 1
+    b.close()
+
+
+def test_lanes_and_callers_together_run_at_most_lanes_calls_at_once() -> None:
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow(items: Sequence[int]) -> list[np.ndarray]:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.002)
+        with lock:
+            running[0] -= 1
+        return [np.array([float(i)]) for i in items]
+
+    b = Batcher(slow, window_ms=0, max_batch=2, lanes=2)
+
+    def call(i: int) -> float:
+        return sum(float(b.score(i * 100 + k)[0]) for k in range(20))
+
+    out = in_threads(call, 8)
+    assert out == [sum(i * 100 + k for k in range(20)) for i in range(8)]
+    assert peak[0] == 2  # both lanes' worth used, never more
+    assert 0 < b.inline < b.items == 160  # some callers scored alone, the rest were batched
+    b.close()
+
+
 def test_announced_requests_share_one_call() -> None:
     rec = Recorder()
     b = Batcher(rec, window_ms=20_000, max_batch=8)
