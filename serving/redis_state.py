@@ -44,10 +44,12 @@ end
 """
 
 # ARGV: prefix, clock key, bucket_us, t_us, n_windows, finite windows..., max_len, user (''
-# for none), then per group of keys of one table: table, kinds, the keys (hex, joined by
-# commas: one argument rather than hundreds, whose encoding cost the client 0.5 ms). Returns {counts, history}: per key its
-# totals then each finite window's sums (kinds each); the history newest first as
-# member, score pairs.
+# for none), then per group of keys of one table: table, kinds, the keys (16 hex digits each,
+# back to back: one argument rather than hundreds, whose encoding cost the client 0.5 ms, and
+# written by numpy rather than a format call per key). Returns {counts, history}: per group one
+# string, comma-separated, per key its totals then each finite window's sums (kinds each; zeros
+# for a key never counted), so the client parses a table in one numpy call; the history newest
+# first as member, score pairs.
 _LOOKUP = (
     _COMMON
     + """
@@ -55,6 +57,8 @@ local t = tonumber(ARGV[4])
 local clock = tonumber(redis.call('GET', clock_key) or '0')
 if t > clock then redis.call('SET', clock_key, ARGV[4]); clock = t end
 local B = bucket_of(clock)
+-- A summary as of B starts so; none is ahead of the clock. A plain find makes no string.
+local current = B .. ','
 local nw = tonumber(ARGV[5])
 local windows, wmax = {}, 0
 for i = 1, nw do
@@ -98,19 +102,23 @@ local function catch_up(tname, key, K, v)
   v[1] = B
 end
 
-local out = {}  -- every key's summary string as of B (false: never counted), in order
+local out = {}  -- per group, its keys' summaries as of B, in order, joined by commas
 while a <= #ARGV do
   local tname, K = ARGV[a], tonumber(ARGV[a + 1])
-  local keys = {}
-  for key in string.gmatch(ARGV[a + 2], '[^,]+') do keys[#keys + 1] = key end
+  local packed, keys = ARGV[a + 2], {}
+  for i = 1, #packed, 16 do  -- stored without leading zeros, as Python's format(key, 'x')
+    keys[#keys + 1] = string.match(string.sub(packed, i, i + 15), '^0*(.+)$')
+  end
   local n = #keys
+  local zero = '0' .. string.rep(',0', K * (1 + nw))  -- a key never counted
+  local group = {}
   a = a + 3
   local sums = p .. 's:' .. tname
   local got = n > 0 and redis.call('HMGET', sums, unpack(keys)) or {}
   local caught = {}  -- a key repeated in the group (user x category) is caught up once
   for i = 1, n do
     local g = caught[keys[i]] or got[i]
-    if g and tonumber(string.match(g, '^[^,]+')) < B then  -- parsed only to catch up
+    if g and string.find(g, current, 1, true) ~= 1 then  -- behind B: parsed, caught up
       local v = {}
       for x in string.gmatch(g, '[^,]+') do v[#v + 1] = tonumber(x) end
       catch_up(tname, keys[i], K, v)
@@ -118,8 +126,9 @@ while a <= #ARGV do
       redis.call('HSET', sums, keys[i], g)
       caught[keys[i]] = g
     end
-    out[#out + 1] = g
+    group[i] = g or zero
   end
+  out[#out + 1] = table.concat(group, ',')
 end
 local hist = {}
 if user ~= '' and max_len > 0 then
@@ -266,16 +275,13 @@ class RedisState:
         args: list[Any] = [self.p, self.clock_key, self.bucket_us, t_us, len(finite), *finite]
         args += [self.max_len, user or ""]
         for table, keys in groups:
-            args += [table, self.kinds[table], ",".join(format(k, "x") for k in keys.tolist())]
+            args += [table, self.kinds[table], _hex16(keys)]
         summaries, hist = self._lookup(keys=[], args=args)
-        out, j = [], 0
-        for table, keys in groups:
+        out = []
+        for (table, keys), text in zip(groups, summaries, strict=True):
             k, n = self.kinds[table], len(keys)
-            zero = "0" + ",0" * (k * (1 + len(finite)))  # a key never counted
-            part = [v or zero for v in summaries[j : j + n]]
-            j += n
-            # one parse for the whole table: the summaries have the same length
-            values = np.array(",".join(part).split(",") if n else [], dtype=np.int64)
+            # numpy's text parser (sep=","): a tenth of split + np.array on 700 numbers
+            values = np.fromstring(text, dtype=np.int64, sep=",") if n else np.zeros(0, np.int64)
             block = values.reshape(n, 1 + k * (1 + len(finite)))[:, 1:]
             block = block.reshape(n, 1 + len(finite), k)
             sums = iter(range(1, 1 + len(finite)))
@@ -296,6 +302,15 @@ class RedisState:
             self.p + "h:" + user, "+inf", "-inf", start=0, num=self.max_len, withscores=True
         )
         return _sequences([x for pair in flat for x in pair])
+
+
+_HEX_PAIRS = np.array([f"{b:02x}".encode() for b in range(256)], dtype="S2")
+
+
+def _hex16(keys: np.ndarray) -> bytes:
+    """uint64 keys as 16 hex digits each, back to back (big-endian bytes, two digits each)."""
+    be = np.ascontiguousarray(keys, dtype=np.uint64).astype(">u8")
+    return _HEX_PAIRS[be.view(np.uint8)].tobytes()
 
 
 def _sequences(flat: list[Any]) -> Sequences:
