@@ -35,6 +35,7 @@ from serving.live_state import Checkpoint, LiveState
 from serving.maintenance import Health, Maintenance, live_workers
 from serving.model_pool import ModelPool
 from serving.models import LoadOptions, ModelLoadError, ModelSet
+from serving.recording import Recorder
 from serving.redis_store import RedisStore
 from serving.remote_state import RemoteLiveState, remote_live_state
 from serving.request_log import RotatingJsonl
@@ -105,6 +106,10 @@ class Service:
         )
         if self.experiment is not None:  # the online report reads the weights from here
             write_json_atomic(self.experiment.to_dict(), s.log_dir / "experiment.json")
+        # A stateless replica's record is a round trip: it overlaps the ranking's own work.
+        self.recorder = Recorder(
+            self.store.record_request, isinstance(self.store, RedisStore), plan.rank_threads
+        )
         self.rankings = RotatingJsonl(s.log_dir, "rankings", s.log_rotate_bytes)
         self.event_log = RotatingJsonl(s.log_dir, "events", s.log_rotate_bytes)
         self.health = Health()
@@ -239,6 +244,9 @@ class Service:
                     degraded.append("store-unreadable")
                 t_infer = time.perf_counter()
                 self._check_deadline(deadline, "before inference")
+                # Begun after the featurisation's own Redis read, so that the two do not queue
+                # behind each other in Redis (a single thread); overlaps the inference.
+                recorded = self.recorder.start(rid, user, req.query, t_us, route.variant, ids)
                 ranked = routing.rank_candidates(
                     route,
                     self.experiment,
@@ -268,13 +276,11 @@ class Service:
             for r, item in enumerate(items):
                 item["team"] = ranked.teams[r]
         took = (time.perf_counter() - t0) * 1000
-        try:
-            mine = self.store.record_request(rid, user, req.query, t_us, ranked.variant, ids)
-        except StoreError as e:  # the ranking still serves; its events cannot be checked
-            self.health.failed(str(e))
+        record = recorded()
+        if record.failure is not None:  # the ranking still serves; its events cannot be checked
+            self.health.failed(record.failure)
             degraded.append("store-unwritable")
-            mine = True
-        if not mine:
+        if not record.mine:
             raise ServingError(
                 409, "request_id was already used for another user's ranking", "request_id"
             )
@@ -414,6 +420,7 @@ class Service:
 
     def close(self) -> None:
         self.maintenance.stop()
+        self.recorder.close()
         self.models.close()
         self.rankings.close()
         self.event_log.close()
