@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pipelines.features.counters import CounterTable
 from pipelines.features.keys import KeyIndex, combine, hash_strings
@@ -63,6 +64,19 @@ def test_key_index_assigns_ids_in_first_seen_order() -> None:
     assert hash_strings(["hotpot"])[0] == hash_strings(np.array(["hotpot"], dtype=object))[0]
     h1, h2 = hash_strings(["u1"]), hash_strings(["i9"])
     assert combine(h1, h2)[0] != combine(h2, h1)[0]
+
+
+def test_one_string_hashes_as_pandas_hash_array_does() -> None:
+    """The live path hashes a request's one user and one query without pandas' hash_array
+    (``keys._hash_one``); the keys must equal the batch path's, which uses it."""
+    rng = np.random.default_rng(3)
+    texts = ["", "0", "hotpot", "u1", "火锅 店", "café", "a" * 300, "\u0000x", "emoji 🍜"]
+    texts += [
+        "".join(rng.choice(list("abcxyz0189-_ é火"), rng.integers(1, 40))) for _ in range(300)
+    ]
+    batch = pd.util.hash_array(np.array(texts, dtype=object), categorize=False)
+    one = [int(hash_strings([t])[0]) for t in texts]
+    assert one == [int(h) for h in batch]
 
 
 def test_eviction_forgets_the_least_recent_keys_and_keeps_the_rest_exact(tmp_path: Path) -> None:
