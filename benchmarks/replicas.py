@@ -6,8 +6,11 @@ Starts a real redis-server on a free port, two `ranker serve` replicas on it (se
 and log directories, as on two machines) and one server on the embedded store, one worker
 each, over the demo's models and state. Measures:
 - ``concurrency_1``: sequential /v1/rank latency (100 candidates, a 50-click history looked up
-  by the server), the embedded server and replica A in alternating rounds;
+  by the server), the embedded server and replica A taking turns request by request;
   ``redis_minus_embedded_p50_ms`` is the median over rounds of the difference of their p50s;
+  ``redis_uncached_minus_embedded_p50_ms`` the same for a third server, a replica reading every
+  counter key from Redis (``--counter-cache-keys 0``), and ``counter_keys_from_cache`` replica
+  A's share of keys its bucket cache answered (this workload repeats 400 requests);
 - ``click_to_other_replica_ms``: a click posted to A, then B's history read until it shows
   the click: milliseconds from A's acknowledgement to the first read of B that has it;
 - ``same_scores``: the same requests (same time) ranked by A and by B, scores equal bit for bit.
@@ -18,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-from serve_load import bodies, latency_run, warm_up  # a sibling script
+from serve_load import alternating_latency_run, bodies, warm_up  # a sibling script
 
 from ops.online.http_client import Http
 from ops.online.redis_proc import redis_server
@@ -55,6 +60,20 @@ def click_delays(a: Http, b: Http, n: int, items: list[str]) -> list[float]:
     return out
 
 
+def cache_share(url: str) -> dict[str, float]:
+    """Replica A's counter keys by source, from its /metrics (the latency rounds' share)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    got = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(
+            r'^ranker_counter_keys_total\{source="(\w+)"\} ([\d.e+]+)$', text, re.M
+        )
+    }
+    total = sum(got.values()) or 1.0
+    return {**got, "share_from_cache": round(got.get("cache", 0.0) / total, 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=Path("runs/demo"))
@@ -83,14 +102,20 @@ def main() -> None:
         a = serve("replica-a", ["--store", redis.url])
         b = serve("replica-b", ["--store", redis.url])
         embedded = serve("embedded", [])
+        # The same replica reading every counter key from Redis every time: what a ranking
+        # costs when the bucket cache holds none of its keys (new items, users, a new bucket).
+        cold = serve("replica-uncached", ["--store", redis.url, "--counter-cache-keys", "0"])
         urls = {"embedded": f"http://{embedded.host}:{embedded.port}"}
         urls["redis"] = f"http://{a.host}:{a.port}"
+        urls["redis_uncached"] = f"http://{cold.host}:{cold.port}"
         for url in urls.values():
             warm_up(url, payloads)
-        rounds = []
-        for _ in range(args.rounds):
-            rounds.append({k: latency_run(u, payloads, args.seconds) for k, u in urls.items()})
-        diffs = [r["redis"]["p50_ms"] - r["embedded"]["p50_ms"] for r in rounds]  # type: ignore[operator]
+        rounds = [alternating_latency_run(urls, payloads, args.seconds) for _ in range(args.rounds)]
+        diffs = {
+            name: [r[name]["p50_ms"] - r["embedded"]["p50_ms"] for r in rounds]  # type: ignore[operator]
+            for name in ("redis", "redis_uncached")
+        }
+        keys = cache_share(urls["redis"])
         items = [json.loads(p)["candidates"][0]["item_id"] for p in payloads[:5]]
         delays = np.array(click_delays(a, b, args.clicks, items))
         same = []
@@ -108,7 +133,11 @@ def main() -> None:
                 "benchmark": "replicas",
                 "goal": {"redis_minus_embedded_p50_ms": 0.5, "click_to_other_replica_p99_ms": 50},
                 "concurrency_1": rounds,
-                "redis_minus_embedded_p50_ms": round(float(np.median(diffs)), 3),
+                "redis_minus_embedded_p50_ms": round(float(np.median(diffs["redis"])), 3),
+                "redis_uncached_minus_embedded_p50_ms": round(
+                    float(np.median(diffs["redis_uncached"])), 3
+                ),
+                "counter_keys_from_cache": keys,
                 "click_to_other_replica_ms": {
                     "n": len(delays),
                     "p50": round(float(np.percentile(delays, 50)), 3),

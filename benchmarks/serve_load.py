@@ -71,24 +71,41 @@ def bodies(state_dir: Path, n: int, model: str, seed: int = 0) -> list[str]:
 
 
 def latency_run(url: str, payloads: list[str], seconds: float) -> dict[str, object]:
-    u = urlparse(url)
-    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=30)
-    lat, stages = [], []
+    return alternating_latency_run({"only": url}, payloads, seconds)["only"]
+
+
+def alternating_latency_run(
+    urls: dict[str, str], payloads: list[str], seconds: float
+) -> dict[str, dict[str, object]]:
+    """Sequential requests, one keep-alive connection per server, taking turns: each server
+    gets the same bodies under the same machine load (on a shared 2-core machine latency drifts
+    by 20-50% within minutes, so servers measured one after another are not comparable)."""
+    conns = {}
+    for name, url in urls.items():
+        u = urlparse(url)
+        conns[name] = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=30)
+    lat: dict[str, list[float]] = {n: [] for n in urls}
+    stages: dict[str, list[dict[str, float]]] = {n: [] for n in urls}
     end = time.perf_counter() + seconds
     k = 0
     while time.perf_counter() < end:
         body = payloads[k % len(payloads)].encode()
-        t = time.perf_counter()
-        conn.request("POST", "/v1/rank", body, {"content-type": "application/json"})
-        r = conn.getresponse()
-        r.read()
-        lat.append((time.perf_counter() - t) * 1000)
-        assert r.status == 200, r.status
-        header = r.getheader("Server-Timing") or ""
-        stages.append(
-            {m.group(1): float(m.group(2)) for m in re.finditer(r"(\w+);dur=([\d.]+)", header)}
-        )
+        for name, conn in conns.items():
+            t = time.perf_counter()
+            conn.request("POST", "/v1/rank", body, {"content-type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            lat[name].append((time.perf_counter() - t) * 1000)
+            assert r.status == 200, r.status
+            header = r.getheader("Server-Timing") or ""
+            stages[name].append(
+                {m.group(1): float(m.group(2)) for m in re.finditer(r"(\w+);dur=([\d.]+)", header)}
+            )
         k += 1
+    return {name: _latency_stats(lat[name], stages[name]) for name in urls}
+
+
+def _latency_stats(lat: list[float], stages: list[dict[str, float]]) -> dict[str, object]:
     warm = lat[len(lat) // 10 :]  # the first tenth warms caches
     ms = np.array(warm)
     names = list(stages[-1]) if stages else []

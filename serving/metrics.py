@@ -36,6 +36,11 @@ SHED = Counter(
     "ranker_shed_total", "Requests answered 503 to shed load", ["reason"]
 )  # busy: too many in flight; deadline: waited too long
 
+COUNTER_KEYS = Counter(
+    "ranker_counter_keys_total",
+    "Counter keys a Redis replica read, from its bucket cache or from Redis",
+    ["source"],
+)
 
 # What the worker's feature state holds (all workers hold the same: the largest is shown).
 STATE_SIZE = Gauge(

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.features.history import Sequences
+from serving.bucket_cache import BucketCache
 
 _COMMON = """
 local p, clock_key = ARGV[1], ARGV[2]
@@ -135,7 +136,7 @@ if user ~= '' and max_len > 0 then
   hist = redis.call('ZREVRANGEBYSCORE', p .. 'h:' .. user, '(' .. ARGV[4], '-inf',
     'WITHSCORES', 'LIMIT', 0, max_len)
 end
-return {out, hist}
+return {out, hist, B}
 """
 )
 
@@ -231,6 +232,7 @@ class RedisState:
         bucket_us: int,
         delay_us: int,
         max_len: int,
+        cache_keys: int = 100_000,
     ):
         self.r, self.p, self.clock_key = client, prefix, clock_key
         self.kinds = kinds  # table -> number of event kinds it counts
@@ -238,6 +240,8 @@ class RedisState:
         self.bucket_us, self.delay_us, self.max_len = bucket_us, delay_us, max_len
         self._lookup = client.register_script(_LOOKUP)
         self._observe = client.register_script(_OBSERVE)
+        finite = sum(w is not None for w in self.windows)
+        self.cache = BucketCache({t: k * (1 + finite) for t, k in kinds.items()}, cache_keys)
 
     def observe(self, counts: Sequence[CountWrite], history: Sequence[HistoryWrite]) -> None:
         """Apply events atomically: no read sees part of them."""
@@ -270,23 +274,42 @@ class RedisState:
         """As of ``t_us`` (the shared clock moves there, never back): for each group (a table
         and its keys, uint64), counts per window ``{window: (n, K)}`` as
         ``CounterTable.lookup`` gives them; the user's last ``max_len`` clicks before ``t_us``
-        as ``HistoryStore.lookup`` gives them. One script call."""
+        as ``HistoryStore.lookup`` gives them. One script call; keys this replica already read
+        at the clock's bucket are not asked again (``BucketCache``)."""
         finite = [w for w in self.windows if w is not None]
-        args: list[Any] = [self.p, self.clock_key, self.bucket_us, t_us, len(finite), *finite]
-        args += [self.max_len, user or ""]
-        for table, keys in groups:
-            args += [table, self.kinds[table], _hex16(keys)]
-        summaries, hist = self._lookup(keys=[], args=args)
-        out = []
-        for (table, keys), text in zip(groups, summaries, strict=True):
-            k, n = self.kinds[table], len(keys)
-            # numpy's text parser (sep=","): a tenth of split + np.array on 700 numbers
-            values = np.fromstring(text, dtype=np.int64, sep=",") if n else np.zeros(0, np.int64)
-            block = values.reshape(n, 1 + k * (1 + len(finite)))[:, 1:]
-            block = block.reshape(n, 1 + len(finite), k)
-            sums = iter(range(1, 1 + len(finite)))
-            out.append({w: block[:, 0 if w is None else next(sums)] for w in self.windows})
+        head: list[Any] = [self.p, self.clock_key, self.bucket_us, t_us, len(finite), *finite]
+        head += [self.max_len, user or ""]
+        c = self.cache
+        with c.lock:
+            c.at(max(t_us // self.bucket_us, c.bucket))  # where the shared clock is, at least
+            missing = [keys[c.find(table, keys) < 0] for table, keys in groups]
+            summaries, hist, bucket = self._read(head, groups, missing)
+            if bucket != c.bucket:  # another replica moved the clock on: nothing cached holds
+                c.at(bucket)
+                missing = [keys for _, keys in groups]
+                summaries, hist, bucket = self._read(head, groups, missing)
+                c.at(bucket)  # all asked: whichever bucket this read was at, it is whole
+            for (table, _), keys, text in zip(groups, missing, summaries, strict=True):
+                # numpy's text parser (sep=","): a tenth of split + np.array on 700 numbers
+                values = np.fromstring(text, dtype=np.int64, sep=",") if len(keys) else None
+                if values is not None:  # each key's own bucket first: not a count
+                    c.put(table, keys, values.reshape(len(keys), -1)[:, 1:])
+            out = []
+            for table, keys in groups:
+                k = self.kinds[table]
+                block = c.get(table, keys).reshape(len(keys), 1 + len(finite), k)
+                sums = iter(range(1, 1 + len(finite)))
+                out.append({w: block[:, 0 if w is None else next(sums)] for w in self.windows})
         return out, _sequences(hist)
+
+    def _read(
+        self, head: list[Any], groups: Sequence[tuple[str, np.ndarray]], keys: list[np.ndarray]
+    ) -> tuple[list[str], list[Any], int]:
+        args = list(head)
+        for (table, _), asked in zip(groups, keys, strict=True):
+            args += [table, self.kinds[table], _hex16(asked)]
+        summaries, hist, bucket = self._lookup(keys=[], args=args)
+        return summaries, hist, int(bucket)
 
     def lookup(
         self, t_us: int, keys: Sequence[tuple[str, int]], user: str | None

@@ -125,8 +125,10 @@ def remote_state(
     prefix: str,
     clock_key: str,
     fallback: FeatureState | None = None,
+    cache_keys: int = 100_000,
 ) -> RemoteFeatureState:
-    """``base``'s static parts over counters and histories in Redis under ``prefix``."""
+    """``base``'s static parts over counters and histories in Redis under ``prefix``;
+    ``cache_keys``: see ``serving.bucket_cache``."""
     cfg = base.cfg
     remote = RedisState(
         client,
@@ -137,6 +139,7 @@ def remote_state(
         base.bucket_us,
         base.delay_us,
         cfg.history.max_len,
+        cache_keys,
     )
     return RemoteFeatureState(base, remote, fallback)
 
@@ -146,10 +149,12 @@ class RemoteLiveState:
     nothing to replay (events update Redis as they are stored), nothing to bound or checkpoint
     (Redis holds the per-user state), one state for every variant."""
 
-    def __init__(self, snapshot: Path, client: object, prefix: str):
+    def __init__(self, snapshot: Path, client: object, prefix: str, cache_keys: int = 100_000):
         base = FeatureState.load(snapshot)
         self.lock = threading.Lock()
-        self.main = LiveFeaturizer(remote_state(base, client, prefix, CLOCK_KEY, fallback=base))
+        self.main = LiveFeaturizer(
+            remote_state(base, client, prefix, CLOCK_KEY, fallback=base, cache_keys=cache_keys)
+        )
         self.remote: RemoteFeatureState = self.main.state  # type: ignore[assignment]
         self.variants: dict[str, LiveFeaturizer] = {}
         self.last_event = 0
@@ -215,6 +220,6 @@ def remote_live_state(s: Settings, store: RedisStore, variants: list[str]) -> Re
             f"the snapshot {s.state} is not in the Redis store yet: run `ranker state load "
             f"--state {s.state} --store URL` first"
         )
-    live = RemoteLiveState(s.state, store.client, state_prefix(s.state))
+    live = RemoteLiveState(s.state, store.client, state_prefix(s.state), s.counter_cache_keys)
     store.attach_state(live.apply_args())
     return live

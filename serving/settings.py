@@ -131,6 +131,12 @@ class Settings(BaseModel):
         ge=1,
         description="keys per counter table a worker keeps; the least recently counted are evicted",
     )
+    counter_cache_keys: int = Field(
+        100_000,
+        ge=0,
+        description="a Redis replica's counter keys kept for the current clock bucket, where "
+        "they cannot change (0: read every key every time)",
+    )
     checkpoint_every_s: float = Field(
         600,
         gt=0,

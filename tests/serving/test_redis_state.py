@@ -79,6 +79,28 @@ def test_a_key_twice_in_one_read_is_caught_up_once(redis_url: str) -> None:
     assert again[None].tolist() == [1]
 
 
+def test_a_replica_behind_the_shared_clock_does_not_serve_its_cached_bucket(
+    redis_url: str,
+) -> None:
+    """Counts are cached per clock bucket (``serving.bucket_cache``). Replica A read a key at
+    bucket e; replica B then moved the shared clock to e + 1, where an event became visible;
+    A's next read, at a time still in e, must give the count at e + 1, as Redis does."""
+    a = _state(redis_url, [3, None])
+    b = RedisState(a.r, a.p, a.clock_key, KINDS, [3, None], BUCKET_US, DELAY_US, MAX_LEN)
+    t0 = 1_700_000_000_000_000 // BUCKET_US * BUCKET_US
+    a.observe([CountWrite("item", 1, t0, (1, 0, 0))], [])
+    in_e = t0 + DELAY_US  # the event's bucket: not visible until the clock leaves it
+    (before,), _ = a.lookup(in_e, [("item", 1)], None)
+    assert before[None].tolist() == [0, 0, 0]
+    hits = b.cache.hits
+    (after,), _ = b.lookup(in_e + BUCKET_US, [("item", 1)], None)
+    (again,), _ = b.lookup(in_e + BUCKET_US, [("item", 1)], None)
+    assert after[None].tolist() == again[None].tolist() == [1, 0, 0]
+    assert b.cache.hits == hits + 1  # the second read of one bucket came from the cache
+    (late,), _ = a.lookup(in_e, [("item", 1)], None)
+    assert late[None].tolist() == [1, 0, 0]
+
+
 def test_histories_match_the_in_memory_store(redis_url: str) -> None:
     remote = _state(redis_url, [None])
     local = HistoryStore(MAX_LEN)
