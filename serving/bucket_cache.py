@@ -45,6 +45,7 @@ class BucketCache:
         self.bucket = -1
         self.hits = self.misses = 0
         self._tables: dict[str, _Table] = {}
+        self._from = {s: metrics.COUNTER_KEYS.labels(s) for s in ("cache", "redis")}
 
     def at(self, bucket: int) -> None:
         """Serve reads at ``bucket`` from now on (a new bucket drops everything)."""
@@ -62,8 +63,8 @@ class BucketCache:
         found = int((ids >= 0).sum())
         self.hits += found
         self.misses += len(keys) - found
-        metrics.COUNTER_KEYS.labels("cache").inc(found)
-        metrics.COUNTER_KEYS.labels("redis").inc(len(keys) - found)
+        self._from["cache"].inc(found)
+        self._from["redis"].inc(len(keys) - found)
         return ids
 
     def put(self, table: str, keys: np.ndarray, rows: np.ndarray) -> None:

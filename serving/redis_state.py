@@ -305,10 +305,16 @@ class RedisState:
     def _read(
         self, head: list[Any], groups: Sequence[tuple[str, np.ndarray]], keys: list[np.ndarray]
     ) -> tuple[list[str], list[Any], int]:
+        """One script call for the ``keys`` of each group (a group with none is not sent: its
+        summary comes back as ``""``)."""
         args = list(head)
-        for (table, _), asked in zip(groups, keys, strict=True):
-            args += [table, self.kinds[table], _hex16(asked)]
-        summaries, hist, bucket = self._lookup(keys=[], args=args)
+        sent = [j for j, asked in enumerate(keys) if len(asked)]
+        for j in sent:
+            args += [groups[j][0], self.kinds[groups[j][0]], _hex16(keys[j])]
+        replies, hist, bucket = self._lookup(keys=[], args=args)
+        summaries = [""] * len(groups)
+        for j, text in zip(sent, replies, strict=True):
+            summaries[j] = text
         return summaries, hist, int(bucket)
 
     def lookup(
