@@ -18,7 +18,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from serving.routing import Ranked
 
 log = logging.getLogger(__name__)
 BUSY_S = 120.0  # a file written within this long may still be open: never deleted
@@ -91,3 +94,36 @@ def prune_logs(directory: Path, kind: str, keep: Retention, now: float | None = 
     if deleted:
         log.info("deleted %d old %s log file(s)", deleted, kind)
     return deleted
+
+
+def ranking_record(
+    rid: str,
+    t_us: int,
+    user: str,
+    query: str,
+    context: dict[str, Any],
+    experiment: str | None,
+    ranked: Ranked,
+    ids: list[str],
+    top: list[int],
+    took_ms: float,
+) -> dict[str, Any]:
+    """One served ranking's log line: what the next training and the online report read."""
+    return {
+        "request_id": rid,
+        "t_us": t_us,
+        "user_id": user,
+        "query": query,
+        "context": context,
+        "experiment": experiment,
+        "variant": ranked.variant,
+        "model": ranked.model.name,
+        "version": ranked.model.version,
+        "items": [ids[i] for i in top],
+        # Seven significant digits are all a float32 score has.
+        "scores": [float(f"{ranked.scores[i]:.7g}") for i in top],
+        "teams": ranked.teams[: len(top)] if ranked.teams else None,
+        # The candidates only when top_k cut the list: otherwise they are the items.
+        "candidates": ids if len(top) < len(ids) else None,
+        "took_ms": round(took_ms, 3),
+    }

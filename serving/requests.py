@@ -43,6 +43,23 @@ def to_us(ts: datetime | None) -> int:
     return int(ts.timestamp() * 1_000_000)
 
 
+def client_time(ts: datetime | None, field: str, max_skew_s: float) -> int:
+    """A client's time in microseconds; the server's clock when absent. No client may move
+    the state's clock: a time more than the allowed skew ahead is refused."""
+    now = time.time_ns() // 1000
+    if ts is None:
+        return now
+    t_us = to_us(ts)
+    if t_us > now + max_skew_s * 1e6:
+        raise ServingError(
+            422,
+            f"{field} is {(t_us - now) / 1e6:.0f} s ahead of the server clock "
+            f"(at most {max_skew_s:g} s, the server's --max-clock-skew-s)",
+            field,
+        )
+    return t_us
+
+
 def retry_later(message: str, seconds: int = 1) -> ServingError:
     """A 503 telling the client when to try again."""
     return ServingError(503, message, headers={"Retry-After": str(seconds)})

@@ -38,14 +38,14 @@ from serving.models import LoadOptions, ModelLoadError, ModelSet
 from serving.recording import Recorder
 from serving.redis_store import RedisStore
 from serving.remote_state import RemoteLiveState, remote_live_state
-from serving.request_log import RotatingJsonl
+from serving.request_log import RotatingJsonl, ranking_record
 from serving.requests import (
     ServingError,
+    client_time,
     context_coord,
     history_event,
     item_overrides,
     retry_later,
-    to_us,
 )
 from serving.runtime import Device, choose_device
 from serving.schemas import EventsRequest, RankRequest
@@ -151,21 +151,7 @@ class Service:
 
     # ---- time and state --------------------------------------------------------------------
     def _time(self, ts: datetime | None, field: str) -> int:
-        """A client's time in microseconds; the server's clock when absent. No client may move
-        the state's clock: a time more than the allowed skew ahead is refused."""
-        now = now_us()
-        if ts is None:
-            return now
-        t_us = to_us(ts)
-        skew = self.settings.max_clock_skew_s
-        if t_us > now + skew * 1e6:
-            raise ServingError(
-                422,
-                f"{field} is {(t_us - now) / 1e6:.0f} s ahead of the server clock "
-                f"(at most {skew:g} s, the server's --max-clock-skew-s)",
-                field,
-            )
-        return t_us
+        return client_time(ts, field, self.settings.max_clock_skew_s)
 
     def _sync(self) -> bool:
         """Apply other workers' new events; False when the store could not be read."""
@@ -284,7 +270,10 @@ class Service:
             raise ServingError(
                 409, "request_id was already used for another user's ranking", "request_id"
             )
-        self._log_ranking(rid, t_us, user, req, context, ranked, ids, top, took)
+        experiment = self.experiment.name if self.experiment else None
+        self._log_ranking(
+            ranking_record(rid, t_us, user, req.query, context, experiment, ranked, ids, top, took)
+        )
         metrics.REQUESTS.labels(ranked.model.name, ranked.variant).inc()
         metrics.LATENCY.labels(ranked.model.name, ranked.variant).observe(took / 1000)
         return {
@@ -302,36 +291,7 @@ class Service:
             "_degraded": degraded,
         }
 
-    def _log_ranking(
-        self,
-        rid: str,
-        t_us: int,
-        user: str,
-        req: RankRequest,
-        context: dict[str, Any],
-        ranked: routing.Ranked,
-        ids: list[str],
-        top: list[int],
-        took: float,
-    ) -> None:
-        record = {
-            "request_id": rid,
-            "t_us": t_us,
-            "user_id": user,
-            "query": req.query,
-            "context": context,
-            "experiment": self.experiment.name if self.experiment else None,
-            "variant": ranked.variant,
-            "model": ranked.model.name,
-            "version": ranked.model.version,
-            "items": [ids[i] for i in top],
-            # Seven significant digits are all a float32 score has.
-            "scores": [float(f"{ranked.scores[i]:.7g}") for i in top],
-            "teams": ranked.teams[: len(top)] if ranked.teams else None,
-            # The candidates only when top_k cut the list: otherwise they are the items.
-            "candidates": ids if len(top) < len(ids) else None,
-            "took_ms": round(took, 3),
-        }
+    def _log_ranking(self, record: dict[str, Any]) -> None:
         try:
             self.rankings.write(record)
         except OSError as e:  # a full disk loses the log line, not the ranking
