@@ -56,7 +56,9 @@ class LiveFeaturizer:
         users = np.array([str(user_id)], dtype=object)
         queries = np.array([query], dtype=object)
         times = np.array([t_us], dtype=np.int64)
-        items = np.asarray([str(i) for i in item_ids], dtype=object)
+        items = np.array(item_ids, dtype=object)
+        if not all(type(i) is str for i in items):  # the server sends str; other callers may not
+            items = np.array([str(i) for i in item_ids], dtype=object)
         offsets = np.array([0, len(items)], dtype=np.int64)
         refs = st.items.refs(items)  # resolved once for the counters and the transforms
         look = st.lookup(users, queries, times, offsets, items, refs=refs)
