@@ -44,15 +44,35 @@ local function clock_bucket()
 end
 """
 
+# A Lua function recording a served ranking for the event checks (``RedisStore`` layout,
+# store prefix ``p``): 0 when the request id is another user's ranking. Shared by the store's
+# own script and the lookup, which carries it so a ranking needs one round trip, not two.
+RECORD_LUA = """
+local function record(p, rid, user, query, t, variant, cands, ttl_ms, now)
+  local k = p .. 'req:' .. rid
+  local owner = redis.call('HGET', k, 'user')
+  if owner and owner ~= user then return 0 end
+  redis.call('HSET', k, 'user', user, 'query', query, 't', t, 'variant', variant, 'cands', cands)
+  redis.call('PEXPIRE', k, tonumber(ttl_ms))
+  redis.call('ZADD', p .. 'reqs', tonumber(now), rid)
+  local clock = tonumber(redis.call('GET', p .. 'clock') or '0')
+  if tonumber(t) > clock then redis.call('SET', p .. 'clock', t) end
+  return 1
+end
+"""
+
 # ARGV: prefix, clock key, bucket_us, t_us, n_windows, finite windows..., max_len, user (''
-# for none), then per group of keys of one table: table, kinds, the keys (16 hex digits each,
-# back to back: one argument rather than hundreds, whose encoding cost the client 0.5 ms, and
-# written by numpy rather than a format call per key). Returns {counts, history}: per group one
-# string, comma-separated, per key its totals then each finite window's sums (kinds each; zeros
-# for a key never counted), so the client parses a table in one numpy call; the history newest
-# first as member, score pairs.
+# for none), then '1' and ``record``'s 9 arguments (a served ranking to record in the same
+# trip) or '0', then per group of keys of one table: table, kinds, the keys (16 hex digits
+# each, back to back: one argument rather than hundreds, whose encoding cost the client 0.5 ms,
+# written by numpy rather than a format call per key). Returns {counts, history, B, recorded}:
+# per group one string, comma-separated, per key its totals then each finite window's sums
+# (kinds each; zeros for a key never counted), so the client parses a table in one numpy call;
+# the history newest first as member, score pairs; the clock bucket read at; the record's
+# outcome (1, 0: the request id is another user's; -1: none asked).
 _LOOKUP = (
-    _COMMON
+    RECORD_LUA
+    + _COMMON
     + """
 local t = tonumber(ARGV[4])
 local clock = tonumber(redis.call('GET', clock_key) or '0')
@@ -68,7 +88,12 @@ for i = 1, nw do
 end
 local a = 6 + nw
 local max_len, user = tonumber(ARGV[a]), ARGV[a + 1]
-a = a + 2
+local recorded = -1  -- not asked
+if ARGV[a + 2] == '1' then  -- a served ranking to record (``record``'s 9 arguments follow)
+  recorded = record(unpack(ARGV, a + 3, a + 11))
+  a = a + 9
+end
+a = a + 3
 
 -- Bring one key's summary ``v`` (B, totals, window sums) from its bucket to B.
 local function catch_up(tname, key, K, v)
@@ -136,7 +161,7 @@ if user ~= '' and max_len > 0 then
   hist = redis.call('ZREVRANGEBYSCORE', p .. 'h:' .. user, '(' .. ARGV[4], '-inf',
     'WITHSCORES', 'LIMIT', 0, max_len)
 end
-return {out, hist, B}
+return {out, hist, B, recorded}
 """
 )
 
@@ -195,6 +220,15 @@ apply(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
 return 1
 """
 )
+
+
+@dataclass
+class RecordRide:
+    """A served ranking to record in the ranking's own read (``RECORD_LUA``'s 9 arguments);
+    ``mine`` is set once that read has run (None: it did not)."""
+
+    args: list[Any]
+    mine: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -269,13 +303,18 @@ class RedisState:
         )
 
     def lookup_groups(
-        self, t_us: int, groups: Sequence[tuple[str, np.ndarray]], user: str | None
+        self,
+        t_us: int,
+        groups: Sequence[tuple[str, np.ndarray]],
+        user: str | None,
+        ride: RecordRide | None = None,
     ) -> tuple[list[dict[int | None, np.ndarray]], Sequences]:
         """As of ``t_us`` (the shared clock moves there, never back): for each group (a table
         and its keys, uint64), counts per window ``{window: (n, K)}`` as
         ``CounterTable.lookup`` gives them; the user's last ``max_len`` clicks before ``t_us``
         as ``HistoryStore.lookup`` gives them. One script call; keys this replica already read
-        at the clock's bucket are not asked again (``BucketCache``)."""
+        at the clock's bucket are not asked again (``BucketCache``). ``ride``: a served
+        ranking recorded by the same script call (its outcome set on it)."""
         finite = [w for w in self.windows if w is not None]
         head: list[Any] = [self.p, self.clock_key, self.bucket_us, t_us, len(finite), *finite]
         head += [self.max_len, user or ""]
@@ -283,11 +322,11 @@ class RedisState:
         with c.lock:
             c.at(max(t_us // self.bucket_us, c.bucket))  # where the shared clock is, at least
             missing = [keys[c.find(table, keys) < 0] for table, keys in groups]
-            summaries, hist, bucket = self._read(head, groups, missing)
+            summaries, hist, bucket = self._read(head, groups, missing, ride)
             if bucket != c.bucket:  # another replica moved the clock on: nothing cached holds
                 c.at(bucket)
                 missing = [keys for _, keys in groups]
-                summaries, hist, bucket = self._read(head, groups, missing)
+                summaries, hist, bucket = self._read(head, groups, missing, None)
                 c.at(bucket)  # all asked: whichever bucket this read was at, it is whole
             for (table, _), keys, text in zip(groups, missing, summaries, strict=True):
                 # numpy's text parser (sep=","): a tenth of split + np.array on 700 numbers
@@ -303,15 +342,21 @@ class RedisState:
         return out, _sequences(hist)
 
     def _read(
-        self, head: list[Any], groups: Sequence[tuple[str, np.ndarray]], keys: list[np.ndarray]
+        self,
+        head: list[Any],
+        groups: Sequence[tuple[str, np.ndarray]],
+        keys: list[np.ndarray],
+        ride: RecordRide | None,
     ) -> tuple[list[str], list[Any], int]:
         """One script call for the ``keys`` of each group (a group with none is not sent: its
         summary comes back as ``""``)."""
-        args = list(head)
+        args = [*head, "1", *ride.args] if ride is not None else [*head, "0"]
         sent = [j for j, asked in enumerate(keys) if len(asked)]
         for j in sent:
             args += [groups[j][0], self.kinds[groups[j][0]], _hex16(keys[j])]
-        replies, hist, bucket = self._lookup(keys=[], args=args)
+        replies, hist, bucket, recorded = self._lookup(keys=[], args=args)
+        if ride is not None:
+            ride.mine = recorded == 1
         summaries = [""] * len(groups)
         for j, text in zip(sent, replies, strict=True):
             summaries[j] = text

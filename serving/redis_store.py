@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 
-from serving.redis_state import APPLY_LUA
+from serving.redis_state import APPLY_LUA, RECORD_LUA
 from serving.store import SEP, EventRow, NewEvent, Poll, Served, StoreError, WorkerRow, now_us
 
 TIMEOUT_S = 2.0  # a request waits at most this long for Redis before it is answered degraded
@@ -69,19 +69,7 @@ return fresh
 """
 )
 
-_RECORD_REQUEST = """
-local p, rid, user = ARGV[1], ARGV[2], ARGV[3]
-local k = p .. 'req:' .. rid
-local owner = redis.call('HGET', k, 'user')
-if owner and owner ~= user then return 0 end
-redis.call('HSET', k, 'user', user, 'query', ARGV[4], 't', ARGV[5], 'variant', ARGV[6],
-  'cands', ARGV[7])
-redis.call('PEXPIRE', k, tonumber(ARGV[8]))
-redis.call('ZADD', p .. 'reqs', tonumber(ARGV[9]), rid)
-local clock = tonumber(redis.call('GET', p .. 'clock') or '0')
-if tonumber(ARGV[5]) > clock then redis.call('SET', p .. 'clock', ARGV[5]) end
-return 1
-"""
+_RECORD_REQUEST = RECORD_LUA + "return record(unpack(ARGV, 1, 9))\n"
 
 _PUBLISH = """
 local p = ARGV[1]
@@ -215,8 +203,22 @@ class RedisStore:
         variant: str,
         candidates: Sequence[str],
     ) -> bool:
-        args = [request_id, user_id, query, t_us, variant, SEP.join(candidates), self._ttl_ms]
-        return bool(self._run("record", [*args, now_us()]))
+        args = self.record_args(request_id, user_id, query, t_us, variant, candidates)
+        with self._call("record"):
+            return bool(self._scripts["record"](keys=[], args=args))
+
+    def record_args(
+        self,
+        request_id: str,
+        user_id: str,
+        query: str,
+        t_us: int,
+        variant: str,
+        candidates: Sequence[str],
+    ) -> list[Any]:
+        """``RECORD_LUA``'s arguments: for this store's script, or to ride a state read."""
+        cands = SEP.join(candidates)
+        return [self.p, request_id, user_id, query, t_us, variant, cands, self._ttl_ms, now_us()]
 
     def served(self, request_ids: Sequence[str]) -> dict[str, Served]:
         rids = sorted(set(request_ids))

@@ -16,7 +16,7 @@ from pipelines.features.history import Sequences
 from pipelines.features.items import ItemRefs
 from pipelines.features.live import LiveFeaturizer
 from pipelines.features.state import TABLES, CounterIds, Events, FeatureState, Lookups, event_counts
-from serving.redis_state import CountWrite, HistoryWrite, RedisState
+from serving.redis_state import CountWrite, HistoryWrite, RecordRide, RedisState
 from serving.redis_store import RedisStore
 from serving.settings import Settings
 from serving.state_load import CLOCK_KEY, is_loaded, state_prefix
@@ -38,6 +38,9 @@ class RemoteFeatureState(FeatureState):
         # Redis cannot answer is answered from it and ``degraded`` says so until the next read.
         self.fallback = fallback
         self.degraded = False
+        # A served ranking recorded by the next read (``serving.recording``; set and cleared
+        # under the live state's lock, around one featurisation).
+        self.ride: RecordRide | None = None
 
     def advance(self, t_us: int) -> None:
         """The shared clock moves in Redis, with the read that needs it (``lookup``)."""
@@ -61,7 +64,8 @@ class RemoteFeatureState(FeatureState):
         rows, reqs = self.counter_keys(user_id, query, offsets, refs)
         groups = [(t, rows[t]) for t in ROW_TABLES] + [(t, reqs[t]) for t in ("user", "global")]
         try:
-            per, seq = self.remote.lookup_groups(int(t_us[0]), groups, str(user_id[0]))
+            ride, self.ride = self.ride, None
+            per, seq = self.remote.lookup_groups(int(t_us[0]), groups, str(user_id[0]), ride)
             self.degraded = False
         except redis.RedisError:
             if self.fallback is None:

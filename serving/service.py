@@ -106,9 +106,8 @@ class Service:
         )
         if self.experiment is not None:  # the online report reads the weights from here
             write_json_atomic(self.experiment.to_dict(), s.log_dir / "experiment.json")
-        # A stateless replica's record is a round trip: it overlaps the ranking's own work.
         self.recorder = Recorder(
-            self.store.record_request, isinstance(self.store, RedisStore), plan.rank_threads
+            self.store, self.live.remote if isinstance(self.live, RemoteLiveState) else None
         )
         self.rankings = RotatingJsonl(s.log_dir, "rankings", s.log_rotate_bytes)
         self.event_log = RotatingJsonl(s.log_dir, "events", s.log_rotate_bytes)
@@ -214,7 +213,12 @@ class Service:
             tickets = [m.announce() for m in route.models]
             try:
                 t_feat = time.perf_counter()
-                with self.live.lock:
+                with (
+                    self.live.lock,
+                    self.recorder.around_featurisation(
+                        rid, user, req.query, t_us, route.variant, ids
+                    ) as recorded,
+                ):
                     feats = live.featurize(
                         user_id=user,
                         query=req.query,
@@ -230,9 +234,6 @@ class Service:
                     degraded.append("store-unreadable")
                 t_infer = time.perf_counter()
                 self._check_deadline(deadline, "before inference")
-                # Begun after the featurisation's own Redis read, so that the two do not queue
-                # behind each other in Redis (a single thread); overlaps the inference.
-                recorded = self.recorder.start(rid, user, req.query, t_us, route.variant, ids)
                 ranked = routing.rank_candidates(
                     route,
                     self.experiment,
@@ -380,7 +381,6 @@ class Service:
 
     def close(self) -> None:
         self.maintenance.stop()
-        self.recorder.close()
         self.models.close()
         self.rankings.close()
         self.event_log.close()

@@ -1,64 +1,90 @@
-"""Recording served rankings: beside the ranking on a pool (a remote store) or on the caller's
-thread at the end (the embedded store), with the same outcomes."""
+"""Recording served rankings: on the embedded store at the end of the ranking; on a stateless
+replica inside the featurisation's own Redis read (one round trip), with a record of its own
+when that read did not carry it."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from ops.online.redis_proc import redis_available
 from serving.recording import Recorder
-from serving.store import StoreError
+from serving.store import SharedStore, StoreError
 
 
-class FakeStore:
-    def __init__(self, fail: bool = False):
-        self.fail = fail
-        self.calls: list[tuple[str, str]] = []  # (request id, thread name)
-        self.owner: dict[str, str] = {}
-        self.started = threading.Event()
-        self.release = threading.Event()
+def test_the_embedded_store_records_when_the_outcome_is_asked(tmp_path: Path) -> None:
+    store = SharedStore(tmp_path / "store.sqlite")
+    rec = Recorder(store, None)
+    with rec.around_featurisation("r1", "u1", "q", 1, "default", ["a", "b"]) as outcome:
+        assert store.served(["r1"]) == {}  # nothing yet: the ranking is not scored
+    got = outcome()
+    assert got.mine and got.failure is None and store.served(["r1"])["r1"].user_id == "u1"
+    with rec.around_featurisation("r1", "someone else", "q", 1, "default", ["a"]) as outcome:
+        pass
+    assert not outcome().mine
+    store.close()
 
-    def record_request(
-        self, rid: str, user: str, query: str, t_us: int, variant: str, cands: Sequence[str]
-    ) -> bool:
-        self.calls.append((rid, threading.current_thread().name))
-        self.started.set()
-        self.release.wait(10)
-        if self.fail:
-            raise StoreError("store down")
-        return self.owner.setdefault(rid, user) == user
+    def broken(*args: object) -> bool:
+        raise StoreError("store down")
 
-
-def test_a_remote_record_runs_while_the_ranking_works_and_is_awaited_at_the_end() -> None:
-    store = FakeStore()
-    rec = Recorder(store.record_request, concurrent=True, threads=2)
-    outcome = rec.start("r1", "u1", "q", 1, "default", ["a", "b"])
-    assert store.started.wait(10)  # begun before anyone asked for the outcome
-    assert store.calls[0][1] != threading.current_thread().name
-    store.release.set()
-    assert outcome().mine and outcome().failure is None
-    assert not rec.start("r1", "someone else", "q", 1, "default", ["a"])().mine
-    rec.close()
+    store.record_request = broken  # type: ignore[method-assign]
+    with rec.around_featurisation("r2", "u1", "q", 1, "default", ["a"]) as outcome:
+        pass
+    assert outcome().mine and outcome().failure == "store down"  # degraded, still served
 
 
-@pytest.mark.parametrize("concurrent", [True, False])
-def test_a_store_failure_degrades_the_ranking_and_is_named(concurrent: bool) -> None:
-    store = FakeStore(fail=True)
-    store.release.set()
-    rec = Recorder(store.record_request, concurrent=concurrent, threads=1)
-    got = rec.start("r1", "u1", "q", 1, "default", ["a"])()
-    assert got.mine and got.failure == "store down"
-    rec.close()
+@pytest.mark.skipif(redis_available() is not None, reason=str(redis_available()))
+def test_a_replica_records_in_its_featurisation_read(redis_url: str, small_lists: Path) -> None:
+    import redis
 
+    from pipelines.features.live import LiveFeaturizer
+    from pipelines.features.state import FeatureState
+    from serving.redis_store import RedisStore
+    from serving.remote_state import remote_state
+    from serving.state_load import CLOCK_KEY, load_state
 
-def test_the_embedded_store_records_on_the_callers_thread_when_asked() -> None:
-    store = FakeStore()
-    store.release.set()
-    rec = Recorder(store.record_request, concurrent=False, threads=1)
-    outcome = rec.start("r1", "u1", "q", 1, "default", ["a"])
-    assert store.calls == []  # nothing until the ranking is done
-    assert outcome().mine
-    assert store.calls == [("r1", threading.current_thread().name)]
-    rec.close()
+    url = redis_url.rsplit("/", 1)[0] + "/1"  # a database of its own: other tests load too
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    state_dir = small_lists / "state"
+    prefix = load_state(client, state_dir, progress=False).prefix
+    base = FeatureState.load(state_dir)
+    state = remote_state(base, client, prefix, CLOCK_KEY)
+    live = LiveFeaturizer(state)
+    store = RedisStore(url, served_ttl_s=60)
+    rec = Recorder(store, state)
+    items = [str(i) for i in base.items.ids[:5]]
+    t = int(base.clock_us or 0) + 10**6
+
+    def scripts() -> int:
+        stats = client.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    live.featurize(user_id="u0", query="q", t_us=t, item_ids=items)  # the scripts loaded
+    before = scripts()
+    with rec.around_featurisation("r1", "u1", "q", t, "default", items) as outcome:
+        live.featurize(user_id="u1", query="q", t_us=t, item_ids=items)
+        assert state.ride is None  # taken by the read
+    got = outcome()
+    assert got.mine and got.failure is None
+    assert scripts() - before == 1  # one trip: the read carried the record
+    served = store.served(["r1"])["r1"]
+    assert served.user_id == "u1" and served.candidates == frozenset(items)
+
+    with rec.around_featurisation("r1", "u2", "q", t, "default", items) as outcome:
+        live.featurize(user_id="u2", query="q", t_us=t, item_ids=items)
+    assert not outcome().mine and store.served(["r1"])["r1"].user_id == "u1"
+
+    # A featurisation that made no read (it failed first): the ride is not left for the next
+    # ranking's read, and the record is made on its own.
+    with (
+        pytest.raises(RuntimeError),
+        rec.around_featurisation("r2", "u3", "q", t, "default", items) as outcome,
+    ):
+        raise RuntimeError("featurisation failed")
+    assert state.ride is None
+    assert outcome().mine and store.served(["r2"])["r2"].user_id == "u3"
+    np.testing.assert_array_equal(sorted(store.served(["r1", "r2"])), ["r1", "r2"])
+    store.close()
