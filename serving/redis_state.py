@@ -1,7 +1,8 @@
 """Counters and behaviour sequences in Redis, with the in-memory state's exact semantics: the
-storage stateless replicas will read in one round trip per ranking (not yet wired into the
-service; ``tests/serving/test_redis_state.py`` holds it to ``CounterTable`` and
-``HistoryStore`` on the same events).
+storage stateless replicas read in one round trip per ranking (the served ranking's record
+rides in it; counter keys already read at the clock's bucket are not asked again, see
+``serving.bucket_cache``). ``tests/serving/test_redis_state.py`` holds it to ``CounterTable``
+and ``HistoryStore`` on the same events.
 
 Counters (``pipelines.features.counters``). An event at time ``t`` falls in bucket
 ``(t + delay) // bucket``, but never before the current bucket (the shared clock's); a read
