@@ -50,7 +50,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # wrk, the load generator benchmarks/serve_load.py uses for concurrency 16 (Debian's package;
-# without it the benchmark falls back to its Python client and says so).
+# without it the benchmark stops and says so).
 bench-tools:
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 

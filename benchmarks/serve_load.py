@@ -260,6 +260,8 @@ def main() -> None:
         "device": args.device,
         "goal": {"p50_ms": 2.0, "p99_ms": 8.0},
     }
+    if args.rounds and shutil.which("wrk") is None:  # concurrency-16 figures all null
+        raise SystemExit("wrk is not installed: `make bench-tools` (Debian's package)")
     rounds: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         with background_server(
