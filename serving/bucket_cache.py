@@ -28,13 +28,14 @@ class _Table:
         self.index = KeyIndex()
         self.rows = np.zeros((64, width), np.int64)
 
-    def put(self, keys: np.ndarray, rows: np.ndarray) -> None:
+    def put(self, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
         ids = self.index.add(keys)
         if len(self.index) > len(self.rows):  # grow by doubling
             grown = np.zeros((2 * len(self.index), self.rows.shape[1]), np.int64)
             grown[: len(self.rows)] = self.rows
             self.rows = grown
         self.rows[ids] = rows
+        return ids
 
 
 class BucketCache:
@@ -59,20 +60,26 @@ class BucketCache:
     def find(self, table: str, keys: np.ndarray) -> np.ndarray:
         """(n,) cache ids of ``keys``, -1 where not cached."""
         t = self._tables.get(table)
-        ids = np.full(len(keys), -1, np.int64) if t is None else t.index.get(keys)
-        found = int((ids >= 0).sum())
-        self.hits += found
-        self.misses += len(keys) - found
-        self._from["cache"].inc(found)
-        self._from["redis"].inc(len(keys) - found)
-        return ids
+        return np.full(len(keys), -1, np.int64) if t is None else t.index.get(keys)
 
-    def put(self, table: str, keys: np.ndarray, rows: np.ndarray) -> None:
-        """Keys read at the current bucket and their (n, width) summaries."""
-        if len(keys):
-            self._tables.setdefault(table, _Table(self.widths[table])).put(keys, rows)
+    def count(self, hits: int, misses: int) -> None:
+        """One read's keys by source (for the metric; once a read, not once a table)."""
+        self.hits += hits
+        self.misses += misses
+        self._from["cache"].inc(hits)
+        self._from["redis"].inc(misses)
+
+    def put(self, table: str, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Keys read at the current bucket and their (n, width) summaries; their cache ids."""
+        if not len(keys):
+            return np.zeros(0, np.int64)
+        return self._tables.setdefault(table, _Table(self.widths[table])).put(keys, rows)
+
+    def rows(self, table: str, ids: np.ndarray) -> np.ndarray:
+        """(n, width) summaries at cache ids (from ``find`` or ``put``)."""
+        t = self._tables.get(table)
+        return np.zeros((0, self.widths[table]), np.int64) if t is None else t.rows[ids]
 
     def get(self, table: str, keys: np.ndarray) -> np.ndarray:
-        """(n, width) summaries of keys all cached (``find`` >= 0, or just ``put``)."""
-        t = self._tables[table]
-        return t.rows[t.index.get(keys)]
+        """(n, width) summaries of keys all cached."""
+        return self.rows(table, self._tables[table].index.get(keys))
