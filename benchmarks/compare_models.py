@@ -6,10 +6,14 @@ correction, the Transformer also as a re-ranker over the baseline; one offline r
     python benchmarks/compare_models.py --requests 100000 --users 10000 --out runs/cmp-5x
     python benchmarks/compare_models.py --requests 20000 --users 2000 --list-effect 0 \
         --out runs/cmp-control
+    python benchmarks/compare_models.py --requests 10000 --users 1000 --seed 31 \
+        --train-seeds 0 1 2 --variants lgbm transformer --ensemble --out runs/ens
 
 Prints JSON: each model's oracle and click NDCG@10 with 95% CIs, paired differences against
 the baseline (LightGBM with its correction) of the same training seed, the seed check (does
-each variant's CI clear zero under every seed), training seconds, and the report's path.
+each variant's CI clear zero under every seed), training seconds, and the report's path; with
+``--ensemble``, each variant's seed ensemble against its single seeds and against the first
+variant's ensemble.
 """
 
 from __future__ import annotations
@@ -79,6 +83,12 @@ def main() -> None:
         "--reference",
         action="store_true",
         help="also LightGBM with the hand-made nearer-same-brand count (a reference row only)",
+    )
+    ap.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also each variant's seed ensemble (the mean of its seeds' scores, z-scored per "
+        "list), against its single seeds and against LightGBM's own ensemble",
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument(
@@ -202,6 +212,11 @@ def main() -> None:
                 f"diff_vs_{args.variants[0]}": diffs,
                 "seed_check": seed_check,
                 "reference_lgbm_plus_nearer_same_brand": reference,
+                "seed_ensembles": (
+                    ensembles(registry, lists, args.variants, args.train_seeds)
+                    if args.ensemble and len(args.train_seeds) > 1
+                    else None
+                ),
                 "gap_closed": report.get("gap_closed"),
                 "report": str(paths["html"]),
             },
@@ -225,6 +240,46 @@ def reference_row(base: Path, ref: Path, lists: Path, ref_lists: Path) -> dict[s
     users = test.user_id if test.user_id is not None else test.request_id
     d = paired_difference(per["ref"], per["base"], Clusters.of(users)).to_dict()
     return {"oracle_ndcg@10": float(np.nanmean(per["ref"])), "diff_vs_lgbm": d}
+
+
+def ensembles(
+    registry: Path, lists: Path, variants: list[str], seeds: list[int]
+) -> dict[str, object]:
+    """Each variant's seed ensemble on the test split: per list, every seed's scores z-scored
+    (their scales differ from seed to seed), then averaged. Oracle NDCG@10 of the ensemble,
+    its paired difference with each single seed, and with the first variant's ensemble (the
+    baseline gets the same number of models)."""
+    m = Manifest.load(lists)
+    test = read_split(lists, "test", m)
+    truth = world_truth(Path(m.source["world"]), test)
+    assert truth is not None
+    rel, mask = to_padded(truth, test.offsets), mask_of(test.offsets)
+    cl = Clusters.of(test.user_id if test.user_id is not None else test.request_id)
+    per_list: dict[str, np.ndarray] = {}
+    singles: dict[str, list[np.ndarray]] = {}
+    for v in variants:
+        zs = []
+        for s in seeds:
+            scores = to_padded(load(registry / seeded(v, s, seeds[0])).score(test, m), test.offsets)
+            singles.setdefault(v, []).append(ndcg(scores, rel, mask=mask, k=10))
+            mean = np.nanmean(np.where(mask, scores, np.nan), axis=1, keepdims=True)
+            sd = np.nanstd(np.where(mask, scores, np.nan), axis=1, keepdims=True)
+            zs.append(np.where(mask, (scores - mean) / np.where(sd > 0, sd, 1.0), 0.0))
+        per_list[v] = ndcg(np.mean(zs, axis=0), rel, mask=mask, k=10)
+    base = variants[0]
+    out: dict[str, object] = {}
+    for v in variants:
+        out[v] = {
+            "oracle_ndcg@10": float(np.nanmean(per_list[v])),
+            "single_seeds": [float(np.nanmean(x)) for x in singles[v]],
+            "minus_each_single_seed": [
+                paired_difference(per_list[v], x, cl).to_dict() for x in singles[v]
+            ],
+            f"minus_{base}_ensemble": (
+                None if v == base else paired_difference(per_list[v], per_list[base], cl).to_dict()
+            ),
+        }
+    return out
 
 
 def seeded(name: str, seed: int, first: int) -> str:
