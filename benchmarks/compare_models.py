@@ -58,6 +58,9 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
     "transformer_noprior": ("transformer", "tower", {"position_prior": False}),
     # The standalone Transformer with periodic numeric embeddings (8 frequencies per feature).
     "transformer_periodic": ("transformer", "tower", {"numeric_embedding": 8}),
+    # Four times the lists per batch, the learning rate scaled by the square root (what a GPU
+    # wants): is validation and test quality kept?
+    "transformer_b256": ("transformer", "tower", {"batch_lists": 256}),
 }
 
 
