@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from serving.redis_state import RecordRide
 from serving.redis_store import RedisStore
 from serving.remote_state import RemoteFeatureState
+from serving.served_record import RecordRide
 from serving.store import StoreError
 from serving.stores import Store
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from pipelines.features.history import Sequences
 from serving.bucket_cache import BucketCache
+from serving.served_record import RECORD_LUA, RecordRide
 
 _COMMON = """
 local p, clock_key = ARGV[1], ARGV[2]
@@ -42,23 +43,6 @@ local bus = tonumber(ARGV[3])
 local function bucket_of(t) return (t - t % bus) / bus end
 local function clock_bucket()
   return bucket_of(tonumber(redis.call('GET', clock_key) or '0'))
-end
-"""
-
-# A Lua function recording a served ranking for the event checks (``RedisStore`` layout,
-# store prefix ``p``): 0 when the request id is another user's ranking. Shared by the store's
-# own script and the lookup, which carries it so a ranking needs one round trip, not two.
-RECORD_LUA = """
-local function record(p, rid, user, query, t, variant, cands, ttl_ms, now)
-  local k = p .. 'req:' .. rid
-  local owner = redis.call('HGET', k, 'user')
-  if owner and owner ~= user then return 0 end
-  redis.call('HSET', k, 'user', user, 'query', query, 't', t, 'variant', variant, 'cands', cands)
-  redis.call('PEXPIRE', k, tonumber(ttl_ms))
-  redis.call('ZADD', p .. 'reqs', tonumber(now), rid)
-  local clock = tonumber(redis.call('GET', p .. 'clock') or '0')
-  if tonumber(t) > clock then redis.call('SET', p .. 'clock', t) end
-  return 1
 end
 """
 
@@ -221,15 +205,6 @@ apply(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
 return 1
 """
 )
-
-
-@dataclass
-class RecordRide:
-    """A served ranking to record in the ranking's own read (``RECORD_LUA``'s 9 arguments);
-    ``mine`` is set once that read has run (None: it did not)."""
-
-    args: list[Any]
-    mine: bool | None = None
 
 
 @dataclass(frozen=True)

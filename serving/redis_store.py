@@ -31,7 +31,8 @@ from typing import Any
 
 import redis
 
-from serving.redis_state import APPLY_LUA, RECORD_LUA
+from serving.redis_state import APPLY_LUA
+from serving.served_record import RECORD_LUA
 from serving.store import SEP, EventRow, NewEvent, Poll, Served, StoreError, WorkerRow, now_us
 
 TIMEOUT_S = 2.0  # a request waits at most this long for Redis before it is answered degraded

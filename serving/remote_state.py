@@ -16,8 +16,9 @@ from pipelines.features.history import Sequences
 from pipelines.features.items import ItemRefs
 from pipelines.features.live import LiveFeaturizer
 from pipelines.features.state import TABLES, CounterIds, Events, FeatureState, Lookups, event_counts
-from serving.redis_state import CountWrite, HistoryWrite, RecordRide, RedisState
+from serving.redis_state import CountWrite, HistoryWrite, RedisState
 from serving.redis_store import RedisStore
+from serving.served_record import RecordRide
 from serving.settings import Settings
 from serving.state_load import CLOCK_KEY, is_loaded, state_prefix
 from serving.store import StoreError
