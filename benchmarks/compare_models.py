@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from reference_feature import with_reference_feature
 
 from pipelines.features.batch import build_features
@@ -33,6 +34,7 @@ from pipelines.lists.manifest import Manifest
 from pipelines.world.config import WorldConfig
 from pipelines.world.simulate import simulate
 from ranker.data import mask_of, to_padded
+from ranker.ensemble import standardise_within_list
 from ranker.evaluate.offline import EvalRequest, comparison_of, evaluate, world_truth
 from ranker.evaluate.report import write_report
 from ranker.evaluate.stats import Clusters, paired_difference
@@ -265,9 +267,10 @@ def ensembles(
         for s in seeds:
             scores = to_padded(load(registry / seeded(v, s, seeds[0])).score(test, m), test.offsets)
             singles.setdefault(v, []).append(ndcg(scores, rel, mask=mask, k=10))
-            mean = np.nanmean(np.where(mask, scores, np.nan), axis=1, keepdims=True)
-            sd = np.nanstd(np.where(mask, scores, np.nan), axis=1, keepdims=True)
-            zs.append(np.where(mask, (scores - mean) / np.where(sd > 0, sd, 1.0), 0.0))
+            # the served ensemble's own standardisation (ranker.ensemble), in float64
+            zs.append(
+                standardise_within_list(torch.from_numpy(scores), torch.from_numpy(mask)).numpy()
+            )
         per_list[v] = ndcg(np.mean(zs, axis=0), rel, mask=mask, k=10)
     base = variants[0]
     out: dict[str, object] = {}

@@ -20,11 +20,14 @@ import onnx
 import torch
 from torch import nn
 
+from ranker.ensemble import SeedEnsemble, TransformerModel
 from ranker.kinds.transformer import INPUTS, OUTPUT
 from ranker.model import FeatureNormalizer, Ranker
 
 
-def example_inputs(model: Ranker, b: int = 2, n: int = 7, h: int = 5) -> tuple[torch.Tensor, ...]:
+def example_inputs(
+    model: TransformerModel, b: int = 2, n: int = 7, h: int = 5
+) -> tuple[torch.Tensor, ...]:
     c = model.spec
     return (
         torch.zeros(b, n, len(c.num_transforms)),
@@ -51,18 +54,21 @@ class _Fp32Normalizer(nn.Module):
         return self.norm(x.float()).half()  # (..., F) float16
 
 
-def half_precision(model: Ranker) -> Ranker:
+def half_precision(model: TransformerModel) -> TransformerModel:
     """A float16 copy of ``model`` for GPU serving: float32 in and out, the feature
     normalisers and the residual input in float32, everything else in float16."""
     half = copy.deepcopy(model).eval().half()
-    for owner in (half.candidates, half.history):
-        if owner is not None:
-            owner.norm = _Fp32Normalizer(owner.norm.float())  # type: ignore[assignment]
+    rankers = list(half.members) if isinstance(half, SeedEnsemble) else [half]
+    for ranker in rankers:
+        assert isinstance(ranker, Ranker)
+        for owner in (ranker.candidates, ranker.history):
+            if owner is not None:
+                owner.norm = _Fp32Normalizer(owner.norm.float())  # type: ignore[assignment]
     return half
 
 
 class _Fp32Scores(nn.Module):
-    def __init__(self, model: Ranker):
+    def __init__(self, model: TransformerModel):
         super().__init__()
         self.model = model
 
@@ -79,7 +85,7 @@ class _Fp32Scores(nn.Module):
 
 
 def transformer_to_onnx(
-    model: Ranker, metadata: dict[str, str] | None = None, precision: Precision = "fp32"
+    model: TransformerModel, metadata: dict[str, str] | None = None, precision: Precision = "fp32"
 ) -> bytes:
     """The model (eval mode, no position tower) as ONNX bytes, opset chosen by torch.
     ``fp16``: see ``half_precision``; its inputs and outputs stay float32."""

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from pipelines.features.transforms import Features
     from ranker.card import ModelCard
     from ranker.data import RankData
-    from ranker.model import Ranker
+    from ranker.ensemble import TransformerModel
     from ranker.propensity import Propensities
     from ranker.registry import ModelRef
 
@@ -47,7 +47,7 @@ def architecture_names() -> list[str]:
 
 @dataclass(frozen=True)
 class TransformerScorer:
-    model: Ranker
+    model: TransformerModel
 
     def score(self, data: RankData) -> np.ndarray:
         from ranker.train.scoring import predict
@@ -131,6 +131,9 @@ class TransformerKind(Kind):
         residual = settings.get("residual", True)
         if not isinstance(residual, bool):
             raise ValueError(f"residual must be true or false, got {residual!r}")
+        members = settings.get("ensemble", 1)
+        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+            raise ValueError(f"ensemble must be a whole number of models >= 1, got {members!r}")
 
     def format1_details(self, card: dict[str, Any]) -> dict[str, Any]:
         keys = ("architecture", "best_epoch", "history", "parameters")
@@ -209,6 +212,8 @@ class TransformerKind(Kind):
             _, resume_state = load_model(
                 resolve_in(job.resume, job.registry).path / "checkpoint.pt"
             )
+            if resume_state.get("members", 1) > 1:
+                raise ValueError("a seed ensemble cannot be resumed: train it again")
             # the architecture it was built with (bias_tower follows --bias, as in training)
             built = {k: v for k, v in resume_state["model_config"].items() if k != "bias_tower"}
             overrides = {**resume_state["train_config"], **built, **overrides}
@@ -261,6 +266,26 @@ class TransformerKind(Kind):
                 best = (spec, mc, cfg, res)
         assert best is not None
         spec, mc, cfg, res = best
+        members = None
+        if cfg.ensemble > 1:  # the chosen settings, trained again from other seeds
+            from ranker.train.ensemble import train_ensemble
+
+            res, members = train_ensemble(
+                res,
+                train,
+                valid,
+                spec,
+                mc,
+                cfg,
+                progress=job.progress,
+                callbacks=job.callbacks,
+                launch=job.launch,
+                position_prior=(
+                    prior_of(props, mc.max_position)
+                    if mc.bias_tower and cfg.position_prior
+                    else None
+                ),
+            )
         save_checkpoint(res, spec, mc, cfg, job.build / "checkpoint.pt")
         return Trained(
             training=cfg.to_dict(),
@@ -278,6 +303,7 @@ class TransformerKind(Kind):
                 ),
                 "history": [asdict(h) for h in res.history],
                 "parameters": res.model.n_parameters(),
+                "ensemble": members,  # per member: seed, best epoch, validation (None: one)
             },
             extra=list(extra),
             reranker=reranker,

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from pipelines.lists.manifest import Manifest, NumericFeature
+from ranker.ensemble import SeedEnsemble, TransformerModel
 from ranker.model import FeatureSpec, Ranker, RankerConfig
 from ranker.train.transformer import TrainConfig, TrainResult
 
@@ -45,6 +46,8 @@ def save_checkpoint(
         {
             **result.checkpoint,
             "best_model": {k: v.cpu() for k, v in result.model.state_dict().items()},
+            # a seed ensemble's member count (its weights are members.K.*); 1: one model
+            "members": len(result.model.members) if isinstance(result.model, SeedEnsemble) else 1,
             "feature_spec": spec.to_dict(),
             "model_config": model_cfg.to_dict(),
             "train_config": cfg.to_dict(),
@@ -53,10 +56,10 @@ def save_checkpoint(
     )
 
 
-def load_model(path: Path) -> tuple[Ranker, dict[str, Any]]:
-    """The best model of a checkpoint and the checkpoint, its architecture migrated to today's
-    keys. One written before the feature spec was kept apart (no "feature_spec") is read by
-    splitting its one config."""
+def load_model(path: Path) -> tuple[TransformerModel, dict[str, Any]]:
+    """The best model of a checkpoint (a seed ensemble when it holds several members) and the
+    checkpoint, its architecture migrated to today's keys. One written before the feature spec
+    was kept apart (no "feature_spec") is read by splitting its one config."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if "feature_spec" in ckpt:
         spec = FeatureSpec(**ckpt["feature_spec"])
@@ -65,7 +68,12 @@ def load_model(path: Path) -> tuple[Ranker, dict[str, Any]]:
     else:
         spec, model_cfg = split_config(ckpt["model_config"])
         ckpt = {**ckpt, "feature_spec": spec.to_dict(), "model_config": model_cfg.to_dict()}
-    model = Ranker(spec, model_cfg)
+    members = int(ckpt.get("members", 1))
+    model: TransformerModel = (
+        Ranker(spec, model_cfg)
+        if members == 1
+        else SeedEnsemble([Ranker(spec, model_cfg) for _ in range(members)])
+    )
     model.load_state_dict(ckpt["best_model"])
     model.eval()
     return model, ckpt

@@ -10,14 +10,14 @@ import torch
 
 from ranker.data import Batch, RankData
 from ranker.device_data import DeviceData
+from ranker.ensemble import TransformerModel
 from ranker.metrics import ndcg
-from ranker.model import Ranker
 from ranker.train.stream_data import StreamedSplit
 
 
 @torch.no_grad()
 def predict(
-    model: Ranker,
+    model: TransformerModel,
     data: RankData | DeviceData,
     device: torch.device | None = None,
     batch_lists: int = 256,
@@ -41,7 +41,10 @@ def predict(
 
 
 def evaluate_ndcg(
-    model: Ranker, data: RankData | DeviceData | StreamedSplit, k: int, device: torch.device
+    model: TransformerModel,
+    data: RankData | DeviceData | StreamedSplit,
+    k: int,
+    device: torch.device,
 ) -> float:
     """Mean NDCG@k over the lists where it is defined. A streamed split is scored a window
     at a time; only each list's NDCG is kept (the same mean as in memory)."""
@@ -49,7 +52,10 @@ def evaluate_ndcg(
 
 
 def _list_ndcg(
-    model: Ranker, data: RankData | DeviceData | StreamedSplit, k: int, device: torch.device
+    model: TransformerModel,
+    data: RankData | DeviceData | StreamedSplit,
+    k: int,
+    device: torch.device,
 ) -> Iterator[np.ndarray]:
     """NDCG@k per list (NaN where undefined), in parts."""
     if isinstance(data, StreamedSplit):

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ranker.data import RankData
 from ranker.device_data import DEVICE_DATA_MODES, place
+from ranker.ensemble import TransformerModel
 from ranker.losses import LOSSES, bound_loss
 from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights
 from ranker.train.distributed import broadcast_float, check_replicas, mean_float, sum_int
@@ -85,6 +86,9 @@ class TrainConfig:
     # (ranker.train.stream_data): memory follows the window. The standalone Transformer only.
     stream: bool = False
     stream_window_lists: int = 65_536
+    # Train this many models from different seeds and publish them as one seed ensemble
+    # (ranker.ensemble): better rankings for this many times the inference (1: one model).
+    ensemble: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,7 +106,7 @@ class EpochLog:
 
 @dataclass
 class TrainResult:
-    model: Ranker
+    model: TransformerModel
     best_epoch: float  # 0: the starting point (a residual re-ranker's baseline) was kept
     best_valid_ndcg: float
     history: list[EpochLog] = field(default_factory=list)
