@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     from ranker.card import ModelCard
     from ranker.data import RankData
     from ranker.ensemble import TransformerModel
+    from ranker.model import RankerConfig
     from ranker.propensity import Propensities
     from ranker.registry import ModelRef
+    from ranker.train.transformer import TrainConfig
 
 log = logging.getLogger(__name__)
 # The ONNX graph's inputs, in the order of ``Ranker.forward``: the one list of these names.
@@ -246,11 +248,7 @@ class TransformerKind(Kind):
                 progress=job.progress,
                 callbacks=job.callbacks,
                 launch=job.launch,
-                position_prior=(
-                    prior_of(props, mc.max_position)
-                    if mc.bias_tower and cfg.position_prior
-                    else None
-                ),
+                position_prior=starting_prior(props, mc, cfg),
             )
             trials.append(
                 {"params": t, "valid_ndcg@10": res.best_valid_ndcg, "epochs": len(res.history)}
@@ -280,11 +278,7 @@ class TransformerKind(Kind):
                 progress=job.progress,
                 callbacks=job.callbacks,
                 launch=job.launch,
-                position_prior=(
-                    prior_of(props, mc.max_position)
-                    if mc.bias_tower and cfg.position_prior
-                    else None
-                ),
+                position_prior=starting_prior(props, mc, cfg),
             )
         save_checkpoint(res, spec, mc, cfg, job.build / "checkpoint.pt")
         return Trained(
@@ -350,6 +344,13 @@ class TransformerKind(Kind):
 
     def feeder(self, card: ModelCard) -> PaddedFeeder:
         return PaddedFeeder()
+
+
+def starting_prior(
+    props: Propensities | None, mc: RankerConfig, cfg: TrainConfig
+) -> np.ndarray | None:
+    """Where the position tower starts: the prior when it has one and is asked to."""
+    return prior_of(props, mc.max_position) if mc.bias_tower and cfg.position_prior else None
 
 
 def prior_of(props: Propensities | None, max_position: int) -> np.ndarray | None:
