@@ -63,6 +63,9 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
     # Four times the lists per batch, the learning rate scaled by the square root (what a GPU
     # wants): is validation and test quality kept?
     "transformer_b256": ("transformer", "tower", {"batch_lists": 256}),
+    # The standalone Transformer as a seed ensemble of three (ranker.ensemble), as it ships
+    # with --set ensemble=3: one model, three times the inference.
+    "transformer_ens3": ("transformer", "tower", {"ensemble": 3}),
 }
 
 
