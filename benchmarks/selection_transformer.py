@@ -23,17 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from selection_rules import early_stop, rule_values, rule_world, spearman  # a sibling script
 
 from pipelines.lists.table import Lists
 from ranker.data import mask_of, to_padded
 from ranker.inputs import baseline_inputs
+from ranker.kinds.transformer import prior_of
+from ranker.losses import softmax_loss
 from ranker.metrics import ndcg
 from ranker.model import Ranker
 from ranker.scoring import load
 from ranker.train.prepare import rank_data
+from ranker.train.reranker import BASELINE_SCORE, EXTRA
 from ranker.train.run import TrainRequest, run_training
-from ranker.train.scoring import predict
+from ranker.train.scoring import held_out_loss, predict
 from ranker.train.transformer import EpochLog
 
 
@@ -41,7 +45,7 @@ from ranker.train.transformer import EpochLog
 class Watch:
     """A callback of ``train_transformer``: every validated model's rule values and oracle."""
 
-    valid: Any  # RankData of the validation split, with the re-ranker's inputs if any
+    valid: Any  # RankData of the validation split (its logged clicks), with the re-ranker's inputs
     test: Any
     valid_lists: Lists
     test_offsets: np.ndarray
@@ -59,20 +63,42 @@ class Watch:
 
     def __call__(self, entry: EpochLog, model: Ranker) -> None:
         self.observe(entry.epoch, predict(model, self.valid), predict(model, self.test))
+        # the "loss" rule: minus the training loss (softmax, the default) on validation's clicks
+        device = next(model.parameters()).device
+        self.points[-1]["valid_loss"] = -held_out_loss(model, self.valid, softmax_loss, device)
+
+
+class ResidualStart(torch.nn.Module):
+    """The residual re-ranker before training, as the loss rule reads it: its head's last
+    layer is zero, so its scores are the baseline's plus the position tower at the prior."""
+
+    def __init__(self, residual_input: int, splits: Any, max_position: int = 128):
+        super().__init__()
+        self.residual_input = residual_input
+        prior = prior_of(splits.propensities, max_position)
+        assert prior is not None
+        self.position_bias = torch.nn.Embedding.from_pretrained(
+            torch.from_numpy(prior.astype(np.float32))[:, None]
+        )
+        self.max_position = max_position
+
+    def forward(self, num: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        positions = rest[-1].clamp(0, self.max_position)  # (B, L)
+        return num[..., self.residual_input] + self.position_bias(positions).squeeze(-1)
 
 
 def summarise(points: list[dict[str, float]], rules: list[str], patience: int) -> dict[str, Any]:
-    oracle = [p["test_oracle"] for p in points]
-    best = max(oracle)
+    best = max(p["test_oracle"] for p in points)
     out: dict[str, Any] = {}
     for rule in rules:
-        c = [p[rule] for p in points]
+        have = [p for p in points if rule in p]
+        c, oracle = [p[rule] for p in have], [p["test_oracle"] for p in have]
         pick, stop = int(np.argmax(c)), early_stop(c, patience)
         out[rule] = {
             "spearman_with_test_oracle": round(spearman(c, oracle), 3),
-            "kept_epoch": points[pick]["epoch"],
+            "kept_epoch": have[pick]["epoch"],
             "regret": round(best - oracle[pick], 4),
-            "early_stopping_epoch": points[stop]["epoch"],
+            "early_stopping_epoch": have[stop]["epoch"],
             "early_stopping_regret": round(best - oracle[stop], 4),
         }
     return out
@@ -89,7 +115,7 @@ def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     }
     lgbm = run_training(TrainRequest(model="lgbm", name="lgbm", **common))
     baseline = load(lgbm)
-    rules = list(w.gains)
+    rules = [*w.gains, "valid_loss"]
     va_base, te_base = baseline.score(valid, m), baseline.score(test, m)
     models: dict[str, Any] = {}
     for name, rerank in (("transformer_rerank", True), ("transformer", False)):
@@ -106,6 +132,10 @@ def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         )
         if rerank:  # epoch 0: the baseline itself, where the residual re-ranker starts
             watch.observe(0.0, va_base, te_base)
+            start = ResidualStart(len(m.numeric) + EXTRA.index(BASELINE_SCORE), w.splits)
+            watch.points[-1]["valid_loss"] = -held_out_loss(
+                start, watch.valid, softmax_loss, torch.device("cpu")
+            )
         run_training(
             TrainRequest(
                 model="transformer",

@@ -39,9 +39,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--validation",
         default="auto",
         choices=["auto", *VALIDATION_RULES],
-        help="model selection reads validation NDCG@10 over: examined = the candidates at or "
-        "above each list's last click or order; ips = all, propensity-weighted; auto (default) "
-        "= the kind's own (LightGBM: examined; the Transformer with its position prior: ips)",
+        help="model selection reads, on the validation split: examined = NDCG@10 over the "
+        "candidates at or above each list's last click or order; ips = NDCG@10 over all, "
+        "propensity-weighted; loss = the training loss on its clicks, the position tower on "
+        "(the Transformer only); auto (default) = the kind's own (LightGBM: examined; the "
+        "Transformer with its position prior: loss)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

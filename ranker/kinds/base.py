@@ -49,6 +49,7 @@ class TrainJob:
     progress: bool = True
     callbacks: tuple[Callable[..., None], ...] = ()  # passed to the kind's training loop
     launch: Launch = SINGLE  # this process's rank under torchrun (kinds with ``distributed``)
+    validation_rule: str = "examined"  # the model-selection rule (its labels are in valid)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,9 @@ class Kind(ABC):
         """The bias correction this kind uses across the processes of a launch, for ``bias``
         (``explicit``: the user's ``--bias``, else the kind's own)."""
         return bias
+
+    # The rules of ranker.train.prepare.VALIDATION_RULES this kind can select by.
+    validation_rules: tuple[str, ...] = ("examined", "ips")
 
     def own_validation(self, settings: dict[str, Any], bias: str) -> str:
         """What ``--validation auto`` means for this kind under these settings (a rule of

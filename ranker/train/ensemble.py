@@ -36,12 +36,14 @@ def train_ensemble(
     callbacks: Sequence[Callback] = (),
     position_prior: np.ndarray | None = None,
     launch: Launch = SINGLE,
+    select_by_loss: bool = False,
 ) -> tuple[TrainResult, list[dict[str, Any]]]:
     """``first`` (trained with ``cfg``) and ``cfg.ensemble - 1`` more members as one model.
 
-    Returns the ensemble's result (its validation NDCG is the ensemble's own; its history and
-    best epoch the first member's) and one line per member for the model card. An ensemble is
-    not resumed: its result carries no optimiser state."""
+    Returns the ensemble's result (its validation NDCG is the ensemble's own; under the loss
+    rule, which needs a click model the ensemble does not have, the mean of its members'
+    values; its history and best epoch are the first member's) and one line per member for
+    the model card. An ensemble is not resumed: its result carries no optimiser state."""
     results = [first]
     for k in range(1, cfg.ensemble):
         member_cfg = replace(cfg, seed=member_seed(cfg.seed, k))
@@ -56,6 +58,7 @@ def train_ensemble(
                 callbacks=callbacks,
                 position_prior=position_prior,
                 launch=launch,
+                select_by_loss=select_by_loss,
             )
         )
     members = []
@@ -63,14 +66,17 @@ def train_ensemble(
         assert isinstance(r.model, Ranker)
         members.append(r.model)
     model = SeedEnsemble(members)
-    device = launch.device(pick_device(cfg.device))
-    score = evaluate_ndcg(model.to(device), valid, cfg.eval_k, device)
-    model.cpu()
+    if select_by_loss:
+        score = float(np.mean([r.best_valid_ndcg for r in results]))
+    else:
+        device = launch.device(pick_device(cfg.device))
+        score = evaluate_ndcg(model.to(device), valid, cfg.eval_k, device)
+        model.cpu()
     lines = [
         {
             "seed": member_seed(cfg.seed, k),
             "best_epoch": r.best_epoch,
-            f"valid_ndcg@{cfg.eval_k}": r.best_valid_ndcg,
+            "valid": r.best_valid_ndcg,  # the selection rule's value
         }
         for k, r in enumerate(results)
     ]

@@ -104,7 +104,11 @@ def validation_labels(lists: Lists, props: Propensities | None, bias: str) -> np
 # worlds kept apart from evaluation (benchmarks/selection_rules.py, LightGBM by round): "ips"
 # kept rounds 20-40 and lost 0.050 test oracle NDCG@10 against the best round; "examined" with
 # early stopping kept rounds 160-410 and lost 0.012 (0.005 with LightGBM's one-SE round).
-VALIDATION_RULES = ("examined", "ips")
+# "loss": the training loss on the validation split with the position tower on (the model's own
+# click model), lower is better; only for kinds with a click model (the Transformer's
+# ``validation_rules``). Why: ``benchmarks/selection_transformer.py`` and the README's
+# "A validation signal for the re-ranker".
+VALIDATION_RULES = ("examined", "ips", "loss")
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,8 @@ def validation_set(
 ) -> Validation:
     if rule not in VALIDATION_RULES:
         raise ValueError(f"validation rule must be one of {VALIDATION_RULES}, got {rule!r}")
+    if rule == "loss":  # the logged clicks, every candidate: what the training loss reads
+        return Validation(None, None, "neg_heldout_loss")
     seen = examined(lists) if rule == "examined" else None
     if seen is not None:
         return Validation(None, seen, "examined_ndcg@10")

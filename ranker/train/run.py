@@ -17,7 +17,13 @@ from ranker.kinds import get_kind
 from ranker.kinds.base import TrainJob
 from ranker.registry import ModelRef, publish
 from ranker.train.launch import Launch
-from ranker.train.prepare import ipw_weights, load_splits, rank_data, validation_set
+from ranker.train.prepare import (
+    VALIDATION_RULES,
+    ipw_weights,
+    load_splits,
+    rank_data,
+    validation_set,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,10 @@ def _train_and_publish(req: TrainRequest, launch: Launch) -> ModelRef | None:
     m = splits.manifest
     weights = ipw_weights(splits.train, splits.propensities, bias)
     rule = kind.own_validation(settings, bias) if req.validation == "auto" else req.validation
+    if rule in VALIDATION_RULES and rule not in kind.validation_rules:
+        raise ValueError(
+            f"{kind.name} cannot select by the {rule!r} rule; it can by {kind.validation_rules}"
+        )
     v = validation_set(splits.valid, splits.propensities, bias, rule)
     train = rank_data(splits.train, m, weights)
     valid = rank_data(splits.valid, m, labels=v.labels, eval_mask=v.mask)
@@ -116,6 +126,7 @@ def _train_and_publish(req: TrainRequest, launch: Launch) -> ModelRef | None:
             progress=req.progress and launch.leader,
             callbacks=req.callbacks,
             launch=launch,
+            validation_rule=rule,
         )
         done = kind.train(job)
         if not launch.leader:

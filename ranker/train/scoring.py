@@ -3,7 +3,7 @@ model kind's ``predict`` and the benchmarks share."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -65,3 +65,28 @@ def _list_ndcg(
     scores = predict(model, data, device)
     s, y, m = (data.data if isinstance(data, DeviceData) else data).padded_scores(scores)
     yield ndcg(s, y, mask=m, k=k)
+
+
+@torch.no_grad()
+def held_out_loss(
+    model: torch.nn.Module,
+    data: RankData | DeviceData | StreamedSplit,
+    loss_fn: Callable[..., torch.Tensor],
+    device: torch.device,
+    batch_lists: int = 256,
+) -> float:
+    """The training loss on held-out lists, the position tower on (as in training): how well
+    the model and its own click model predict clicks it has not seen. Its mean over the lists
+    the loss counts (those with a click), whatever the batching."""
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    counted = torch.zeros((), dtype=torch.float64, device=device)
+    for batch in data.batches(batch_lists, shuffle=False):
+        b = batch.to(device)
+        # (a Ranker, or any module of its forward with a position tower or none)
+        positions = b.positions if getattr(model, "position_bias", None) is not None else None
+        s = model(b.num, b.cat, b.mask, b.hist_num, b.hist_cat, b.hist_mask, positions)  # (B, L)
+        n = ((b.labels > 0) & b.mask).any(dim=1).sum().double()  # lists the loss counts
+        total += loss_fn(s.float(), b.labels, mask=b.mask, weights=b.weights).double() * n
+        counted += n
+    return float(total / counted.clamp(min=1.0))

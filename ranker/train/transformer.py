@@ -34,7 +34,7 @@ from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights
 from ranker.train.distributed import broadcast_float, check_replicas, mean_float, sum_int
 from ranker.train.ema import EMA, snapshot
 from ranker.train.launch import SINGLE, Launch
-from ranker.train.scoring import evaluate_ndcg
+from ranker.train.scoring import evaluate_ndcg, held_out_loss
 from ranker.train.stream_data import StreamedSplit
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class TrainConfig:
 class EpochLog:
     epoch: float  # epochs of training done at this validation (1.5: half-way through the 2nd)
     train_loss: float
-    valid_ndcg: float
+    valid_ndcg: float  # the selection rule's value: NDCG@k, or minus the held-out loss
     lr: float
     seconds: float
     lists_per_s: float
@@ -153,6 +153,7 @@ def train_transformer(
     checkpoint_path: Path | None = None,
     position_prior: np.ndarray | None = None,
     launch: Launch = SINGLE,
+    select_by_loss: bool = False,
 ) -> TrainResult:
     """Train until ``cfg.epochs`` or ``cfg.patience`` epochs without progress.
 
@@ -163,6 +164,9 @@ def train_transformer(
     ``launch``: this process's rank under torchrun (``ranker.train.distributed``; its process
     group already joined): each rank trains on its share of every batch, rank 0 validates and
     writes the checkpoint, all return the same model.
+    ``select_by_loss``: validations (what early stopping and the kept weights go by) read
+    minus the training loss on the validation split, the position tower on (the "loss"
+    validation rule), rather than its NDCG@k.
     """
     if cfg.loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}")
@@ -223,7 +227,8 @@ def train_transformer(
         return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    start_epoch, best, best_epoch, bad_epochs, halted = 0, -1.0, -1.0, 0, False
+    # best starts below any value: the loss rule's values (minus a loss) are below -1 too
+    start_epoch, best, best_epoch, bad_epochs, halted = 0, -math.inf, -1.0, 0, False
     best_state: dict[str, torch.Tensor] = {}
     rng = np.random.default_rng(cfg.seed)
     history: list[EpochLog] = []
@@ -250,9 +255,17 @@ def train_transformer(
     use_positions = model_cfg.bias_tower
 
     def validation_score() -> float:
-        """Validation NDCG of the current weights: rank 0's, on every rank."""
-        score = evaluate_ndcg(model, valid_src, cfg.eval_k, device) if launch.leader else 0.0
+        """The current weights' validation value (higher is better): rank 0's, on every rank."""
+        score = 0.0
+        if launch.leader:
+            score = (
+                -held_out_loss(model, valid_src, loss_fn, device)
+                if select_by_loss
+                else evaluate_ndcg(model, valid_src, cfg.eval_k, device)
+            )
         return broadcast_float(score, launch, device)
+
+    metric = "minus held-out loss" if select_by_loss else f"ndcg@{cfg.eval_k}"
 
     if resume is None and spec.residual_input >= 0:
         # A residual re-ranker starts as its baseline: that is the score to beat on validation,
@@ -260,7 +273,7 @@ def train_transformer(
         best = validation_score()
         best_epoch = 0.0
         best_state = snapshot(model)
-        log.info("epoch 0 (the baseline): valid ndcg@%d %.4f", cfg.eval_k, best)
+        log.info("epoch 0 (the baseline): valid %s %.4f", metric, best)
     amp = device.type == "cuda"
     eval_steps = max(1, math.ceil(cfg.eval_every_lists / cfg.batch_lists))
 
@@ -288,10 +301,10 @@ def train_transformer(
             else:
                 bad_epochs += 1
             log.info(
-                "epoch %g: loss %.4f, valid ndcg@%d %.4f (best %.4f at %g), %.0f lists/s",
+                "epoch %g: loss %.4f, valid %s %.4f (best %.4f at %g), %.0f lists/s",
                 entry.epoch,
                 entry.train_loss,
-                cfg.eval_k,
+                metric,
                 score,
                 best,
                 best_epoch,

@@ -116,9 +116,9 @@ def test_train_publish_and_score_both_models(small_lists: Path, tmp_path: Path) 
     assert versions(reg, "transformer") == ["v1", "v2"]
     assert resolve(reg / "transformer").version == "v2"  # NAME alone: the latest
     card = tr.card()
-    # --validation auto: the Transformer with its position prior selects on IPS-weighted
-    # clicks, without the tower (no prior) and LightGBM on the examined candidates
-    assert card.bias_correction == "tower" and card.validation_metric == "ips_ndcg@10"
+    # --validation auto: the Transformer with its position prior selects on the held-out
+    # loss, without the tower (no prior) and LightGBM on the examined candidates
+    assert card.bias_correction == "tower" and card.validation_metric == "neg_heldout_loss"
     assert tr2.card().validation_metric == "examined_ndcg@10"
     assert lg.card().validation_metric == "examined_ndcg@10"
     assert set(card.files) == {"checkpoint.pt"} and card.features["format"] == "ranker-lists/1"

@@ -1,0 +1,88 @@
+"""The "loss" validation rule: the training loss on held-out clicks, the position tower on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ranker.losses import softmax_loss
+from ranker.model import Ranker, RankerConfig, init_weights
+from ranker.scoring import load
+from ranker.train.checkpoint import spec_from_manifest
+from ranker.train.prepare import load_splits, rank_data
+from ranker.train.run import TrainRequest, run_training
+from ranker.train.scoring import held_out_loss
+
+FAST = {"epochs": 2, "d_model": 32, "n_layers": 1, "d_ff": 64, "batch_lists": 128}
+
+
+def numpy_softmax_loss(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float:
+    """An independent reference: per list with a click, -sum(target * log_softmax), target
+    proportional to 2**label - 1 over real candidates; the mean over those lists."""
+    losses = []
+    for s, y, m in zip(scores, labels, mask, strict=True):
+        s, g = s[m].astype(np.float64), 2.0 ** y[m].astype(np.float64) - 1
+        if g.sum() <= 0:
+            continue
+        log_p = s - s.max() - np.log(np.exp(s - s.max()).sum())
+        losses.append(-(g / g.sum() * log_p).sum())
+    return float(np.mean(losses))
+
+
+def test_held_out_loss_matches_numpy_whatever_the_batching(small_lists: Path) -> None:
+    sp, _ = load_splits(small_lists)
+    m = sp.manifest
+    valid = rank_data(sp.valid, m)
+    model = Ranker(spec_from_manifest(m), RankerConfig(d_model=16, n_layers=1, d_ff=32))
+    model.position_bias = torch.nn.Embedding(129, 1)  # a position tower that matters
+    init_weights(model, 0)
+    model.eval()  # (no dropout in the reference either)
+    with torch.no_grad():
+        model.position_bias.weight.copy_(-torch.linspace(0, 3, 129)[:, None])
+    whole = next(iter(valid.batches(len(valid))))
+    with torch.no_grad():
+        s = model(
+            whole.num,
+            whole.cat,
+            whole.mask,
+            whole.hist_num,
+            whole.hist_cat,
+            whole.hist_mask,
+            whole.positions,
+        ).numpy()
+    want = numpy_softmax_loss(s, whole.labels.numpy(), whole.mask.numpy())
+    cpu = torch.device("cpu")
+    for batch in (7, 64, len(valid)):
+        got = held_out_loss(model, valid, softmax_loss, cpu, batch_lists=batch)
+        assert got == pytest.approx(want, rel=1e-5)
+    # The position tower is read: without it the loss differs.
+    tower = model.position_bias
+    model.position_bias = None
+    assert abs(held_out_loss(model, valid, softmax_loss, cpu) - want) > 1e-3
+    model.position_bias = tower
+
+
+def test_the_transformer_selects_by_the_loss_rule_and_lightgbm_refuses_it(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    ref = run_training(
+        TrainRequest(
+            "transformer",
+            small_lists,
+            tmp_path,
+            bias="tower",
+            validation="loss",
+            progress=False,
+            overrides=FAST,
+        )
+    )
+    card = load(ref).card
+    assert card.validation_metric == "neg_heldout_loss"
+    history = card.details["history"]
+    # The kept value is the best (highest) minus-loss among the validations, and a loss.
+    assert card.valid_ndcg == max(h["valid_ndcg"] for h in history) and card.valid_ndcg < 0
+    with pytest.raises(ValueError, match="lgbm cannot select by the 'loss' rule"):
+        run_training(TrainRequest("lgbm", small_lists, tmp_path, validation="loss", progress=False))
