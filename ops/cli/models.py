@@ -43,7 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "candidates at or above each list's last click or order; ips = NDCG@10 over all, "
         "propensity-weighted; loss = the training loss on its clicks, the position tower on "
         "(the Transformer only); auto (default) = the kind's own (LightGBM: examined; the "
-        "Transformer with its position prior: loss)",
+        "Transformer with its position prior: loss, as a re-ranker: ips)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -133,9 +133,9 @@ class Kind(ABC):
     # The rules of ranker.train.prepare.VALIDATION_RULES this kind can select by.
     validation_rules: tuple[str, ...] = ("examined", "ips")
 
-    def own_validation(self, settings: dict[str, Any], bias: str) -> str:
+    def own_validation(self, settings: dict[str, Any], bias: str, reranks: bool = False) -> str:
         """What ``--validation auto`` means for this kind under these settings (a rule of
-        ``ranker.train.prepare.VALIDATION_RULES``)."""
+        ``ranker.train.prepare.VALIDATION_RULES``); ``reranks``: trained over a baseline."""
         return "examined"
 
     def settings_dataclasses(self) -> tuple[type, ...]:

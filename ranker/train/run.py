@@ -96,7 +96,11 @@ def _train_and_publish(req: TrainRequest, launch: Launch) -> ModelRef | None:
     )
     m = splits.manifest
     weights = ipw_weights(splits.train, splits.propensities, bias)
-    rule = kind.own_validation(settings, bias) if req.validation == "auto" else req.validation
+    rule = (
+        kind.own_validation(settings, bias, reranks=bool(req.reranker))
+        if req.validation == "auto"
+        else req.validation
+    )
     if rule in VALIDATION_RULES and rule not in kind.validation_rules:
         raise ValueError(
             f"{kind.name} cannot select by the {rule!r} rule; it can by {kind.validation_rules}"

@@ -76,8 +76,9 @@ class TrainConfig:
     # Start the position tower (--bias tower) at the log propensities estimated from the
     # randomised traffic rather than at zero (see Ranker.start_position_bias): from zero the
     # main tower learns the logging order before the position tower learns examination. It
-    # comes with the IPS selection rule (TransformerKind.own_validation): under the examined
-    # rule it shipped late epochs that read the logging order again.
+    # comes with the held-out loss selection rule (IPS for a re-ranker; see
+    # TransformerKind.own_validation): under the examined rule it shipped late epochs that
+    # read the logging order again.
     position_prior: bool = True
     # Under torchrun: also compare the ranks' weights after every this many steps (0: at each
     # validation only); a mismatch stops training with an error.
