@@ -16,7 +16,7 @@ from ranker.train.prepare import load_splits, rank_data
 from ranker.train.run import TrainRequest, run_training
 from ranker.train.scoring import held_out_loss
 
-FAST = {"epochs": 2, "d_model": 32, "n_layers": 1, "d_ff": 64, "batch_lists": 128}
+FAST = {"epochs": 1, "d_model": 32, "n_layers": 1, "d_ff": 64, "batch_lists": 128}
 
 
 def numpy_softmax_loss(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float:
