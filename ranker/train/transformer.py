@@ -257,13 +257,12 @@ def train_transformer(
 
     def validation_score() -> float:
         """The current weights' validation value (higher is better): rank 0's, on every rank."""
-        score = 0.0
-        if launch.leader:
-            score = (
-                -held_out_loss(model, valid_src, loss_fn, device)
-                if select_by_loss
-                else evaluate_ndcg(model, valid_src, cfg.eval_k, device)
-            )
+        if not launch.leader:
+            score = 0.0
+        elif select_by_loss:
+            score = -held_out_loss(model, valid_src, loss_fn, device)
+        else:
+            score = evaluate_ndcg(model, valid_src, cfg.eval_k, device)
         return broadcast_float(score, launch, device)
 
     metric = "minus held-out loss" if select_by_loss else f"ndcg@{cfg.eval_k}"

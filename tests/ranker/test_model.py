@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights, pair_matrix
+from ranker.layers import pair_matrix
+from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights
 from ranker.train.checkpoint import split_config
 
 
