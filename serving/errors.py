@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving import metrics
 from serving.bounds import name_as_sent
 from serving.requests import ServingError
-from serving.store import StoreError
+from serving.store_rows import StoreError
 
 log = logging.getLogger(__name__)
 

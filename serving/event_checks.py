@@ -17,7 +17,7 @@ from serving import metrics
 from serving.bounds import clip
 from serving.requests import ServingError, to_us
 from serving.schemas import Event
-from serving.store import SEP, NewEvent, Served
+from serving.store_rows import SEP, NewEvent, Served
 
 MAX_REPORTED = 20  # problems listed in one error body
 

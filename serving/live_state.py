@@ -28,7 +28,7 @@ from pipelines.features.history import Sequences
 from pipelines.features.live import LiveFeaturizer
 from pipelines.features.state import Events, FeatureState
 from pipelines.io import atomic_dir
-from serving.store import EventRow
+from serving.store_rows import EventRow
 from serving.stores import Store
 
 log = logging.getLogger(__name__)

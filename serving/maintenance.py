@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from serving import metrics
 from serving.live_state import Checkpoint, LiveState, remove_old_checkpoints
 from serving.request_log import Retention, prune_logs
-from serving.store import StoreError, WorkerRow, now_us
+from serving.store_rows import StoreError, WorkerRow, now_us
 from serving.stores import Store
 
 if TYPE_CHECKING:

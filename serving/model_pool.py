@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipelines.features.transforms import Features
 from serving.models import LoadOptions, ModelLoadError, ModelSet, load_model_set
-from serving.store import StoreError
+from serving.store_rows import StoreError
 from serving.stores import Store
 
 log = logging.getLogger(__name__)

@@ -14,14 +14,14 @@ candidates it was asked for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from serving.redis_store import RedisStore
 from serving.remote_state import RemoteFeatureState
 from serving.served_record import RecordRide
-from serving.store import StoreError
+from serving.store_rows import ServedRanking, StoreError
 from serving.stores import Store
 
 
@@ -38,29 +38,20 @@ class Recorder:
         self.remote = remote if isinstance(store, RedisStore) else None
 
     @contextmanager
-    def around_featurisation(
-        self,
-        request_id: str,
-        user_id: str,
-        query: str,
-        t_us: int,
-        variant: str,
-        candidates: Sequence[str],
-    ) -> Iterator[Callable[[], Recorded]]:
+    def around_featurisation(self, ranking: ServedRanking) -> Iterator[Callable[[], Recorded]]:
         """Wrap the ranking's featurisation (under the live state's lock); yields the call
         that gives the outcome, to make once the ranking is scored."""
-        args = (request_id, user_id, query, t_us, variant, candidates)
         if self.remote is None or not isinstance(self.store, RedisStore):
-            yield lambda: _outcome(lambda: self.store.record_request(*args))
+            yield lambda: _outcome(lambda: self.store.record_request(ranking))
             return
-        ride = RecordRide(self.store.record_args(*args))
+        ride = RecordRide(self.store.record_args(ranking))
         self.remote.ride = ride
         try:
             yield (
                 lambda: (
                     Recorded(ride.mine, None)
                     if ride.mine is not None
-                    else _outcome(lambda: self.store.record_request(*args))
+                    else _outcome(lambda: self.store.record_request(ranking))
                 )
             )
         finally:

@@ -12,7 +12,7 @@ scripts name keys they build themselves, so this is not for Redis Cluster):
 - ``events``: a stream, entry ``<id>-0`` per event, ids from the counter ``event_id``, so a
   replica reads the events after its last one with one XRANGE; ``ek:<key>``: an event's
   idempotency key, kept as long as rankings are, so a retry is stored once;
-- ``clock``: the latest ranking time any replica served (see ``serving.store.Poll``);
+- ``clock``: the latest ranking time any replica served (see ``serving.store_rows.Poll``);
 - ``workers``: a hash, worker id -> JSON; ``worker_seq`` numbers workers across machines
   (a pid is not unique there); ``lease:<name>``: a key with a TTL.
 
@@ -33,7 +33,17 @@ import redis
 
 from serving.redis_state import APPLY_LUA
 from serving.served_record import RECORD_LUA
-from serving.store import SEP, EventRow, NewEvent, Poll, Served, StoreError, WorkerRow, now_us
+from serving.store_rows import (
+    SEP,
+    EventRow,
+    NewEvent,
+    Poll,
+    Served,
+    ServedRanking,
+    StoreError,
+    WorkerRow,
+    now_us,
+)
 
 TIMEOUT_S = 2.0  # a request waits at most this long for Redis before it is answered degraded
 
@@ -195,31 +205,24 @@ class RedisStore:
         self.set("probe", str(now_us()))
 
     # ---- requests and events ---------------------------------------------------------------
-    def record_request(
-        self,
-        request_id: str,
-        user_id: str,
-        query: str,
-        t_us: int,
-        variant: str,
-        candidates: Sequence[str],
-    ) -> bool:
-        args = self.record_args(request_id, user_id, query, t_us, variant, candidates)
+    def record_request(self, ranking: ServedRanking) -> bool:
+        args = self.record_args(ranking)
         with self._call("record"):
             return bool(self._scripts["record"](keys=[], args=args))
 
-    def record_args(
-        self,
-        request_id: str,
-        user_id: str,
-        query: str,
-        t_us: int,
-        variant: str,
-        candidates: Sequence[str],
-    ) -> list[Any]:
+    def record_args(self, ranking: ServedRanking) -> list[Any]:
         """``RECORD_LUA``'s arguments: for this store's script, or to ride a state read."""
-        cands = SEP.join(candidates)
-        return [self.p, request_id, user_id, query, t_us, variant, cands, self._ttl_ms, now_us()]
+        return [
+            self.p,
+            ranking.request_id,
+            ranking.user_id,
+            ranking.query,
+            ranking.t_us,
+            ranking.variant,
+            SEP.join(ranking.candidates),
+            self._ttl_ms,
+            now_us(),
+        ]
 
     def served(self, request_ids: Sequence[str]) -> dict[str, Served]:
         rids = sorted(set(request_ids))

@@ -21,7 +21,7 @@ from serving.redis_store import RedisStore
 from serving.served_record import RecordRide
 from serving.settings import Settings
 from serving.state_load import CLOCK_KEY, is_loaded, state_prefix
-from serving.store import StoreError
+from serving.store_rows import StoreError
 
 ROW_TABLES = ("item", "qi", "ui", "uc")  # keyed per candidate; user and global per request
 

@@ -50,7 +50,7 @@ from serving.requests import (
 from serving.runtime import Device, choose_device
 from serving.schemas import EventsRequest, RankRequest
 from serving.settings import Settings
-from serving.store import StoreError, now_us
+from serving.store_rows import ServedRanking, StoreError, now_us
 from serving.stores import open_store
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class Service:
                 with (
                     self.live.lock,
                     self.recorder.around_featurisation(
-                        rid, user, req.query, t_us, route.variant, ids
+                        ServedRanking(rid, user, req.query, t_us, route.variant, ids)
                     ) as recorded,
                 ):
                     feats = live.featurize(

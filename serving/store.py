@@ -21,11 +21,21 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from serving.event_hint import EventHint
+from serving.store_rows import (
+    SEP,
+    EventRow,
+    NewEvent,
+    Poll,
+    Served,
+    ServedRanking,
+    StoreError,
+    WorkerRow,
+    now_us,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -55,68 +65,7 @@ INDEXES = """
 CREATE INDEX IF NOT EXISTS requests_created ON requests (created_us);
 CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (key);
 """
-# Identifiers are printable (serving.bounds), so a control character separates candidates.
-SEP = "\x1f"
 BUSY_TIMEOUT_S = 5.0  # the longest a writer waits for another; transactions last milliseconds
-
-
-class StoreError(Exception):
-    """The store cannot be read or written (disk full, I/O error, locked for too long)."""
-
-
-@dataclass(frozen=True)
-class Served:
-    """A served ranking, as events are checked against it."""
-
-    user_id: str
-    query: str
-    t_us: int
-    variant: str
-    candidates: frozenset[str]  # empty for rankings stored before candidates were kept
-    n_candidates: int
-
-
-@dataclass
-class EventRow:
-    id: int
-    type: str  # impression | click | order
-    request_id: str
-    user_id: str
-    item_id: str
-    position: int | None
-    t_us: int
-    query: str
-    variant: str  # of the request that showed the item ('' when unknown)
-
-
-# (type, request_id, user_id, item_id, position, t_us, query, variant, idempotency key): an
-# event to store; a key already stored makes it a duplicate (empty key: always stored)
-NewEvent = tuple[str, str, str, str, int | None, int, str, str, str]
-
-
-@dataclass(frozen=True)
-class Poll:
-    """What a worker checks before each ranking, without a query where it can."""
-
-    pending: bool  # events after the worker's last one may exist
-    # The latest ranking time served by any worker (0: none yet). Every worker's state moves
-    # its clock there before featurising, so two workers, or two replicas, that serve the same
-    # request after the same events read the same counters (a worker's own clock moves only
-    # with its own requests, and the counters' buckets close with the clock).
-    clock_us: int
-
-
-@dataclass(frozen=True)
-class WorkerRow:
-    pid: int
-    seen_us: int
-    generation: int
-    last_event: int
-    models: dict[str, str]
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class SharedStore:
@@ -263,15 +212,7 @@ class SharedStore:
         self.set("probe", str(now_us()))
 
     # ---- requests and events ---------------------------------------------------------------
-    def record_request(
-        self,
-        request_id: str,
-        user_id: str,
-        query: str,
-        t_us: int,
-        variant: str,
-        candidates: Sequence[str],
-    ) -> bool:
+    def record_request(self, ranking: ServedRanking) -> bool:
         """Store a served ranking. A request id already served to the same user is replaced
         (a client's retry); one served to another user is left alone and False returned, so
         no client can take over another user's ranking and its events."""
@@ -282,10 +223,18 @@ class SharedStore:
                 "query = excluded.query, t_us = excluded.t_us, variant = excluded.variant, "
                 "candidates = excluded.candidates, created_us = excluded.created_us "
                 "WHERE requests.user_id = excluded.user_id",
-                (request_id, user_id, query, t_us, variant, SEP.join(candidates), now_us()),
+                (
+                    ranking.request_id,
+                    ranking.user_id,
+                    ranking.query,
+                    ranking.t_us,
+                    ranking.variant,
+                    SEP.join(ranking.candidates),
+                    now_us(),
+                ),
             )
             if done.rowcount == 1:
-                self._hint.publish_clock(t_us)  # inside the write lock: see EventHint
+                self._hint.publish_clock(ranking.t_us)  # inside the write lock: see EventHint
             return done.rowcount == 1
 
     def served(self, request_ids: Sequence[str]) -> dict[str, Served]:

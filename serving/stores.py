@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from serving.settings import Settings
-from serving.store import EventRow, NewEvent, Poll, Served, SharedStore, WorkerRow
+from serving.store import SharedStore
+from serving.store_rows import EventRow, NewEvent, Poll, Served, ServedRanking, WorkerRow
 
 
 class Store(Protocol):
@@ -24,15 +25,7 @@ class Store(Protocol):
     def publish_models(self, versions: dict[str, str], bump: bool) -> int: ...
     def reset_for(self, snapshot: str) -> bool: ...
     def probe(self) -> None: ...
-    def record_request(
-        self,
-        request_id: str,
-        user_id: str,
-        query: str,
-        t_us: int,
-        variant: str,
-        candidates: Sequence[str],
-    ) -> bool: ...
+    def record_request(self, ranking: ServedRanking) -> bool: ...
     def served(self, request_ids: Sequence[str]) -> dict[str, Served]: ...
     def add_events(
         self, rows: Sequence[NewEvent], effects: Sequence[str] | None = None

@@ -11,26 +11,31 @@ import pytest
 
 from ops.online.redis_proc import redis_available
 from serving.recording import Recorder
-from serving.store import SharedStore, StoreError
+from serving.store import SharedStore
+from serving.store_rows import ServedRanking, StoreError
 
 
 def test_the_embedded_store_records_when_the_outcome_is_asked(tmp_path: Path) -> None:
     store = SharedStore(tmp_path / "store.sqlite")
     rec = Recorder(store, None)
-    with rec.around_featurisation("r1", "u1", "q", 1, "default", ["a", "b"]) as outcome:
+    with rec.around_featurisation(
+        ServedRanking("r1", "u1", "q", 1, "default", ["a", "b"])
+    ) as outcome:
         assert store.served(["r1"]) == {}  # nothing yet: the ranking is not scored
     got = outcome()
     assert got.mine and got.failure is None and store.served(["r1"])["r1"].user_id == "u1"
-    with rec.around_featurisation("r1", "someone else", "q", 1, "default", ["a"]) as outcome:
+    with rec.around_featurisation(
+        ServedRanking("r1", "someone else", "q", 1, "default", ["a"])
+    ) as outcome:
         pass
     assert not outcome().mine
     store.close()
 
-    def broken(*args: object) -> bool:
+    def broken(ranking: ServedRanking) -> bool:
         raise StoreError("store down")
 
     store.record_request = broken  # type: ignore[method-assign]
-    with rec.around_featurisation("r2", "u1", "q", 1, "default", ["a"]) as outcome:
+    with rec.around_featurisation(ServedRanking("r2", "u1", "q", 1, "default", ["a"])) as outcome:
         pass
     assert outcome().mine and outcome().failure == "store down"  # degraded, still served
 
@@ -64,7 +69,7 @@ def test_a_replica_records_in_its_featurisation_read(redis_url: str, small_lists
 
     live.featurize(user_id="u0", query="q", t_us=t, item_ids=items)  # the scripts loaded
     before = scripts()
-    with rec.around_featurisation("r1", "u1", "q", t, "default", items) as outcome:
+    with rec.around_featurisation(ServedRanking("r1", "u1", "q", t, "default", items)) as outcome:
         live.featurize(user_id="u1", query="q", t_us=t, item_ids=items)
         assert state.ride is None  # taken by the read
     got = outcome()
@@ -73,7 +78,7 @@ def test_a_replica_records_in_its_featurisation_read(redis_url: str, small_lists
     served = store.served(["r1"])["r1"]
     assert served.user_id == "u1" and served.candidates == frozenset(items)
 
-    with rec.around_featurisation("r1", "u2", "q", t, "default", items) as outcome:
+    with rec.around_featurisation(ServedRanking("r1", "u2", "q", t, "default", items)) as outcome:
         live.featurize(user_id="u2", query="q", t_us=t, item_ids=items)
     assert not outcome().mine and store.served(["r1"])["r1"].user_id == "u1"
 
@@ -81,7 +86,7 @@ def test_a_replica_records_in_its_featurisation_read(redis_url: str, small_lists
     # ranking's read, and the record is made on its own.
     with (
         pytest.raises(RuntimeError),
-        rec.around_featurisation("r2", "u3", "q", t, "default", items) as outcome,
+        rec.around_featurisation(ServedRanking("r2", "u3", "q", t, "default", items)) as outcome,
     ):
         raise RuntimeError("featurisation failed")
     assert state.ride is None

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from ops.online.redis_proc import RedisServer, redis_available, redis_server
-from serving.store import SharedStore, StoreError, now_us
+from serving.store import SharedStore
+from serving.store_rows import ServedRanking, StoreError, now_us
 from serving.stores import Store
 
 _prefixes = itertools.count()
@@ -47,9 +48,11 @@ def click(k: int, key: str = "") -> tuple[str, str, str, str, int | None, int, s
 
 
 def test_rankings_belong_to_their_user(store: Store) -> None:
-    assert store.record_request("r1", "u1", "hotpot", 5, "A", ["a", "b"])
-    assert store.record_request("r1", "u1", "coffee", 6, "A", ["a", "b", "c"])  # a retry
-    assert not store.record_request("r1", "u2", "tea", 7, "B", ["x"])  # another user's id
+    assert store.record_request(ServedRanking("r1", "u1", "hotpot", 5, "A", ["a", "b"]))
+    # a retry
+    assert store.record_request(ServedRanking("r1", "u1", "coffee", 6, "A", ["a", "b", "c"]))
+    # another user's id
+    assert not store.record_request(ServedRanking("r1", "u2", "tea", 7, "B", ["x"]))
     served = store.served(["r1", "r1", "missing"])
     assert list(served) == ["r1"]
     s = served["r1"]
@@ -59,10 +62,12 @@ def test_rankings_belong_to_their_user(store: Store) -> None:
 
 def test_the_shared_clock_is_the_latest_ranking_time(store: Store) -> None:
     assert store.poll(0).clock_us == 0
-    store.record_request("r1", "u", "q", 500, "", ["a"])
-    store.record_request("r2", "u", "q", 300, "", ["a"])  # an older time never moves it back
+    store.record_request(ServedRanking("r1", "u", "q", 500, "", ["a"]))
+    # an older time never moves it back
+    store.record_request(ServedRanking("r2", "u", "q", 300, "", ["a"]))
     assert store.poll(0).clock_us == 500
-    assert not store.record_request("r1", "other", "q", 900, "", ["a"])  # refused: no move
+    # refused: no move
+    assert not store.record_request(ServedRanking("r1", "other", "q", 900, "", ["a"]))
     assert store.poll(0).clock_us == 500
 
 
@@ -110,7 +115,7 @@ def test_generation_leases_and_checkpoints(store: Store) -> None:
 
 def test_a_new_snapshot_starts_afresh(store: Store) -> None:
     assert store.reset_for("snap-1")
-    store.record_request("r1", "u", "q", 1, "", ["a"])
+    store.record_request(ServedRanking("r1", "u", "q", 1, "", ["a"]))
     store.add_events([click(1)])
     assert not store.reset_for("snap-1")
     assert store.counts()["events"] == 1
@@ -120,7 +125,7 @@ def test_a_new_snapshot_starts_afresh(store: Store) -> None:
 
 def test_retention_keeps_what_workers_still_need(store: Store) -> None:
     for k in range(10):
-        store.record_request(f"r{k}", "u", "q", k, "", ["a", "b"])
+        store.record_request(ServedRanking(f"r{k}", "u", "q", k, "", ["a", "b"]))
     store.add_events([click(k) for k in range(10)])
     store.heartbeat(1, 0, 0, 7, {})
     deleted = store.prune(
