@@ -66,6 +66,24 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
     # The standalone Transformer as a seed ensemble of three (ranker.ensemble), as it ships
     # with --set ensemble=3: one model, three times the inference.
     "transformer_ens3": ("transformer", "tower", {"ensemble": 3}),
+    # the pointwise click likelihood (logistic, position tower added to the logit) instead of
+    # the listwise softmax
+    "transformer_bce": ("transformer", "tower", {"loss": "bce"}),
+    "rerank_bce": ("transformer", "tower", {"reranker": "lgbm", "loss": "bce"}),
+    "rerank_selfonly_bce": (
+        "transformer",
+        "tower",
+        {"reranker": "lgbm", "list_attention": False, "loss": "bce"},
+    ),
+    # the re-ranker and its ablation selected by the held-out loss (a variant's own rule, over
+    # --validation): under IPS, their default, both mostly keep the baseline, which says nothing
+    # about the list blocks
+    "rerank_loss": ("transformer", "tower", {"reranker": "lgbm", "validation": "loss"}),
+    "rerank_selfonly_loss": (
+        "transformer",
+        "tower",
+        {"reranker": "lgbm", "list_attention": False, "validation": "loss"},
+    ),
 }
 
 
@@ -130,7 +148,9 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             overrides: dict[str, object] = {"epochs": args.epochs} if model == "transformer" else {}
-            overrides.update({k: v for k, v in extra.items() if k != "reranker"})
+            overrides.update(
+                {k: v for k, v in extra.items() if k not in ("reranker", "validation")}
+            )
             baseline = extra.get("reranker")
             ref = run_training(
                 TrainRequest(
@@ -143,7 +163,7 @@ def main() -> None:
                     seed=seed,
                     progress=False,
                     overrides=overrides,
-                    validation=args.validation,
+                    validation=str(extra.get("validation", args.validation)),
                     # each seed's re-ranker sits on the same seed's baseline
                     reranker=None if baseline is None else seeded(str(baseline), seed, first),
                 )

@@ -210,7 +210,8 @@ def training(ref_path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
     from ranker.train.checkpoint import load_model
-    from ranker.train.transformer import TrainConfig, train_transformer
+    from ranker.train.config import TrainConfig
+    from ranker.train.transformer import train_transformer
 
     model = load_model(ref_path / "checkpoint.pt")[0]
     spec, cfg, arch = model.spec, model.cfg, model.spec.to_dict()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,11 @@ from pipelines.lists.table import Lists
 from ranker.data import mask_of, to_padded
 from ranker.inputs import baseline_inputs
 from ranker.kinds.transformer import prior_of
-from ranker.losses import softmax_loss
+from ranker.losses import PER_CANDIDATE, bound_loss
 from ranker.metrics import ndcg
 from ranker.model import Ranker
 from ranker.scoring import load
+from ranker.train.config import TrainConfig
 from ranker.train.prepare import rank_data
 from ranker.train.reranker import BASELINE_SCORE, EXTRA
 from ranker.train.run import TrainRequest, run_training
@@ -52,6 +54,8 @@ class Watch:
     truth_test: np.ndarray
     gains: dict[str, np.ndarray]
     masks: dict[str, np.ndarray]
+    loss: Callable[..., torch.Tensor]  # the training loss, which the "loss" rule reads
+    per_candidate: bool  # whether that loss averages over candidates (else lists)
     points: list[dict[str, float]] = field(default_factory=list)
 
     def observe(self, epoch: float, valid_scores: np.ndarray, test_scores: np.ndarray) -> None:
@@ -63,9 +67,11 @@ class Watch:
 
     def __call__(self, entry: EpochLog, model: Ranker) -> None:
         self.observe(entry.epoch, predict(model, self.valid), predict(model, self.test))
-        # the "loss" rule: minus the training loss (softmax, the default) on validation's clicks
+        # the "loss" rule: minus the training loss on validation's clicks
         device = next(model.parameters()).device
-        self.points[-1]["valid_loss"] = -held_out_loss(model, self.valid, softmax_loss, device)
+        self.points[-1]["valid_loss"] = -held_out_loss(
+            model, self.valid, self.loss, device, per_candidate=self.per_candidate
+        )
 
 
 class ResidualStart(torch.nn.Module):
@@ -116,6 +122,9 @@ def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     lgbm = run_training(TrainRequest(model="lgbm", name="lgbm", **common))
     baseline = load(lgbm)
     rules = [*w.gains, "valid_loss"]
+    cfg = TrainConfig(**{k: v for k, v in args.set.items() if k.startswith("loss")})
+    loss = bound_loss(cfg.loss, k=cfg.loss_k, mu=cfg.loss_mu, alpha=cfg.loss_alpha)
+    per_candidate = cfg.loss in PER_CANDIDATE
     va_base, te_base = baseline.score(valid, m), baseline.score(test, m)
     models: dict[str, Any] = {}
     for name, rerank in (("transformer_rerank", True), ("transformer", False)):
@@ -129,12 +138,14 @@ def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             w.truth_test,
             w.gains,
             w.masks,
+            loss,
+            per_candidate,
         )
         if rerank:  # epoch 0: the baseline itself, where the residual re-ranker starts
             watch.observe(0.0, va_base, te_base)
             start = ResidualStart(len(m.numeric) + EXTRA.index(BASELINE_SCORE), w.splits)
             watch.points[-1]["valid_loss"] = -held_out_loss(
-                start, watch.valid, softmax_loss, torch.device("cpu")
+                start, watch.valid, loss, torch.device("cpu"), per_candidate=per_candidate
             )
         run_training(
             TrainRequest(

@@ -251,6 +251,12 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
 }
 
 
+# Losses that average over real candidates; the others average over the lists with a positive.
+# A mean over batches equals the loss over a whole split when each batch's loss is weighted by
+# its count of these (ranker.train.scoring.held_out_loss).
+PER_CANDIDATE = frozenset({"bce"})
+
+
 def bound_loss(name: str, **settings: Any) -> Callable[..., Tensor]:
     """The loss ``name`` with those of ``settings`` (k, mu, alpha) its signature takes."""
     fn = LOSSES[name]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ranker.model import RankerConfig
     from ranker.propensity import Propensities
     from ranker.registry import ModelRef
-    from ranker.train.transformer import TrainConfig
+    from ranker.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 # The ONNX graph's inputs, in the order of ``Ranker.forward``: the one list of these names.
@@ -103,7 +103,7 @@ class TransformerKind(Kind):
     precisions = ("fp32", "fp16")
 
     def streams_train(self, settings: dict[str, Any]) -> bool:
-        from ranker.train.transformer import TrainConfig
+        from ranker.train.config import TrainConfig
 
         return bool(settings.get("stream", TrainConfig.stream))
 
@@ -119,7 +119,7 @@ class TransformerKind(Kind):
         # re-ranker it let train went below its baseline on world 31 (-0.008, -0.008, -0.003)
         # where IPS keeps the baseline, so a re-ranker keeps the IPS rule. README "A
         # validation signal for the re-ranker". Without the prior the examined rule stays.
-        from ranker.train.transformer import TrainConfig
+        from ranker.train.config import TrainConfig
 
         prior = settings.get("position_prior", TrainConfig.position_prior)
         if bias != "tower" or not prior:
@@ -127,7 +127,7 @@ class TransformerKind(Kind):
         return "ips" if reranks else "loss"
 
     def settings_dataclasses(self) -> tuple[type, ...]:
-        from ranker.train.transformer import TrainConfig
+        from ranker.train.config import TrainConfig
 
         return (TrainConfig, RerankSettings)
 
@@ -153,6 +153,7 @@ class TransformerKind(Kind):
         from ranker.model import RankerConfig
         from ranker.registry import resolve_in
         from ranker.train.checkpoint import load_model, save_checkpoint, spec_from_manifest
+        from ranker.train.config import TrainConfig
         from ranker.train.prepare import ipw_weights
         from ranker.train.reranker import (
             BASELINE_SCORE,
@@ -162,7 +163,7 @@ class TransformerKind(Kind):
             out_of_fold_scores,
         )
         from ranker.train.stream_data import StreamedSplit
-        from ranker.train.transformer import TrainConfig, train_transformer
+        from ranker.train.transformer import train_transformer
 
         m, extra, reranker = job.manifest, [], None
         train: RankData | StreamedSplit = job.train

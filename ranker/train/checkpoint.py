@@ -17,7 +17,8 @@ import torch
 from pipelines.lists.manifest import Manifest, NumericFeature
 from ranker.ensemble import SeedEnsemble, TransformerModel
 from ranker.model import FeatureSpec, Ranker, RankerConfig
-from ranker.train.transformer import TrainConfig, TrainResult
+from ranker.train.config import TrainConfig
+from ranker.train.transformer import TrainResult
 
 
 def migrate_architecture(arch: dict[str, Any]) -> RankerConfig:

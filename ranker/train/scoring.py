@@ -74,10 +74,12 @@ def held_out_loss(
     loss_fn: Callable[..., torch.Tensor],
     device: torch.device,
     batch_lists: int = 256,
+    per_candidate: bool = False,
 ) -> float:
     """The training loss on held-out lists, the position tower on (as in training): how well
-    the model and its own click model predict clicks it has not seen. Its mean over the lists
-    the loss counts (those with a click), whatever the batching."""
+    the model and its own click model predict clicks it has not seen. Its mean over what the
+    loss averages over (the lists with a click; every real candidate when ``per_candidate``,
+    see ranker.losses.PER_CANDIDATE), whatever the batching."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     counted = torch.zeros((), dtype=torch.float64, device=device)
@@ -86,7 +88,10 @@ def held_out_loss(
         # (a Ranker, or any module of its forward with a position tower or none)
         positions = b.positions if getattr(model, "position_bias", None) is not None else None
         s = model(b.num, b.cat, b.mask, b.hist_num, b.hist_cat, b.hist_mask, positions)  # (B, L)
-        n = ((b.labels > 0) & b.mask).any(dim=1).sum().double()  # lists the loss counts
+        if per_candidate:
+            n = b.mask.sum().double()
+        else:
+            n = ((b.labels > 0) & b.mask).any(dim=1).sum().double()  # lists the loss counts
         total += loss_fn(s.float(), b.labels, mask=b.mask, weights=b.weights).double() * n
         counted += n
     return float(total / counted.clamp(min=1.0))

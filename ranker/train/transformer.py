@@ -29,8 +29,9 @@ from tqdm import tqdm
 from ranker.data import RankData
 from ranker.device_data import DEVICE_DATA_MODES, place
 from ranker.ensemble import TransformerModel
-from ranker.losses import LOSSES, bound_loss
+from ranker.losses import LOSSES, PER_CANDIDATE, bound_loss
 from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights
+from ranker.train.config import TrainConfig
 from ranker.train.distributed import broadcast_float, check_replicas, mean_float, sum_int
 from ranker.train.ema import EMA, snapshot
 from ranker.train.launch import SINGLE, Launch
@@ -38,61 +39,6 @@ from ranker.train.scoring import evaluate_ndcg, held_out_loss
 from ranker.train.stream_data import StreamedSplit
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    loss: str = "softmax"  # softmax | lambdaloss | approxndcg | bce
-    # The losses' own settings, passed to the loss that takes them (see ranker.losses):
-    loss_k: int | None = None  # lambdaloss: NDCG@k's truncation (None: the whole list)
-    loss_mu: float = 10.0  # lambdaloss: weight of the NDCG-Loss2++ term
-    loss_alpha: float = 10.0  # approxndcg: sharpness of the soft rank
-    epochs: int = 30
-    batch_lists: int = 64
-    lr: float = 2e-3  # at lr_ref_batch lists per batch; scaled for other batch sizes
-    # Larger batches take larger steps: lr * sqrt(batch_lists / lr_ref_batch). Square root, not
-    # linear: AdamW divides each step by the gradient's running RMS, so the step does not grow
-    # with the batch as SGD's does; the square-root rule keeps the update noise of the reference
-    # batch (Malladi et al. 2022, SDEs for adaptive methods), while the linear rule (Goyal et al.
-    # 2017) is SGD's and leans on a long warm-up. Warm-up (warmup_frac) applies either way.
-    lr_ref_batch: int = 64
-    lr_scaling: str = "sqrt"  # sqrt | none (lr as given, whatever the batch)
-    weight_decay: float = 0.01
-    warmup_frac: float = 0.05
-    min_lr_frac: float = 0.1
-    grad_clip: float = 1.0
-    patience: int = 4  # epochs without a better validation NDCG@10 before stopping
-    seed: int = 0
-    threads: int | None = None  # torch CPU threads; fixed for reproducible scores
-    device: str = "auto"  # auto | cpu | cuda
-    # Splits held on the device as padded tensors: auto (when they fit 40% of free memory, with
-    # a log line either way) | on | off (batches built per step on the host, the old path).
-    device_data: str = "auto"
-    eval_k: int = 10
-    # Also validate after every this many training lists inside an epoch (patience counts
-    # validations): on a large dataset the best model can come before the first epoch ends.
-    eval_every_lists: int = 16_384
-    ema: float = 0.99  # decay of the weight average validated and kept (0: the raw weights)
-    # Start the position tower (--bias tower) at the log propensities estimated from the
-    # randomised traffic rather than at zero (see Ranker.start_position_bias): from zero the
-    # main tower learns the logging order before the position tower learns examination. It
-    # comes with the held-out loss selection rule (IPS for a re-ranker; see
-    # TransformerKind.own_validation): under the examined rule it shipped late epochs that
-    # read the logging order again.
-    position_prior: bool = True
-    # Under torchrun: also compare the ranks' weights after every this many steps (0: at each
-    # validation only); a mismatch stops training with an error.
-    check_replicas_every: int = 0
-    # Train features read from Parquet row groups, this many lists at a time, not loaded
-    # (ranker.train.stream_data): memory follows the window. The standalone Transformer only.
-    stream: bool = False
-    stream_window_lists: int = 65_536
-    # Train this many models from different seeds and publish them as one seed ensemble
-    # (ranker.ensemble): better rankings for this many times the inference (1: one model).
-    ensemble: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -253,6 +199,7 @@ def train_transformer(
     if resume is not None and ema is not None and resume.get("ema") is not None:
         ema.shadow = resume["ema"]
     loss_fn = bound_loss(cfg.loss, k=cfg.loss_k, mu=cfg.loss_mu, alpha=cfg.loss_alpha)
+    per_item = cfg.loss in PER_CANDIDATE
     use_positions = model_cfg.bias_tower
 
     def validation_score() -> float:
@@ -260,7 +207,7 @@ def train_transformer(
         if not launch.leader:
             score = 0.0
         elif select_by_loss:
-            score = -held_out_loss(model, valid_src, loss_fn, device)
+            score = -held_out_loss(model, valid_src, loss_fn, device, per_candidate=per_item)
         else:
             score = evaluate_ndcg(model, valid_src, cfg.eval_k, device)
         return broadcast_float(score, launch, device)

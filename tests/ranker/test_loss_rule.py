@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ranker.losses import softmax_loss
+from ranker.losses import bce_loss, softmax_loss
 from ranker.model import Ranker, RankerConfig, init_weights
 from ranker.scoring import load
 from ranker.train.checkpoint import spec_from_manifest
@@ -32,7 +33,23 @@ def numpy_softmax_loss(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray)
     return float(np.mean(losses))
 
 
-def test_held_out_loss_matches_numpy_whatever_the_batching(small_lists: Path) -> None:
+def numpy_bce_loss(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float:
+    """An independent reference: the mean over every real candidate of the logistic loss of
+    its score against "clicked" (label > 0)."""
+    s, y = scores[mask].astype(np.float64), (labels[mask] > 0).astype(np.float64)
+    return float(np.mean(np.logaddexp(0.0, s) - y * s))
+
+
+@pytest.mark.parametrize(
+    ("loss", "reference", "per_candidate"),
+    [(softmax_loss, numpy_softmax_loss, False), (bce_loss, numpy_bce_loss, True)],
+)
+def test_held_out_loss_matches_numpy_whatever_the_batching(
+    small_lists: Path,
+    loss: Callable[..., torch.Tensor],
+    reference: Callable[..., float],
+    per_candidate: bool,
+) -> None:
     sp, _ = load_splits(small_lists)
     m = sp.manifest
     valid = rank_data(sp.valid, m)
@@ -53,15 +70,15 @@ def test_held_out_loss_matches_numpy_whatever_the_batching(small_lists: Path) ->
             whole.hist_mask,
             whole.positions,
         ).numpy()
-    want = numpy_softmax_loss(s, whole.labels.numpy(), whole.mask.numpy())
+    want = reference(s, whole.labels.numpy(), whole.mask.numpy())
     cpu = torch.device("cpu")
     for batch in (7, 64, len(valid)):
-        got = held_out_loss(model, valid, softmax_loss, cpu, batch_lists=batch)
+        got = held_out_loss(model, valid, loss, cpu, batch_lists=batch, per_candidate=per_candidate)
         assert got == pytest.approx(want, rel=1e-5)
     # The position tower is read: without it the loss differs.
     tower = model.position_bias
     model.position_bias = None
-    assert abs(held_out_loss(model, valid, softmax_loss, cpu) - want) > 1e-3
+    assert abs(held_out_loss(model, valid, loss, cpu, per_candidate=per_candidate) - want) > 1e-3
     model.position_bias = tower
 
 

@@ -18,10 +18,11 @@ from ranker.propensity import estimate_propensities
 from ranker.registry import resolve, versions
 from ranker.scoring import load
 from ranker.train.checkpoint import spec_from_manifest
+from ranker.train.config import TrainConfig
 from ranker.train.prepare import load_splits, rank_data
 from ranker.train.run import TrainRequest, run_training
 from ranker.train.scoring import predict
-from ranker.train.transformer import TrainConfig, train_transformer
+from ranker.train.transformer import train_transformer
 
 FAST = {"epochs": 2, "d_model": 32, "n_layers": 1, "d_ff": 64, "batch_lists": 128}
 

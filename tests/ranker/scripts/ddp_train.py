@@ -17,10 +17,11 @@ import torch
 
 from ranker.model import RankerConfig
 from ranker.train.checkpoint import spec_from_manifest
+from ranker.train.config import TrainConfig
 from ranker.train.distributed import parameter_digest, process_group
 from ranker.train.launch import Launch
 from ranker.train.prepare import load_splits, rank_data
-from ranker.train.transformer import TrainConfig, train_transformer
+from ranker.train.transformer import train_transformer
 
 
 def main() -> None:
