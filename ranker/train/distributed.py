@@ -40,6 +40,12 @@ def process_group(launch: Launch, device: torch.device) -> Iterator[None]:
         # broadcast aborted that peer ("terminate called without an active exception"), 2
         # runs in 6 of the launch test on a loaded machine. Not on error: the peer may be gone.
         dist.barrier()
+        # The barrier alone moves the race to its own last message (once in a CI run on a
+        # loaded machine; gloo issue 155, "barrier followed by context destruction"): wait,
+        # through the rendezvous store rather than gloo, until every rank has left it.
+        store = dist.distributed_c10d._get_default_store()
+        store.set(f"left_barrier/{launch.rank}", "1")
+        store.wait([f"left_barrier/{r}" for r in range(launch.world)])
     finally:
         dist.destroy_process_group()
 
