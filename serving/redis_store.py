@@ -212,17 +212,7 @@ class RedisStore:
 
     def record_args(self, ranking: ServedRanking) -> list[Any]:
         """``RECORD_LUA``'s arguments: for this store's script, or to ride a state read."""
-        return [
-            self.p,
-            ranking.request_id,
-            ranking.user_id,
-            ranking.query,
-            ranking.t_us,
-            ranking.variant,
-            SEP.join(ranking.candidates),
-            self._ttl_ms,
-            now_us(),
-        ]
+        return [self.p, *ranking.fields(), self._ttl_ms, now_us()]
 
     def served(self, request_ids: Sequence[str]) -> dict[str, Served]:
         rids = sorted(set(request_ids))

@@ -223,15 +223,7 @@ class SharedStore:
                 "query = excluded.query, t_us = excluded.t_us, variant = excluded.variant, "
                 "candidates = excluded.candidates, created_us = excluded.created_us "
                 "WHERE requests.user_id = excluded.user_id",
-                (
-                    ranking.request_id,
-                    ranking.user_id,
-                    ranking.query,
-                    ranking.t_us,
-                    ranking.variant,
-                    SEP.join(ranking.candidates),
-                    now_us(),
-                ),
+                (*ranking.fields(), now_us()),
             )
             if done.rowcount == 1:
                 self._hint.publish_clock(ranking.t_us)  # inside the write lock: see EventHint

@@ -25,6 +25,11 @@ class ServedRanking:
     variant: str
     candidates: Sequence[str]
 
+    def fields(self) -> tuple[str, str, str, int, str, str]:
+        """The stored columns, in both stores' order (candidates joined by ``SEP``)."""
+        cands = SEP.join(self.candidates)
+        return (self.request_id, self.user_id, self.query, self.t_us, self.variant, cands)
+
 
 @dataclass(frozen=True)
 class Served:
