@@ -7,11 +7,18 @@ probabilities (intervention harvesting with swap interventions; Joachims et al. 
 al. 2019). Both members of each swapped pair contribute. What is estimated is the effective
 examination: the chance a user reaches and looks at position k, including users who stopped
 earlier (after an order, say).
+
+With a few hundred randomised clicks that slope is noisy (standard error about 0.25 on a
+10,000-request world with 5% randomised traffic), and the Transformer's position tower starts
+from it: on world 59 an estimate of 1.39 against an effective 0.91 cost the standalone
+Transformer 0.08 oracle NDCG@10, while 1.0 put it level with LightGBM. ``observed_propensities``
+reads the slope from all the logged traffic instead (a click model with position as a feature),
+and ``reconcile`` keeps it while the randomised estimate does not contradict it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,8 +28,12 @@ class Propensities:
     """Examination propensity per 1-based position (index 0 is position 1)."""
 
     values: np.ndarray  # (P,) float64, values[0] = 1
-    clicks_used: int  # clicks on randomised requests behind the estimate
+    clicks_used: int  # clicks behind the estimate (on randomised requests for "randomised")
     eta: float = 1.0  # the fitted power law: p(k) = k ** -eta
+    source: str = "randomised"  # randomised | observational
+    eta_se: float | None = None  # standard error of eta (randomised swaps only)
+    # every estimate that was weighed, by source, for the model card
+    considered: dict[str, float] = field(default_factory=dict)
 
     def at(self, positions: np.ndarray) -> np.ndarray:
         """Propensities of 1-based positions; beyond the table, the last value."""
@@ -65,8 +76,15 @@ def estimate_propensities(
         num += lr * d / var
         den += d * d / var
     eta = float(np.clip(-num / den, 0.0, 3.0)) if den > 0 else 1.0
-    curve = np.arange(1, max_position + 1, dtype=np.float64) ** -eta
-    return Propensities(values=curve, clicks_used=int(c.sum()), eta=eta)
+    se = float(1.0 / np.sqrt(den)) if den > 0 else None
+    return Propensities(
+        values=power_law(eta, max_position), clicks_used=int(c.sum()), eta=eta, eta_se=se
+    )
+
+
+def power_law(eta: float, max_position: int) -> np.ndarray:
+    """(max_position,) k ** -eta for k = 1..max_position."""
+    return np.arange(1, max_position + 1, dtype=np.float64) ** -eta
 
 
 def pair_log_ratios(
@@ -89,3 +107,90 @@ def pair_log_ratios(
         else:
             out[k] = (float(np.log(rate_k1 / rate_k)), var / 4.0)
     return out
+
+
+def observed_propensities(
+    features: np.ndarray,
+    positions: np.ndarray,
+    clicked: np.ndarray,
+    *,
+    max_position: int = 100,
+    fit_positions: int = 20,
+    max_rows: int = 100_000,
+    seed: int = 0,
+) -> Propensities | None:
+    """The power law read from all logged traffic: a LightGBM click model on the candidates'
+    features plus their logged position (monotone non-increasing in it), then the mean log
+    click rate of the same candidates moved to each position 1..``fit_positions``.
+
+    features: (N, F) numeric (categorical codes as numbers); positions: (N,) 1-based;
+    clicked: (N,) bool. None when there are no clicks or no spread of positions.
+
+    The objective is Poisson: its log link makes the trees' sum a log click rate, so the
+    examination hypothesis p(click) = p(examined | position) * p(attractive | features) is a
+    sum the trees can represent exactly. With the binary objective (log-odds) the slope came
+    out 0.03-0.09 too steep on clicks drawn from a known curve and on the simulated worlds.
+    Position is identified by the logging policy's own noise: the same features end up at
+    different positions. If the logger ranks by a signal the features lack, items it puts
+    higher are better than their features say and the slope comes out too steep, which is
+    why ``reconcile`` lets randomised traffic overrule it. Fitting takes about a second on
+    100,000 rows and two cores (rows beyond that are subsampled).
+    """
+    import lightgbm as lgb  # here: the randomised estimate alone needs only numpy
+
+    y = np.asarray(clicked, bool)
+    pos = np.asarray(positions, np.float64)
+    if not y.any() or y.all() or len(np.unique(pos)) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(y), max_rows, replace=False)) if len(y) > max_rows else None
+    x = np.column_stack([features, pos])  # (N, F + 1), position last
+    if rows is not None:
+        x, y = x[rows], y[rows]
+    params = {
+        "objective": "poisson",
+        "learning_rate": 0.1,
+        "num_leaves": 15,
+        "min_data_in_leaf": 100,
+        "monotone_constraints": [0] * (x.shape[1] - 1) + [-1],
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 2,
+        "seed": seed,
+        "verbose": -1,
+    }
+    booster = lgb.train(params, lgb.Dataset(x, y.astype(np.float64)), num_boost_round=100)
+    probe = x[rng.choice(len(x), min(len(x), 5_000), replace=False)].copy()  # (S, F + 1)
+    ks = np.arange(1, fit_positions + 1)
+    log_p = np.empty(len(ks))
+    for i, k in enumerate(ks):
+        probe[:, -1] = k
+        log_p[i] = np.log(np.clip(booster.predict(probe), 1e-9, 1.0)).mean()
+    slope = np.polyfit(np.log(ks), log_p - log_p[0], 1)[0]
+    eta = float(np.clip(-slope, 0.0, 3.0))
+    return Propensities(
+        values=power_law(eta, max_position),
+        clicks_used=int(y.sum()),
+        eta=eta,
+        source="observational",
+    )
+
+
+def reconcile(
+    randomised: Propensities | None, observed: Propensities | None, z: float = 1.96
+) -> Propensities | None:
+    """The observational slope unless the randomised one contradicts it (differs by more than
+    ``z`` of its standard errors); then the randomised one, which has no confounding. Either
+    alone when the other is missing. ``considered`` records both."""
+    considered = {p.source: p.eta for p in (randomised, observed) if p is not None}
+    if randomised is not None and randomised.eta_se is not None:
+        considered["randomised_se"] = randomised.eta_se
+    if randomised is None or observed is None:
+        chosen = randomised or observed
+    elif (
+        randomised.eta_se is not None and abs(observed.eta - randomised.eta) > z * randomised.eta_se
+    ):
+        chosen = randomised
+    else:
+        chosen = observed
+    return None if chosen is None else replace(chosen, considered=considered)

@@ -229,7 +229,8 @@ class TransformerKind(Kind):
         props = job.splits.propensities
         if job.bias == "tower" and props is None:
             log.warning(
-                "no randomised traffic: the position tower starts at zero, not at the prior"
+                "no logged positions with clicks: the position tower starts at zero, not at "
+                "the prior"
             )
         arch_names = set(architecture_names())
         trials, best = [], None
@@ -300,7 +301,7 @@ class TransformerKind(Kind):
                 "best_epoch": res.best_epoch,
                 # where the position tower started: the estimated log propensities, or zero
                 "position_prior": (
-                    {"eta": props.eta, "clicks_used": props.clicks_used}
+                    {"eta": props.eta, "clicks_used": props.clicks_used, "source": props.source}
                     if mc.bias_tower and cfg.position_prior and props is not None
                     else None
                 ),

@@ -43,8 +43,8 @@ class TrainConfig:
     # validations): on a large dataset the best model can come before the first epoch ends.
     eval_every_lists: int = 16_384
     ema: float = 0.99  # decay of the weight average validated and kept (0: the raw weights)
-    # Start the position tower (--bias tower) at the log propensities estimated from the
-    # randomised traffic rather than at zero (see Ranker.start_position_bias): from zero the
+    # Start the position tower (--bias tower) at the estimated log propensities
+    # (ranker.train.prepare.propensities_from) rather than at zero (see Ranker.start_position_bias): from zero the
     # main tower learns the logging order before the position tower learns examination. It
     # comes with the held-out loss selection rule (IPS for a re-ranker; see
     # TransformerKind.own_validation): under the examined rule it shipped late epochs that

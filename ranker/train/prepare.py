@@ -1,8 +1,9 @@
 """What both trainers share: the splits, position-bias propensities, inverse propensity weights.
 
 The same correction reaches both models (a fair fight): ``bias="ipw"`` weights every positive
-by 1 / propensity(logged position), with propensities estimated once from the randomised
-traffic of the train split; ``bias="none"`` leaves clicks as logged. Model-specific corrections
+by 1 / propensity(logged position), with propensities estimated once from the train split's
+logged traffic and checked against its randomised requests (``propensities_from``);
+``bias="none"`` leaves clicks as logged. Model-specific corrections
 (the Transformer's position tower, LightGBM's position-aware lambdarank) are further options.
 """
 
@@ -18,7 +19,12 @@ from pipelines.lists.io import read_split
 from pipelines.lists.manifest import Manifest
 from pipelines.lists.table import Lists
 from ranker.data import RankData
-from ranker.propensity import Propensities, estimate_propensities
+from ranker.propensity import (
+    Propensities,
+    estimate_propensities,
+    observed_propensities,
+    reconcile,
+)
 
 log = logging.getLogger(__name__)
 BIAS_MODES = ("none", "ipw", "tower", "lambdarank")  # tower: Transformer; lambdarank: LightGBM
@@ -57,16 +63,33 @@ def load_splits(
 
 
 def propensities_from(lists: Lists) -> Propensities | None:
-    """Examination propensities from the randomised requests of a split, if it has any."""
-    if lists.randomized is None or lists.positions is None or lists.policy_positions is None:
+    """Examination propensities of a split: from all its logged traffic when it carries
+    features, checked against (and overruled by) its randomised requests; see
+    ``ranker.propensity.reconcile``. None without logged positions or clicks."""
+    if lists.positions is None:
         return None
-    per_item = np.repeat(lists.randomized, lists.list_lengths())
-    if not per_item.any():
-        return None
-    p = estimate_propensities(lists.positions, lists.policy_positions, lists.labels > 0, per_item)
-    log.info(
-        "propensities from %d clicks on randomised requests: p(k) = k^-%.3f", p.clicks_used, p.eta
-    )
+    clicked = lists.labels > 0
+    randomised = None
+    if lists.randomized is not None and lists.policy_positions is not None:
+        per_item = np.repeat(lists.randomized, lists.list_lengths())
+        if per_item.any():
+            randomised = estimate_propensities(
+                lists.positions, lists.policy_positions, clicked, per_item
+            )
+    observed = None
+    if lists.num.shape[1] + lists.cat.shape[1] > 0:  # a streamed (light) split has none
+        observed = observed_propensities(
+            np.column_stack([lists.num, lists.cat]), lists.positions, clicked
+        )
+    p = reconcile(randomised, observed)
+    if p is not None:
+        log.info(
+            "propensities p(k) = k^-%.3f from %s (%d clicks); estimates weighed: %s",
+            p.eta,
+            p.source,
+            p.clicks_used,
+            {k: round(v, 3) for k, v in p.considered.items()},
+        )
     return p
 
 
@@ -77,7 +100,7 @@ def ipw_weights(lists: Lists, props: Propensities | None, bias: str) -> np.ndarr
     if bias != "ipw":
         return None
     if props is None or lists.positions is None:
-        raise ValueError("bias='ipw' needs randomised traffic with logged positions in train")
+        raise ValueError("bias='ipw' needs logged positions and clicks in train")
     w = props.ipw(lists.positions)
     return np.where(lists.labels > 0, w, 1.0).astype(np.float32)
 

@@ -160,7 +160,14 @@ def _train_and_publish(req: TrainRequest, launch: Launch) -> ModelRef | None:
             extra_numeric=[asdict(f) for f in done.extra],
             propensities=None
             if p is None
-            else {"eta": p.eta, "clicks_used": p.clicks_used, "values": p.to_list()[:20]},
+            else {
+                "eta": p.eta,
+                "source": p.source,
+                "considered": p.considered,
+                "eta_se": p.eta_se,
+                "clicks_used": p.clicks_used,
+                "values": p.to_list()[:20],
+            },
             reranker=done.reranker,
         )
         return publish(registry, req.name or kind.name, Path(tmp), card)
