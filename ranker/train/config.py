@@ -44,11 +44,11 @@ class TrainConfig:
     eval_every_lists: int = 16_384
     ema: float = 0.99  # decay of the weight average validated and kept (0: the raw weights)
     # Start the position tower (--bias tower) at the estimated log propensities
-    # (ranker.train.prepare.propensities_from) rather than at zero (see Ranker.start_position_bias): from zero the
-    # main tower learns the logging order before the position tower learns examination. It
-    # comes with the held-out loss selection rule (IPS for a re-ranker; see
-    # TransformerKind.own_validation): under the examined rule it shipped late epochs that
-    # read the logging order again.
+    # (ranker.train.prepare.propensities_from) rather than at zero (see
+    # Ranker.start_position_bias): from zero the main tower learns the logging order before
+    # the position tower learns examination. It comes with the held-out loss selection rule
+    # (IPS for a re-ranker; see TransformerKind.own_validation): under the examined rule it
+    # shipped late epochs that read the logging order again.
     position_prior: bool = True
     # Under torchrun: also compare the ranks' weights after every this many steps (0: at each
     # validation only); a mismatch stops training with an error.
