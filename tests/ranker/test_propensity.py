@@ -113,3 +113,19 @@ def test_the_splits_propensities_follow_the_worlds_effective_examination(
     light.num, light.cat = light.num[:, :0], light.cat[:, :0]
     alone = propensities_from(light)
     assert alone is not None and alone.source == "randomised"
+
+
+def test_the_card_records_which_estimate_was_used(small_lists: Path, tmp_path: Path) -> None:
+    from ranker.registry import resolve
+    from ranker.train.run import TrainRequest, run_training
+
+    ref = run_training(
+        TrainRequest("lgbm", small_lists, tmp_path, progress=False, overrides={"max_rounds": 5})
+    )
+    recorded = resolve(ref.path).card().propensities
+    assert recorded is not None
+    assert recorded["source"] in ("observational", "randomised")
+    assert set(recorded["considered"]) == {"randomised", "randomised_se", "observational"}
+    chosen = recorded["considered"][recorded["source"]]
+    assert recorded["eta"] == chosen
+    np.testing.assert_allclose(recorded["values"][:3], np.arange(1, 4) ** -chosen)
