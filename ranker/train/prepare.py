@@ -57,9 +57,24 @@ def load_splits(
         raise ValueError(f"{dataset}: the train split is empty")
     if len(valid) == 0:
         raise ValueError(f"{dataset}: the valid split is empty (early stopping needs it)")
-    props = propensities_from(train)
+    props = _cached_propensities(m.fingerprint, light_train, train)
     test = read_split(dataset, "test", m) if with_test else None
     return Splits(m, train, valid, props), test
+
+
+# Propensities by (dataset fingerprint, streamed train split): the observational fit costs about
+# a second per training, and a process often trains many models on one dataset (a benchmark's
+# matrix, the test suite: 2 of its minutes). The fingerprint hashes the split files.
+_PROPENSITIES: dict[tuple[str, bool], Propensities | None] = {}
+
+
+def _cached_propensities(fingerprint: str, light: bool, train: Lists) -> Propensities | None:
+    if not fingerprint:
+        return propensities_from(train)
+    key = (fingerprint, light)
+    if key not in _PROPENSITIES:
+        _PROPENSITIES[key] = propensities_from(train)
+    return _PROPENSITIES[key]
 
 
 def propensities_from(lists: Lists) -> Propensities | None:
