@@ -84,6 +84,14 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
         "tower",
         {"reranker": "lgbm", "list_attention": False, "validation": "loss"},
     ),
+    # self-only blocks given the list's mean token (set_context): what the list as a whole
+    # tells each candidate, without attention to any other candidate; the list re-ranker minus
+    # this is what singling out candidates (pairs) adds
+    "rerank_selfset_loss": (
+        "transformer",
+        "tower",
+        {"reranker": "lgbm", "list_attention": False, "set_context": True, "validation": "loss"},
+    ),
 }
 
 

@@ -5,6 +5,7 @@
         v                                                     v
     tokens (B, L, D) ---- TargetAttention: each candidate reads the user's history (DIN/BST)
         |  [+ PairCounts: log1p(candidates sharing each pair column, e.g. the brand)]
+        |  [+ SetContext: the list's mean token, projected (off by default)]
     ListBlock x n_layers: self-attention across the candidates (PRM-style list context),
         |                 padding masked, no positional encoding: permutation-equivariant;
         |                 a learned logit bias for pairs sharing a pair column, a null slot
@@ -89,6 +90,10 @@ class RankerConfig:
     # need not go to other candidates when none is relevant (softmax must put its mass somewhere).
     null_slot: bool = True
     pair_counts: bool = True  # log1p(candidates sharing each pair column) added to each token
+    # The list's mean token, projected, added to every token before the blocks (DeepSets-style
+    # set context). Off by default; with list_attention=False it is the ablation that sees what
+    # the whole list is like but no other candidate in particular.
+    set_context: bool = False
     bias_tower: bool = False  # a logged-position term added in training only (from --bias)
     max_position: int = 128
 
@@ -215,6 +220,7 @@ class Ranker(nn.Module):
         n_pairs = len(spec.pair_columns) if cfg.list_attention else 0
         self.blocks = nn.ModuleList(ListBlock(cfg, n_pairs) for _ in range(cfg.n_layers))
         self.pair_counts = nn.Linear(n_pairs, cfg.d_model) if n_pairs and cfg.pair_counts else None
+        self.set_context = nn.Linear(cfg.d_model, cfg.d_model) if cfg.set_context else None
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = MLP(cfg.d_model, cfg.d_model, 1, cfg.dropout)
         self.residual_scale = nn.Parameter(torch.ones(())) if spec.residual_input >= 0 else None
@@ -249,6 +255,10 @@ class Ranker(nn.Module):
         if self.history is not None and self.target_attention is not None:
             hist = self.history(hist_num, hist_cat)  # (B, H, D)
             x = self.target_attention(x, hist, hist_mask)  # (B, L, D)
+        if self.set_context is not None:
+            real = mask[..., None].to(x.dtype)  # (B, L, 1)
+            mean = (x * real).sum(1, keepdim=True) / real.sum(1, keepdim=True).clamp(min=1.0)
+            x = x + self.set_context(mean)  # (B, L, D), the (B, 1, D) mean broadcast
         closed = ~mask[:, None, :]  # (B, 1, L): padding is never a key
         idx = torch.arange(mask.shape[1], device=mask.device)
         others = idx[:, None] != idx[None, :]  # (L, L)

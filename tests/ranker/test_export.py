@@ -97,12 +97,17 @@ def test_lgbm_onnx_matches_lightgbm(exported: Path, small_lists: Path, rows: int
     assert np.abs(out - ref).max() <= ATOL
 
 
-def test_a_transformer_with_periodic_numeric_embeddings_exports_within_parity(
-    small_lists: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    "optional",
+    [{"numeric_embedding": 4}, {"set_context": True, "list_attention": False}],
+    ids=["periodic-numeric-embeddings", "set-context-self-only"],
+)
+def test_a_transformer_with_optional_pieces_exports_within_parity(
+    small_lists: Path, tmp_path: Path, optional: dict[str, object]
 ) -> None:
     from ranker.export.run import PARITY_ATOL, export_model
 
-    settings = {"epochs": 1, "d_model": 16, "n_layers": 1, "d_ff": 32, "numeric_embedding": 4}
+    settings = {"epochs": 1, "d_model": 16, "n_layers": 1, "d_ff": 32, **optional}
     ref = run_training(
         TrainRequest(
             "transformer", small_lists, tmp_path / "reg", progress=False, overrides=settings
@@ -110,7 +115,8 @@ def test_a_transformer_with_periodic_numeric_embeddings_exports_within_parity(
     )
     export_model(str(ref.path))
     m = json.loads((ref.path / "manifest.json").read_text())
-    assert m["details"]["architecture"]["numeric_embedding"] == 4
+    for key, value in optional.items():
+        assert m["details"]["architecture"][key] == value
     assert m["onnx"]["parity_max_abs_diff"] <= PARITY_ATOL["fp32"]
 
 

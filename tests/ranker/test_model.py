@@ -203,6 +203,32 @@ def test_the_self_only_ablation_keeps_depth_and_drops_list_context(model: Ranker
         torch.testing.assert_close(ablated(**other)[:, :5], ablated(**x)[:, :5], rtol=0, atol=1e-6)
 
 
+def test_set_context_lets_self_only_blocks_read_the_list_as_a_whole() -> None:
+    """set_context adds the list's mean token: another candidate's change now reaches every
+    candidate, but which slot holds which other candidate does not matter, and padding adds
+    nothing to the mean. Off by default: the same parameters as before."""
+    assert _model().n_parameters() == _model(set_context=False).n_parameters()
+    m = _model(list_attention=False, set_context=True)
+    init_weights(m, 0)
+    m.eval()
+    x = _inputs(2, 6, 3)
+    other = dict(x, num=x["num"].clone())
+    other["num"][:, 5] += 10
+    perm = torch.tensor([0, 3, 1, 5, 2, 4])  # candidate 0 stays, the others swap slots
+    moved = dict(x, num=x["num"][:, perm], cat=x["cat"][:, perm])
+    padded = dict(
+        x,
+        num=torch.cat([x["num"], torch.full((2, 3, 3), 1e6)], dim=1),
+        cat=torch.cat([x["cat"], torch.full((2, 3, 2), 3)], dim=1),
+        mask=torch.cat([x["mask"], torch.zeros(2, 3, dtype=torch.bool)], dim=1),
+    )
+    with torch.no_grad():
+        base = m(**x)
+        assert (m(**other)[:, :5] - base[:, :5]).abs().min() > 1e-4
+        torch.testing.assert_close(m(**moved)[:, 0], base[:, 0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(m(**padded)[:, :6], base, rtol=0, atol=1e-5)
+
+
 def test_a_checkpoint_config_from_before_the_split_keeps_its_architecture() -> None:
     spec, cfg = split_config(
         {
