@@ -92,6 +92,12 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
         "tower",
         {"reranker": "lgbm", "list_attention": False, "set_context": True, "validation": "loss"},
     ),
+    # list attention with the list's mean token too: does the set context still add to it
+    "rerank_set_loss": (
+        "transformer",
+        "tower",
+        {"reranker": "lgbm", "set_context": True, "validation": "loss"},
+    ),
 }
 
 
