@@ -39,10 +39,14 @@ class Splits:
 
 
 def load_splits(
-    dataset: Path, with_test: bool = False, light_train: bool = False, light_valid: bool = False
+    dataset: Path,
+    with_test: bool = False,
+    light_train: bool = False,
+    light_valid: bool = False,
+    threads: int = 2,
 ) -> tuple[Splits, Lists | None]:
     """``light_train``, ``light_valid``: that split without its features (a trainer that
-    streams them)."""
+    streams them). ``threads``: for the propensity fit (``propensities_from``)."""
     m = Manifest.load(dataset)
 
     def read(split: str, light: bool) -> Lists:
@@ -57,7 +61,7 @@ def load_splits(
         raise ValueError(f"{dataset}: the train split is empty")
     if len(valid) == 0:
         raise ValueError(f"{dataset}: the valid split is empty (early stopping needs it)")
-    props = _cached_propensities(m.fingerprint, light_train, train)
+    props = _cached_propensities(m.fingerprint, light_train, train, threads)
     test = read_split(dataset, "test", m) if with_test else None
     return Splits(m, train, valid, props), test
 
@@ -65,19 +69,21 @@ def load_splits(
 # Propensities by (dataset fingerprint, streamed train split): the observational fit costs about
 # a second per training, and a process often trains many models on one dataset (a benchmark's
 # matrix, the test suite: 2 of its minutes). The fingerprint hashes the split files.
-_PROPENSITIES: dict[tuple[str, bool], Propensities | None] = {}
+_PROPENSITIES: dict[tuple[str, bool, int], Propensities | None] = {}
 
 
-def _cached_propensities(fingerprint: str, light: bool, train: Lists) -> Propensities | None:
+def _cached_propensities(
+    fingerprint: str, light: bool, train: Lists, threads: int
+) -> Propensities | None:
     if not fingerprint:
-        return propensities_from(train)
-    key = (fingerprint, light)
+        return propensities_from(train, threads)
+    key = (fingerprint, light, threads)
     if key not in _PROPENSITIES:
-        _PROPENSITIES[key] = propensities_from(train)
+        _PROPENSITIES[key] = propensities_from(train, threads)
     return _PROPENSITIES[key]
 
 
-def propensities_from(lists: Lists) -> Propensities | None:
+def propensities_from(lists: Lists, threads: int = 2) -> Propensities | None:
     """Examination propensities of a split: from all its logged traffic when it carries
     features, checked against (and overruled by) its randomised requests; see
     ``ranker.propensity.reconcile``. None without logged positions or clicks."""
@@ -94,7 +100,7 @@ def propensities_from(lists: Lists) -> Propensities | None:
     observed = None
     if lists.num.shape[1] + lists.cat.shape[1] > 0:  # a streamed (light) split has none
         observed = observed_propensities(
-            np.column_stack([lists.num, lists.cat]), lists.positions, clicked
+            np.column_stack([lists.num, lists.cat]), lists.positions, clicked, threads=threads
         )
     p = reconcile(randomised, observed)
     if p is not None:

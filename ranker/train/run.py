@@ -93,6 +93,7 @@ def _train_and_publish(req: TrainRequest, launch: Launch) -> ModelRef | None:
         req.data,
         light_train=kind.streams_train(settings),
         light_valid=kind.streams_valid(settings),
+        threads=req.threads,
     )
     m = splits.manifest
     weights = ipw_weights(splits.train, splits.propensities, bias)

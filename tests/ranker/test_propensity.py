@@ -141,3 +141,24 @@ def test_the_card_records_which_estimate_was_used(small_lists: Path, tmp_path: P
     chosen = recorded["considered"][recorded["source"]]
     assert recorded["eta"] == chosen
     np.testing.assert_allclose(recorded["values"][:3], np.arange(1, 4) ** -chosen)
+
+
+def test_the_propensity_fit_uses_the_trainings_threads(
+    small_lists: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranks of a launch on one host each fit the propensities: with a fixed two threads each,
+    two ranks on two cores spun against each other (50 s instead of 3 under torchrun)."""
+    from ranker.train import prepare
+    from ranker.train.run import TrainRequest, run_training
+
+    seen: list[int] = []
+
+    def recording(*args: object, threads: int, **kwargs: object) -> Propensities | None:
+        seen.append(threads)
+        return observed_propensities(*args, threads=threads, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prepare, "_PROPENSITIES", {})  # not from an earlier test's fit
+    monkeypatch.setattr(prepare, "observed_propensities", recording)
+    overrides = {"max_rounds": 3}
+    run_training(TrainRequest("lgbm", small_lists, tmp_path, threads=1, overrides=overrides))
+    assert seen == [1]

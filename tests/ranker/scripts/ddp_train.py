@@ -27,7 +27,7 @@ from ranker.train.transformer import train_transformer
 def main() -> None:
     lists, out = Path(sys.argv[1]), Path(sys.argv[2])
     launch = Launch.detect()
-    sp, _ = load_splits(lists)
+    sp, _ = load_splits(lists, threads=1)  # one core per rank, as --threads 1
     m = sp.manifest
     train, valid = rank_data(sp.train, m), rank_data(sp.valid, m)
     spec, mc = spec_from_manifest(m), RankerConfig(d_model=32, n_layers=1, d_ff=64)
