@@ -35,8 +35,7 @@ serve: setup
 # started on a free port and stopped by PID), beside the single server's verdict. Installs
 # Debian's redis-server and haproxy when missing; runs the demo first if needed.
 cluster-demo: setup
-	@command -v redis-server >/dev/null && command -v haproxy >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server haproxy)
+	@deploy/install-debian-packages.sh redis-server haproxy
 	@$(PY) -c 'import redis' 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt -e '.[cluster]'
 	@test -f $(DEMO_DIR)/registry/transformer/v1/model.onnx || $(RANKER) demo --out $(DEMO_DIR)
 	$(RANKER) cluster-demo --out $(DEMO_DIR)
@@ -52,7 +51,7 @@ lint: setup
 # wrk, the load generator benchmarks/serve_load.py uses for concurrency 16 (Debian's package;
 # without it the benchmark stops and says so).
 bench-tools:
-	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+	@deploy/install-debian-packages.sh wrk
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
