@@ -39,6 +39,7 @@ from ranker.evaluate.offline import EvalRequest, comparison_of, evaluate, world_
 from ranker.evaluate.report import write_report
 from ranker.evaluate.stats import Clusters, paired_difference
 from ranker.metrics import ndcg
+from ranker.propensity import PROPENSITY_SOURCES
 from ranker.registry import versions
 from ranker.scoring import load
 from ranker.train.run import TrainRequest, run_training
@@ -117,6 +118,12 @@ def main() -> None:
     )
     ap.add_argument("--tune", type=int, default=1, help="tuning trials per model (same budget)")
     ap.add_argument("--validation", default="auto", help="the model-selection rule")
+    ap.add_argument(
+        "--propensities",
+        choices=PROPENSITY_SOURCES,
+        default="auto",
+        help="the propensity estimate every model trains with (ranker train --propensities)",
+    )
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument(
@@ -178,6 +185,7 @@ def main() -> None:
                     progress=False,
                     overrides=overrides,
                     validation=str(extra.get("validation", args.validation)),
+                    propensities=args.propensities,
                     # each seed's re-ranker sits on the same seed's baseline
                     reranker=None if baseline is None else seeded(str(baseline), seed, first),
                 )
@@ -203,6 +211,7 @@ def main() -> None:
                         seed=seed,
                         progress=False,
                         validation=args.validation,
+                        propensities=args.propensities,
                     )
                 )
             reference[name] = reference_row(
@@ -241,6 +250,7 @@ def main() -> None:
                 "train_seeds": args.train_seeds,
                 "tuning_budget": args.tune,
                 "validation": args.validation,
+                "propensities": args.propensities,
                 "primary": primary,
                 "verdict": report["verdict"]["text"],
                 "models": {

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+# Which estimate a training uses (``ranker train --propensities``): auto reconciles the two.
+PROPENSITY_SOURCES = ("auto", "observational", "randomised")
+
 
 @dataclass
 class Propensities:
@@ -209,3 +212,23 @@ def reconcile(
     else:
         chosen = observed
     return None if chosen is None else replace(chosen, considered=considered)
+
+
+def pick_propensities(
+    randomised: Propensities | None, observed: Propensities | None, source: str = "auto"
+) -> Propensities | None:
+    """``reconcile`` under ``auto``; otherwise the named estimate, which must exist (a request
+    for it is refused, naming what is missing, rather than quietly given the other)."""
+    if source not in PROPENSITY_SOURCES:
+        raise ValueError(f"propensity source must be one of {PROPENSITY_SOURCES}, not {source!r}")
+    if source == "auto":
+        return reconcile(randomised, observed)
+    both = reconcile(randomised, observed)  # for what was considered
+    chosen = randomised if source == "randomised" else observed
+    if chosen is None:
+        why = {
+            "randomised": "the train split has no randomised requests with clicks on swaps",
+            "observational": "the click model found no features or no clicks at several positions",
+        }[source]
+        raise ValueError(f"propensities from {source} traffic were asked for, but {why}")
+    return replace(chosen, considered=both.considered if both else {})

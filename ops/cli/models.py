@@ -11,6 +11,7 @@ from typing import Any
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from ranker.kinds import KINDS
+    from ranker.propensity import PROPENSITY_SOURCES
     from ranker.train.prepare import VALIDATION_RULES
 
     kinds = "; ".join(f"{name}: {k.help}" for name, k in KINDS.items())
@@ -27,6 +28,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help=f"position-bias correction: auto = each kind's own ({own}); ipw = inverse "
         "propensity weights from randomised traffic; none",
+    )
+    p.add_argument(
+        "--propensities",
+        choices=PROPENSITY_SOURCES,
+        default="auto",
+        help="examination propensities (for ipw, IPS validation and the position tower's "
+        "start) from: observational = a click model on all logged traffic; randomised = the "
+        "randomised swaps alone; auto (default) = observational unless the randomised swaps "
+        "show it too steep. The card records which, and both estimates",
     )
     p.add_argument(
         "--tune", type=int, default=1, help="tuning trials on validation (same budget for both)"
@@ -142,6 +152,7 @@ def run_train(args: argparse.Namespace) -> int:
                 reranker=args.reranker,
                 resume=args.resume,
                 validation=args.validation,
+                propensities=args.propensities,
                 progress=not args.no_progress,
                 overrides=overrides,
             )

@@ -20,10 +20,11 @@ from pipelines.lists.manifest import Manifest
 from pipelines.lists.table import Lists
 from ranker.data import RankData
 from ranker.propensity import (
+    PROPENSITY_SOURCES,
     Propensities,
     estimate_propensities,
     observed_propensities,
-    reconcile,
+    pick_propensities,
 )
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,10 @@ def load_splits(
     light_train: bool = False,
     light_valid: bool = False,
     threads: int = 2,
+    propensities: str = "auto",
 ) -> tuple[Splits, Lists | None]:
     """``light_train``, ``light_valid``: that split without its features (a trainer that
-    streams them). ``threads``: for the propensity fit (``propensities_from``)."""
+    streams them). ``threads``, ``propensities``: for ``propensities_from``."""
     m = Manifest.load(dataset)
 
     def read(split: str, light: bool) -> Lists:
@@ -61,7 +63,7 @@ def load_splits(
         raise ValueError(f"{dataset}: the train split is empty")
     if len(valid) == 0:
         raise ValueError(f"{dataset}: the valid split is empty (early stopping needs it)")
-    props = _cached_propensities(m.fingerprint, light_train, train, threads)
+    props = _cached_propensities(m.fingerprint, light_train, train, threads, propensities)
     test = read_split(dataset, "test", m) if with_test else None
     return Splits(m, train, valid, props), test
 
@@ -69,25 +71,30 @@ def load_splits(
 # Propensities by (dataset fingerprint, streamed train split): the observational fit costs about
 # a second per training, and a process often trains many models on one dataset (a benchmark's
 # matrix, the test suite: 2 of its minutes). The fingerprint hashes the split files.
-_PROPENSITIES: dict[tuple[str, bool, int], Propensities | None] = {}
+_PROPENSITIES: dict[tuple[str, bool, int, str], Propensities | None] = {}
 
 
 def _cached_propensities(
-    fingerprint: str, light: bool, train: Lists, threads: int
+    fingerprint: str, light: bool, train: Lists, threads: int, source: str
 ) -> Propensities | None:
     if not fingerprint:
-        return propensities_from(train, threads)
-    key = (fingerprint, light, threads)
+        return propensities_from(train, threads, source)
+    key = (fingerprint, light, threads, source)
     if key not in _PROPENSITIES:
-        _PROPENSITIES[key] = propensities_from(train, threads)
+        _PROPENSITIES[key] = propensities_from(train, threads, source)
     return _PROPENSITIES[key]
 
 
-def propensities_from(lists: Lists, threads: int = 2) -> Propensities | None:
+def propensities_from(lists: Lists, threads: int = 2, source: str = "auto") -> Propensities | None:
     """Examination propensities of a split: from all its logged traffic when it carries
     features, checked against (and overruled by) its randomised requests; see
-    ``ranker.propensity.reconcile``. None without logged positions or clicks."""
+    ``ranker.propensity.reconcile``. ``source``: one estimate alone instead
+    (``ranker.propensity.PROPENSITY_SOURCES``). None without logged positions or clicks."""
+    if source not in PROPENSITY_SOURCES:
+        raise ValueError(f"propensity source must be one of {PROPENSITY_SOURCES}, not {source!r}")
     if lists.positions is None:
+        if source != "auto":
+            raise ValueError(f"propensities from {source} traffic need logged positions")
         return None
     clicked = lists.labels > 0
     randomised = None
@@ -98,11 +105,12 @@ def propensities_from(lists: Lists, threads: int = 2) -> Propensities | None:
                 lists.positions, lists.policy_positions, clicked, per_item
             )
     observed = None
-    if lists.num.shape[1] + lists.cat.shape[1] > 0:  # a streamed (light) split has none
+    has_features = lists.num.shape[1] + lists.cat.shape[1] > 0  # a streamed split has none
+    if has_features and source != "randomised":  # the fit is the costly one
         observed = observed_propensities(
             np.column_stack([lists.num, lists.cat]), lists.positions, clicked, threads=threads
         )
-    p = reconcile(randomised, observed)
+    p = pick_propensities(randomised, observed, source)
     if p is not None:
         log.info(
             "propensities p(k) = k^-%.3f from %s (%d clicks); estimates weighed: %s",

@@ -42,6 +42,8 @@ class TrainRequest:
     resume: str | None = None  # registry reference of a version to continue
     # the model-selection rule (see ranker.train.prepare); auto: the kind's own for its settings
     validation: str = "auto"
+    # which propensity estimate (ranker.propensity.PROPENSITY_SOURCES); auto: reconciled
+    propensities: str = "auto"
     progress: bool = True
     overrides: dict[str, Any] | None = None  # the kind's settings (e.g. epochs, num_leaves)
     # Python API only: the kind's training-loop callbacks (train_lgbm's or train_transformer's),
@@ -94,6 +96,7 @@ def _train_and_publish(req: TrainRequest, launch: Launch) -> ModelRef | None:
         light_train=kind.streams_train(settings),
         light_valid=kind.streams_valid(settings),
         threads=req.threads,
+        propensities=req.propensities,
     )
     m = splits.manifest
     weights = ipw_weights(splits.train, splits.propensities, bias)
@@ -164,6 +167,7 @@ def _train_and_publish(req: TrainRequest, launch: Launch) -> ModelRef | None:
             else {
                 "eta": p.eta,
                 "source": p.source,
+                "requested": req.propensities,
                 "considered": p.considered,
                 "eta_se": p.eta_se,
                 "clicks_used": p.clicks_used,

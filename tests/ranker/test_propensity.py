@@ -137,6 +137,7 @@ def test_the_card_records_which_estimate_was_used(small_lists: Path, tmp_path: P
     recorded = resolve(ref.path).card().propensities
     assert recorded is not None
     assert recorded["source"] in ("observational", "randomised")
+    assert recorded["requested"] == "auto"
     assert set(recorded["considered"]) == {"randomised", "randomised_se", "observational"}
     chosen = recorded["considered"][recorded["source"]]
     assert recorded["eta"] == chosen
@@ -162,3 +163,46 @@ def test_the_propensity_fit_uses_the_trainings_threads(
     overrides = {"max_rounds": 3}
     run_training(TrainRequest("lgbm", small_lists, tmp_path, threads=1, overrides=overrides))
     assert seen == [1]
+
+
+def test_a_requested_estimate_is_used_and_recorded_or_refused(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    from ranker.registry import resolve
+    from ranker.train.run import TrainRequest, run_training
+
+    train = load_splits(small_lists)[0].train
+    forced = propensities_from(train, source="randomised")
+    auto = propensities_from(train)
+    assert forced is not None and auto is not None
+    assert forced.source == "randomised" and forced.eta == auto.considered["randomised"]
+    observed = propensities_from(train, source="observational")
+    assert observed is not None and observed.eta == auto.considered["observational"]
+    # the card says what was asked for and what was used
+    ref = run_training(
+        TrainRequest(
+            "lgbm",
+            small_lists,
+            tmp_path,
+            propensities="randomised",
+            progress=False,
+            overrides={"max_rounds": 3},
+        )
+    )
+    recorded = resolve(ref.path).card().propensities
+    assert recorded is not None
+    assert (recorded["requested"], recorded["source"]) == ("randomised", "randomised")
+    np.testing.assert_allclose(recorded["values"], forced.to_list()[:20])
+    # what cannot be had is refused, naming the reason, not quietly swapped
+    with pytest.raises(ValueError, match="one of"):
+        propensities_from(train, source="swaps")
+    no_swaps = train.select(np.arange(len(train)))
+    assert no_swaps.randomized is not None
+    no_swaps.randomized = np.zeros_like(no_swaps.randomized)
+    with pytest.raises(ValueError, match="no randomised requests"):
+        propensities_from(no_swaps, source="randomised")
+    no_positions = train.select(np.arange(len(train)))
+    no_positions.positions = None
+    with pytest.raises(ValueError, match="need logged positions"):
+        propensities_from(no_positions, source="observational")
+    assert propensities_from(no_positions) is None  # auto: judged labels simply have none
