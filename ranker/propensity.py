@@ -214,13 +214,17 @@ def reconcile(
     return None if chosen is None else replace(chosen, considered=considered)
 
 
+def check_source(source: str) -> None:
+    if source not in PROPENSITY_SOURCES:
+        raise ValueError(f"propensity source must be one of {PROPENSITY_SOURCES}, not {source!r}")
+
+
 def pick_propensities(
     randomised: Propensities | None, observed: Propensities | None, source: str = "auto"
 ) -> Propensities | None:
     """``reconcile`` under ``auto``; otherwise the named estimate, which must exist (a request
     for it is refused, naming what is missing, rather than quietly given the other)."""
-    if source not in PROPENSITY_SOURCES:
-        raise ValueError(f"propensity source must be one of {PROPENSITY_SOURCES}, not {source!r}")
+    check_source(source)
     if source == "auto":
         return reconcile(randomised, observed)
     both = reconcile(randomised, observed)  # for what was considered

@@ -20,8 +20,8 @@ from pipelines.lists.manifest import Manifest
 from pipelines.lists.table import Lists
 from ranker.data import RankData
 from ranker.propensity import (
-    PROPENSITY_SOURCES,
     Propensities,
+    check_source,
     estimate_propensities,
     observed_propensities,
     pick_propensities,
@@ -90,8 +90,7 @@ def propensities_from(lists: Lists, threads: int = 2, source: str = "auto") -> P
     features, checked against (and overruled by) its randomised requests; see
     ``ranker.propensity.reconcile``. ``source``: one estimate alone instead
     (``ranker.propensity.PROPENSITY_SOURCES``). None without logged positions or clicks."""
-    if source not in PROPENSITY_SOURCES:
-        raise ValueError(f"propensity source must be one of {PROPENSITY_SOURCES}, not {source!r}")
+    check_source(source)  # before the costly fit
     if lists.positions is None:
         if source != "auto":
             raise ValueError(f"propensities from {source} traffic need logged positions")
