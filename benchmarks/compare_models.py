@@ -299,8 +299,8 @@ def ensembles(
 ) -> dict[str, object]:
     """Each variant's seed ensemble on the test split: per list, every seed's scores z-scored
     (their scales differ from seed to seed), then averaged. Oracle NDCG@10 of the ensemble,
-    its paired difference with each single seed, and with the first variant's ensemble (the
-    baseline gets the same number of models)."""
+    its paired difference with each single seed, with the first variant's ensemble (the
+    baseline gets the same number of models) and with each of the first variant's seeds."""
     m = Manifest.load(lists)
     test = read_split(lists, "test", m)
     truth = world_truth(Path(m.source["world"]), test)
@@ -330,6 +330,12 @@ def ensembles(
             ],
             f"minus_{base}_ensemble": (
                 None if v == base else paired_difference(per_list[v], per_list[base], cl).to_dict()
+            ),
+            # what shipping the ensemble (--set ensemble=N) buys against one baseline model
+            f"minus_each_single_{base}": (
+                None
+                if v == base
+                else [paired_difference(per_list[v], x, cl).to_dict() for x in singles[base]]
             ),
         }
     return out
