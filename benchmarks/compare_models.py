@@ -295,12 +295,14 @@ def reference_row(base: Path, ref: Path, lists: Path, ref_lists: Path) -> dict[s
 
 
 def ensembles(
-    registry: Path, lists: Path, variants: list[str], seeds: list[int]
+    registry: Path, lists: Path, variants: list[str], seeds: list[int], first: int | None = None
 ) -> dict[str, object]:
     """Each variant's seed ensemble on the test split: per list, every seed's scores z-scored
     (their scales differ from seed to seed), then averaged. Oracle NDCG@10 of the ensemble,
     its paired difference with each single seed, with the first variant's ensemble (the
-    baseline gets the same number of models) and with each of the first variant's seeds."""
+    baseline gets the same number of models) and with each of the first variant's seeds.
+    ``first``: the matrix's first training seed (its models carry no suffix); default seeds[0]."""
+    first = seeds[0] if first is None else first
     m = Manifest.load(lists)
     test = read_split(lists, "test", m)
     truth = world_truth(Path(m.source["world"]), test)
@@ -312,7 +314,7 @@ def ensembles(
     for v in variants:
         zs = []
         for s in seeds:
-            scores = to_padded(load(registry / seeded(v, s, seeds[0])).score(test, m), test.offsets)
+            scores = to_padded(load(registry / seeded(v, s, first)).score(test, m), test.offsets)
             singles.setdefault(v, []).append(ndcg(scores, rel, mask=mask, k=10))
             # the served ensemble's own standardisation (ranker.ensemble), in float64
             zs.append(
