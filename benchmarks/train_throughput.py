@@ -261,7 +261,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    sp, _ = load_splits(args.data)
+    sp, _ = load_splits(args.data, threads=args.threads)
     m = sp.manifest
     train, valid = rank_data(sp.train, m), rank_data(sp.valid, m)
     spec, mc = spec_from_manifest(m), RankerConfig()

@@ -19,6 +19,7 @@ and ``reconcile`` keeps it unless the randomised estimate shows it too steep.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,18 @@ class Propensities:
 
     def to_list(self) -> list[float]:
         return [float(v) for v in self.values]
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], max_position: int = 100) -> Propensities:
+        """The propensities a model card recorded (``ranker.train.run``), rebuilt from their
+        power law: both estimators fit ``k ** -eta`` over ``max_position`` positions."""
+        return cls(
+            values=power_law(float(record["eta"]), max_position),
+            clicks_used=int(record.get("clicks_used", 0)),
+            eta=float(record["eta"]),
+            source=str(record.get("source", "randomised")),
+            eta_se=record.get("eta_se"),
+        )
 
 
 def estimate_propensities(

@@ -171,7 +171,11 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     ctr = step(
         "train ctr",
-        lambda: run_training(TrainRequest("ctr", lists, registry, seed=args.seed, progress=False)),
+        lambda: run_training(
+            TrainRequest(
+                "ctr", lists, registry, seed=args.seed, threads=args.threads, progress=False
+            )
+        ),
     )
     models = (lg, tr, ctr)
     report = step(

@@ -27,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=["auto", *biases],
         default="auto",
         help=f"position-bias correction: auto = each kind's own ({own}); ipw = inverse "
-        "propensity weights from randomised traffic; none",
+        "propensity weights (see --propensities); none",
     )
     p.add_argument(
         "--propensities",
@@ -36,7 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="examination propensities (for ipw, IPS validation and the position tower's "
         "start) from: observational = a click model on all logged traffic; randomised = the "
         "randomised swaps alone; auto (default) = observational unless the randomised swaps "
-        "show it too steep. The card records which, and both estimates",
+        "show it too steep. The card records which, and every estimate it computed",
     )
     p.add_argument(
         "--tune", type=int, default=1, help="tuning trials on validation (same budget for both)"

@@ -178,19 +178,24 @@ class TransformerKind(Kind):
             train = StreamedSplit(job.data / "train.parquet", m, job.train, window)
             valid = StreamedSplit(job.data / "valid.parquet", m, job.valid, window)
         elif job.reranker:
+            from ranker.propensity import Propensities
             from ranker.scoring import load
 
             baseline = load(resolve_in(job.reranker, job.registry))
             if baseline.kind != "lgbm":
                 raise ValueError("the re-ranker's baseline must be a LightGBM model")
             d, trained = baseline.card.details, baseline.card.training
+            recorded = baseline.card.propensities
             recipe = BaselineRecipe(
-                d["params"],
+                # this training's threads: the baseline's count would oversubscribe the cores
+                # of a host that runs several ranks
+                {**d["params"], "num_threads": job.threads},
                 int(d["best_iteration"]),
                 position_aware=bool(trained.get("position_aware", False)),
                 bias_correction=baseline.card.bias_correction,
+                propensities=None if recorded is None else Propensities.from_record(recorded),
             )
-            weights = ipw_weights(job.splits.train, job.splits.propensities, recipe.bias_correction)
+            weights = ipw_weights(job.splits.train, recipe.propensities, recipe.bias_correction)
             as_trained = RankData(job.splits.train, weights=weights, max_history=0)
             oof = out_of_fold_scores(recipe, as_trained, m, seed=job.seed)
             tr_extra = baseline_inputs(oof, job.train.offsets)

@@ -105,6 +105,11 @@ def propensities_from(lists: Lists, threads: int = 2, source: str = "auto") -> P
             )
     observed = None
     has_features = lists.num.shape[1] + lists.cat.shape[1] > 0  # a streamed split has none
+    if source == "observational" and not has_features:
+        raise ValueError(
+            "propensities from observational traffic need the train split's features, which "
+            "a streamed training (stream=true) does not load: use auto or randomised with it"
+        )
     if has_features and source != "randomised":  # the fit is the costly one
         observed = observed_propensities(
             np.column_stack([lists.num, lists.cat]), lists.positions, clicked, threads=threads

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipelines.lists.manifest import Manifest, NumericFeature
 from ranker.data import RankData
+from ranker.propensity import Propensities
 from ranker.train.lgbm import lgbm_features
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,19 @@ class BaselineRecipe:
     rounds: int
     position_aware: bool = False
     bias_correction: str = "none"  # the baseline's: its weights are rebuilt from it
+    # the baseline's own propensities (from its card) for those weights, not the re-ranker's:
+    # the two can differ (ranker train --propensities, or a baseline from an older version)
+    propensities: Propensities | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "rounds": self.rounds,
             "position_aware": self.position_aware,
             "bias_correction": self.bias_correction,
         }
+        if self.propensities is not None and self.bias_correction == "ipw":
+            out["propensities"] = {"eta": self.propensities.eta, "source": self.propensities.source}
+        return out
 
 
 def out_of_fold_scores(

@@ -206,3 +206,46 @@ def test_a_requested_estimate_is_used_and_recorded_or_refused(
     with pytest.raises(ValueError, match="need logged positions"):
         propensities_from(no_positions, source="observational")
     assert propensities_from(no_positions) is None  # auto: judged labels simply have none
+    streamed = train.select(np.arange(len(train)))
+    streamed.num, streamed.cat = streamed.num[:, :0], streamed.cat[:, :0]
+    with pytest.raises(ValueError, match="stream=true"):
+        propensities_from(streamed, source="observational")
+
+
+def test_a_reranker_weighs_its_out_of_fold_baselines_as_the_baseline_was_weighed(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    """An ipw baseline trained on the reconciled propensities, a re-ranker on the randomised
+    ones: the out-of-fold models repeat the baseline's weights (rebuilt from its card), not
+    the re-ranker's."""
+    from ranker.registry import resolve
+    from ranker.train.run import TrainRequest, run_training
+
+    reg = tmp_path / "reg"
+    base_ref = run_training(
+        TrainRequest(
+            "lgbm", small_lists, reg, bias="ipw", progress=False, overrides={"max_rounds": 5}
+        )
+    )
+    base = resolve(base_ref.path).card().propensities
+    assert base is not None
+    small = {"epochs": 1, "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32}
+    rr_ref = run_training(
+        TrainRequest(
+            "transformer",
+            small_lists,
+            reg,
+            name="rr",
+            reranker="lgbm",
+            propensities="randomised",
+            progress=False,
+            overrides=small,
+        )
+    )
+    card = resolve(rr_ref.path).card()
+    assert card.propensities is not None and card.reranker is not None
+    assert card.propensities["eta"] != base["eta"]  # the two requests really differ here
+    recipe = card.reranker["out_of_fold"]
+    assert recipe["propensities"] == {"eta": base["eta"], "source": base["source"]}
+    rebuilt = Propensities.from_record(base)
+    np.testing.assert_array_equal(rebuilt.values[:20], base["values"])
