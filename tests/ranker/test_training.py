@@ -14,8 +14,8 @@ from pipelines.world.config import WorldConfig
 from pipelines.world.simulate import simulate
 from pipelines.world.world import World
 from ranker.model import RankerConfig
-from ranker.propensity import estimate_propensities
-from ranker.registry import resolve, versions
+from ranker.propensity import Propensities, estimate_propensities
+from ranker.registry import ModelRef, resolve, versions
 from ranker.scoring import load
 from ranker.train.checkpoint import spec_from_manifest
 from ranker.train.config import TrainConfig
@@ -222,6 +222,23 @@ def test_propensities_from_swaps_match_the_worlds_examination(tmp_path: Path) ->
     torch.set_num_threads(2)
 
 
+def tiny_reranker(small_lists: Path, reg: Path, propensities: str = "auto") -> ModelRef:
+    """A one-epoch re-ranker named rr over the registry's ``lgbm``."""
+    small = {"epochs": 1, "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32}
+    return run_training(
+        TrainRequest(
+            "transformer",
+            small_lists,
+            reg,
+            name="rr",
+            reranker="lgbm",
+            propensities=propensities,
+            progress=False,
+            overrides=small,
+        )
+    )
+
+
 def test_the_out_of_fold_baseline_follows_the_published_recipe(
     small_lists: Path, tmp_path: Path
 ) -> None:
@@ -230,24 +247,12 @@ def test_the_out_of_fold_baseline_follows_the_published_recipe(
     from ranker.train.reranker import BaselineRecipe, out_of_fold_scores
 
     reg = tmp_path / "reg"
-    small = {"epochs": 1, "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32}
     run_training(
         TrainRequest("lgbm", small_lists, reg, progress=False, overrides={"max_rounds": 20})
     )
     base = resolve(reg / "lgbm").card()
     assert base.training["position_aware"] and base.bias_correction == "lambdarank"
-    run_training(
-        TrainRequest(
-            "transformer",
-            small_lists,
-            reg,
-            name="rr",
-            reranker="lgbm",
-            progress=False,
-            overrides=small,
-        )
-    )
-    card = resolve(reg / "rr").card()
+    card = resolve(tiny_reranker(small_lists, reg).path).card()
     assert card.reranker is not None
     assert card.reranker["out_of_fold"] == {
         "rounds": base.details["best_iteration"],
@@ -262,6 +267,29 @@ def test_the_out_of_fold_baseline_follows_the_published_recipe(
     a = out_of_fold_scores(aware, data, sp.manifest)
     b = out_of_fold_scores(plain, data, sp.manifest)
     assert np.isfinite(a).all() and not np.allclose(a, b)
+
+
+def test_a_reranker_weighs_its_out_of_fold_baselines_as_the_baseline_was_weighed(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    """An ipw baseline trained on the reconciled propensities, a re-ranker on the randomised
+    ones: the out-of-fold models repeat the baseline's weights (rebuilt from its card), not
+    the re-ranker's."""
+
+    reg = tmp_path / "reg"
+    overrides = {"max_rounds": 5}
+    run_training(
+        TrainRequest("lgbm", small_lists, reg, bias="ipw", progress=False, overrides=overrides)
+    )
+    base = resolve(reg / "lgbm").card().propensities
+    assert base is not None
+    card = resolve(tiny_reranker(small_lists, reg, propensities="randomised").path).card()
+    assert card.propensities is not None and card.reranker is not None
+    assert card.propensities["eta"] != base["eta"]  # the two requests really differ here
+    recipe = card.reranker["out_of_fold"]
+    assert recipe["propensities"] == {"eta": base["eta"], "source": base["source"]}
+    rebuilt = Propensities.from_record(base)
+    np.testing.assert_array_equal(rebuilt.values[:20], base["values"])
 
 
 def test_the_examined_validation_rule_reads_only_what_the_user_saw() -> None:
