@@ -25,6 +25,8 @@ import numpy as np
 
 # Which estimate a training uses (``ranker train --propensities``): auto reconciles the two.
 PROPENSITY_SOURCES = ("auto", "observational", "randomised")
+# Positions in every table the estimators build (beyond it, ``at`` repeats the last value).
+MAX_POSITION = 100
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Propensities:
         return [float(v) for v in self.values]
 
     @classmethod
-    def from_record(cls, record: dict[str, Any], max_position: int = 100) -> Propensities:
+    def from_record(cls, record: dict[str, Any], max_position: int = MAX_POSITION) -> Propensities:
         """The propensities a model card recorded (``ranker.train.run``), rebuilt from their
         power law: both estimators fit ``k ** -eta`` over ``max_position`` positions."""
         return cls(
@@ -69,7 +71,7 @@ def estimate_propensities(
     intended: np.ndarray,
     clicked: np.ndarray,
     randomized: np.ndarray,
-    max_position: int = 100,
+    max_position: int = MAX_POSITION,
     max_pair: int = 20,
 ) -> Propensities:
     """Estimate examination propensities from swapped adjacent pairs.
@@ -130,7 +132,7 @@ def observed_propensities(
     positions: np.ndarray,
     clicked: np.ndarray,
     *,
-    max_position: int = 100,
+    max_position: int = MAX_POSITION,
     fit_positions: int = 20,
     max_rows: int = 100_000,
     seed: int = 0,
@@ -215,9 +217,7 @@ def reconcile(
     hundred randomised clicks a two-sided test at 95% would keep such a draw one time in
     twenty (on world 59: 1.39 against 0.90, 1.98 standard errors apart).
     """
-    considered = {p.source: p.eta for p in (randomised, observed) if p is not None}
-    if randomised is not None and randomised.eta_se is not None:
-        considered["randomised_se"] = randomised.eta_se
+    considered = _considered(randomised, observed)
     if randomised is None or observed is None:
         chosen = randomised or observed
     elif randomised.eta_se is not None and observed.eta - randomised.eta > z * randomised.eta_se:
@@ -240,7 +240,6 @@ def pick_propensities(
     check_source(source)
     if source == "auto":
         return reconcile(randomised, observed)
-    both = reconcile(randomised, observed)  # for what was considered
     chosen = randomised if source == "randomised" else observed
     if chosen is None:
         why = {
@@ -248,4 +247,13 @@ def pick_propensities(
             "observational": "the click model found no features or no clicks at several positions",
         }[source]
         raise ValueError(f"propensities from {source} traffic were asked for, but {why}")
-    return replace(chosen, considered=both.considered if both else {})
+    return replace(chosen, considered=_considered(randomised, observed))
+
+
+def _considered(randomised: Propensities | None, observed: Propensities | None) -> dict[str, float]:
+    """Every estimate weighed, by source, and the randomised one's standard error: the card's
+    record of what the choice was made from."""
+    out = {p.source: p.eta for p in (randomised, observed) if p is not None}
+    if randomised is not None and randomised.eta_se is not None:
+        out["randomised_se"] = randomised.eta_se
+    return out
