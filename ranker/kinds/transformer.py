@@ -197,7 +197,13 @@ class TransformerKind(Kind):
             )
             weights = ipw_weights(job.splits.train, recipe.propensities, recipe.bias_correction)
             as_trained = RankData(job.splits.train, weights=weights, max_history=0)
-            oof = out_of_fold_scores(recipe, as_trained, m, seed=job.seed)
+            # under torchrun each rank fits its share of the folds, and the shares are summed
+            from ranker.train.distributed import host_group, sum_over_ranks
+
+            group = host_group(job.launch)
+            share = (job.launch.rank, job.launch.world)
+            oof = out_of_fold_scores(recipe, as_trained, m, seed=job.seed, share=share)
+            oof = sum_over_ranks(oof, group)
             tr_extra = baseline_inputs(oof, job.train.offsets)
             va_extra = baseline_inputs(baseline.score(job.splits.valid, m), job.valid.offsets)
             extra = extra_statistics(tr_extra)

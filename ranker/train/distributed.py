@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -79,6 +80,30 @@ def mean_float(value: float, launch: Launch, device: torch.device) -> float:
     if not launch.distributed:
         return value
     return float(_collective(value, torch.float64, device, summed=True)) / launch.world
+
+
+# How long a rank waits in a host-side sum for the others: ranks reach it apart by their own
+# shares of work (out-of-fold LightGBM fits), which on large data can outlast NCCL's watchdog
+# (10 minutes by default), so host arrays go through a gloo group of their own.
+HOST_WAIT = timedelta(hours=6)
+
+
+def host_group(launch: Launch) -> dist.ProcessGroup | None:
+    """A gloo group over every rank for host arrays (``sum_over_ranks``); every rank calls
+    this, while they are in step (before the work they finish apart)."""
+    if not launch.distributed:
+        return None
+    return dist.new_group(backend="gloo", timeout=HOST_WAIT)
+
+
+def sum_over_ranks(values: np.ndarray, group: dist.ProcessGroup | None) -> np.ndarray:
+    """The element-wise sum of ``values`` over ``group``'s ranks, on every rank (float32; exact
+    where one rank holds each nonzero, as for out-of-fold scores split by fold)."""
+    if group is None:
+        return values
+    t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    dist.all_reduce(t, group=group)
+    return t.numpy()
 
 
 def parameter_digest(model: torch.nn.Module) -> str:

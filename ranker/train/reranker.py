@@ -59,18 +59,25 @@ def out_of_fold_scores(
     folds: int = 5,
     seed: int = 0,
     extra_names: Sequence[str] = (),
+    share: tuple[int, int] = (0, 1),
 ) -> np.ndarray:
     """(N,) baseline scores for the train lists, each from a model that did not see its list.
 
     ``data``'s weights must be the baseline's (see ``BaselineRecipe``); its logged positions
-    feed the position model when the baseline had one.
+    feed the position model when the baseline had one. ``share`` = (part, parts): fit only the
+    folds ``f`` with ``f % parts == part`` and leave the other folds' rows at 0, so that
+    ``parts`` processes (torchrun ranks) each fit their share and the sum of their arrays is the
+    whole (each fold's model is the same whoever fits it: same rows, seed and threads).
     """
+    part, parts = share
+    if not 0 <= part < parts:
+        raise ValueError(f"share {share}: the part must be in [0, {parts})")
     x, names, cat_idx = lgbm_features(data, manifest, extra_names)
     fold_of = np.random.default_rng(seed).integers(0, folds, len(data))
     row_fold = np.repeat(fold_of, data.lens)
     positions = np.clip(data.positions - 1, 0, None) if recipe.position_aware else None
     out = np.zeros(len(x), np.float32)
-    for f in range(folds):
+    for f in range(part, folds, parts):
         tr_lists = np.flatnonzero(fold_of != f)
         tr_rows = row_fold != f
         ds = lgb.Dataset(

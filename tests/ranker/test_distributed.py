@@ -174,3 +174,38 @@ def test_lightgbm_across_two_workers_matches_one_machine(small_lists: Path, tmp_
     streamed = json.loads((reg / "streamed" / "v1" / "manifest.json").read_text())
     assert streamed["training"]["stream"] is True and streamed["training"]["processes"] == 2
     assert abs(streamed["valid_ndcg"] - single["valid_ndcg"]) < 0.03
+
+
+def test_a_reranker_under_torchrun_splits_the_out_of_fold_folds_between_the_ranks(
+    small_lists: Path, tmp_path: Path
+) -> None:
+    """Each rank fits its share of the baseline's out-of-fold models and the ranks sum their
+    shares: the re-ranker's inputs (their normalisation statistics, fitted on the out-of-fold
+    scores) equal a single process's to the bit, and rank 0 fitted only its own folds."""
+    reg = tmp_path / "registry"
+    args = ["--data", str(small_lists), "--registry", str(reg), "--threads", "1", "--no-progress"]
+    base = ["-m", "ops.cli", "train", "--model", "lgbm", "--set", "max_rounds=10", *args]
+    assert subprocess.run([sys.executable, *base], cwd=tmp_path, timeout=300).returncode == 0
+    sets = ["epochs=1", "d_model=16", "n_heads=2", "n_layers=1", "d_ff=32"]
+    rerank = ["-m", "ops.cli", "train", "--model", "transformer", "--reranker", "lgbm", *args]
+    rerank += [f for s in sets for f in ("--set", s)]
+    run = _torchrun([*rerank, "--name", "two"], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one = subprocess.run(
+        [sys.executable, *rerank, "--name", "one"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert one.stderr.count("out-of-fold baseline scores: fold") == 5
+    # rank 0 (the one that logs) fitted folds 1, 3 and 5 only; rank 1 the other two
+    assert run.stderr.count("out-of-fold baseline scores: fold") == 3
+    assert "fold 2/5" not in run.stderr and "fold 5/5" in run.stderr
+    specs = [
+        json.loads((reg / name / "v1" / "manifest.json").read_text())["details"]["feature_spec"]
+        for name in ("one", "two")
+    ]
+    assert specs[0]["num_mean"] == specs[1]["num_mean"]
+    assert specs[0]["num_std"] == specs[1]["num_std"]

@@ -267,6 +267,12 @@ def test_the_out_of_fold_baseline_follows_the_published_recipe(
     a = out_of_fold_scores(aware, data, sp.manifest)
     b = out_of_fold_scores(plain, data, sp.manifest)
     assert np.isfinite(a).all() and not np.allclose(a, b)
+    # Shared between processes (torchrun ranks): each part fits its folds, the sum is the whole.
+    parts = [out_of_fold_scores(aware, data, sp.manifest, share=(p, 2)) for p in (0, 1)]
+    np.testing.assert_array_equal(parts[0] + parts[1], a)
+    assert (parts[0] != 0).any() and (parts[1] != 0).any()
+    with pytest.raises(ValueError, match="the part must be in"):
+        out_of_fold_scores(aware, data, sp.manifest, share=(2, 2))
 
 
 def test_a_reranker_weighs_its_out_of_fold_baselines_as_the_baseline_was_weighed(
