@@ -64,6 +64,19 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
     # Four times the lists per batch, the learning rate scaled by the square root (what a GPU
     # wants): is validation and test quality kept?
     "transformer_b256": ("transformer", "tower", {"batch_lists": 256}),
+    # The weight average (TrainConfig.ema, ema_epochs): the previous default (decay 0.99 a
+    # step whatever the data: a fifth of an epoch at 50,000 requests), fixed slower decays, and
+    # the default that spans an epoch, named explicitly (registries trained before it hold
+    # "transformer" models of the previous default).
+    "transformer_ema_steps": ("transformer", "tower", {"ema_epochs": 0.0}),
+    "transformer_ema995": ("transformer", "tower", {"ema": 0.995, "ema_epochs": 0.0}),
+    "transformer_ema998": ("transformer", "tower", {"ema": 0.998, "ema_epochs": 0.0}),
+    "transformer_ema999": ("transformer", "tower", {"ema": 0.999, "ema_epochs": 0.0}),
+    "transformer_ema1ep": ("transformer", "tower", {"ema_epochs": 1.0}),
+    "rerank_ema1ep": ("transformer", "tower", {"reranker": "lgbm", "ema_epochs": 1.0}),
+    # One standalone Transformer taught by three (the members of transformer_ens3 for the same
+    # seed): an ensemble's gain at one model's inference?
+    "transformer_distill3": ("transformer", "tower", {"distill": 3}),
     # The standalone Transformer as a seed ensemble of three (ranker.ensemble), as it ships
     # with --set ensemble=3: one model, three times the inference.
     "transformer_ens3": ("transformer", "tower", {"ensemble": 3}),

@@ -37,6 +37,7 @@ __all__ = [
     "approx_ndcg_loss",
     "bce_loss",
     "bound_loss",
+    "distill_loss",
     "lambda_loss",
     "softmax_loss",
 ]
@@ -239,6 +240,28 @@ def bce_loss(
         per_item = F.binary_cross_entropy_with_logits(b.scores, target, reduction="none")
         total = torch.where(b.mask, b.weights * per_item, torch.zeros_like(per_item)).sum()
         return total / b.mask.sum().clamp(min=1)
+
+
+def distill_loss(
+    scores: Tensor, teacher: Tensor, *, mask: Tensor, temperature: float = 1.0
+) -> Tensor:
+    """Listwise distillation (Hinton et al. 2015, applied per list): the cross-entropy from
+    softmax(teacher / T) to softmax(scores / T) over each list's real candidates, minus the
+    teacher's entropy (so a student equal to its teacher scores 0), times T**2 (which keeps the
+    gradient's size as T changes).
+
+    scores, teacher, mask: (B, L); teacher is a constant (no gradient reaches it). Returns a
+    scalar: the mean over lists with a real candidate (a one-candidate list adds 0).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    with torch.autocast(device_type=scores.device.type, enabled=False):
+        b = _prepare(scores, teacher.detach(), mask, None)
+        low = torch.finfo(b.scores.dtype).min  # padding's logit, as in softmax_loss
+        log_q = torch.log_softmax((b.scores / temperature).masked_fill(~b.mask, low), dim=1)
+        log_p = torch.log_softmax((b.labels / temperature).masked_fill(~b.mask, low), dim=1)
+        kl = torch.where(b.mask, log_p.exp() * (log_p - log_q), torch.zeros_like(log_q))
+        return _mean_over_lists(kl.sum(dim=1) * temperature**2, b.mask.any(dim=1))
 
 
 # every entry takes (scores, labels, *, mask, weights=None); lambdaloss and approxndcg also take

@@ -281,9 +281,16 @@ class Ranker(nn.Module):
         if self.residual_scale is not None:
             scores = scores + self.residual_scale * num[..., self.spec.residual_input]  # (B, L)
         if positions is not None and self.position_bias is not None:
-            pos = torch.clamp(positions, 0, self.cfg.max_position)
-            scores = scores + self.position_bias(pos).squeeze(-1)  # (B, L)
+            scores = scores + self.position_offset(positions)  # (B, L)
         return scores
+
+    def position_offset(self, positions: torch.Tensor) -> torch.Tensor:
+        """(B, L) what the position tower adds to the scores in training (0 without a tower):
+        the scores minus this are the served ones."""
+        if self.position_bias is None:
+            return torch.zeros(positions.shape, device=positions.device)
+        pos = torch.clamp(positions, 0, self.cfg.max_position)
+        return self.position_bias(pos).squeeze(-1)  # (B, L)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

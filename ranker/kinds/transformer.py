@@ -139,9 +139,9 @@ class TransformerKind(Kind):
         residual = settings.get("residual", True)
         if not isinstance(residual, bool):
             raise ValueError(f"residual must be true or false, got {residual!r}")
-        members = settings.get("ensemble", 1)
-        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
-            raise ValueError(f"ensemble must be a whole number of models >= 1, got {members!r}")
+        from ranker.train.config import check_training_settings
+
+        check_training_settings(settings)
 
     def format1_details(self, card: dict[str, Any]) -> dict[str, Any]:
         keys = ("architecture", "best_epoch", "history", "parameters")
@@ -234,9 +234,13 @@ class TransformerKind(Kind):
             )
             if resume_state.get("members", 1) > 1:
                 raise ValueError("a seed ensemble cannot be resumed: train it again")
+            if resume_state["train_config"].get("distill", 0):
+                raise ValueError("a distilled model cannot be resumed: train it again")
             # the architecture it was built with (bias_tower follows --bias, as in training)
             built = {k: v for k, v in resume_state["model_config"].items() if k != "bias_tower"}
-            overrides = {**resume_state["train_config"], **built, **overrides}
+            # a checkpoint from before ema_epochs averaged by its decay alone
+            trained_with = {"ema_epochs": 0.0, **resume_state["train_config"]}
+            overrides = {**trained_with, **built, **overrides}
         props = job.splits.propensities
         if job.bias == "tower" and props is None:
             log.warning(
@@ -256,7 +260,11 @@ class TransformerKind(Kind):
                 residual_input=len(m.numeric) + EXTRA.index(BASELINE_SCORE) if residual else -1,
             )
             mc = RankerConfig(bias_tower=job.bias == "tower", **arch)
-            cfg = TrainConfig(**{"seed": job.seed, "threads": job.threads, **opts})
+            # A re-ranker keeps the per-step decay unless told otherwise: spanning an epoch
+            # was measured neutral to slightly worse for it (README "A weight average that
+            # spans an epoch"), where it pays for the standalone Transformer.
+            mode = {"ema_epochs": 0.0} if extra else {}
+            cfg = TrainConfig(**{"seed": job.seed, "threads": job.threads, **mode, **opts})
             res = train_transformer(
                 train,
                 valid,
@@ -284,23 +292,22 @@ class TransformerKind(Kind):
                 best = (spec, mc, cfg, res)
         assert best is not None
         spec, mc, cfg, res = best
-        members = None
-        if cfg.ensemble > 1:  # the chosen settings, trained again from other seeds
-            from ranker.train.ensemble import train_ensemble
+        from ranker.train.ensemble import train_members
 
-            res, members = train_ensemble(
-                res,
-                train,
-                valid,
-                spec,
-                mc,
-                cfg,
-                progress=job.progress,
-                callbacks=job.callbacks,
-                launch=job.launch,
-                position_prior=starting_prior(props, mc, cfg),
-                select_by_loss=job.validation_rule == "loss",
-            )
+        # the chosen settings trained again from other seeds: a seed ensemble, or its teachers
+        res, member_lines = train_members(
+            res,
+            train,
+            valid,
+            spec,
+            mc,
+            cfg,
+            progress=job.progress,
+            callbacks=job.callbacks,
+            launch=job.launch,
+            position_prior=starting_prior(props, mc, cfg),
+            select_by_loss=job.validation_rule == "loss",
+        )
         save_checkpoint(res, spec, mc, cfg, job.build / "checkpoint.pt")
         return Trained(
             training=cfg.to_dict(),
@@ -310,6 +317,7 @@ class TransformerKind(Kind):
                 "architecture": mc.to_dict(),
                 "feature_spec": spec.to_dict(),
                 "best_epoch": res.best_epoch,
+                "ema_decay": res.ema_decay,  # a step, as TrainConfig.ema_decay set it
                 # where the position tower started: the estimated log propensities, or zero
                 "position_prior": (
                     {"eta": props.eta, "clicks_used": props.clicks_used, "source": props.source}
@@ -318,7 +326,7 @@ class TransformerKind(Kind):
                 ),
                 "history": [asdict(h) for h in res.history],
                 "parameters": res.model.n_parameters(),
-                "ensemble": members,  # per member: seed, best epoch, validation (None: one)
+                **member_lines,  # ensemble, distilled_from: seed, best epoch, validation each
             },
             extra=list(extra),
             reranker=reranker,

@@ -1,19 +1,20 @@
 """Training a seed ensemble (``--set ensemble=N``): the members after the first, trained with
-the first one's settings from their own seeds, then validated together."""
+the first one's settings from their own seeds, then validated together; and one model
+distilled from such an ensemble (``--set distill=N``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ranker.data import RankData
-from ranker.ensemble import SeedEnsemble, member_seed
+from ranker.ensemble import SeedEnsemble, TransformerModel, member_seed
 from ranker.model import FeatureSpec, Ranker, RankerConfig
 from ranker.train.launch import SINGLE, Launch
-from ranker.train.scoring import evaluate_ndcg
+from ranker.train.scoring import evaluate_ndcg, predict
 from ranker.train.stream_data import StreamedSplit
 from ranker.train.transformer import (
     Callback,
@@ -80,4 +81,74 @@ def train_ensemble(
         }
         for k, r in enumerate(results)
     ]
-    return TrainResult(model, first.best_epoch, score, first.history, {}), lines
+    result = TrainResult(model, first.best_epoch, score, first.history, {}, first.ema_decay)
+    return result, lines
+
+
+def train_distilled(
+    first: TrainResult,
+    train: RankData | StreamedSplit,
+    valid: RankData | StreamedSplit,
+    spec: FeatureSpec,
+    model_cfg: RankerConfig,
+    cfg: TrainConfig,
+    *,
+    progress: bool = False,
+    callbacks: Sequence[Callback] = (),
+    position_prior: np.ndarray | None = None,
+    launch: Launch = SINGLE,
+    select_by_loss: bool = False,
+) -> tuple[TrainResult, list[dict[str, Any]]]:
+    """One model (a student) taught by ``first`` and ``cfg.distill - 1`` more members, trained
+    as ``train_ensemble`` trains them: from its own seed (one no teacher had), on the clicks
+    and on the teachers' mean served score within each list (``ranker.losses.distill_loss``).
+
+    The mean of the raw scores, not the served ensemble's standardised one: softmax-trained
+    scores are log click shares, and their mean keeps that scale for the student's softmax.
+    Returns the student's result and one line per teacher for the model card."""
+    if not isinstance(train, RankData):
+        raise ValueError("distillation needs the train split in memory, not stream=true")
+    taught = replace(cfg, ensemble=cfg.distill)
+    common: dict[str, Any] = {
+        "progress": progress,
+        "callbacks": callbacks,
+        "position_prior": position_prior,
+        "launch": launch,
+        "select_by_loss": select_by_loss,
+    }
+    teachers: list[TransformerModel] = [first.model]
+    lines = [{"seed": cfg.seed, "best_epoch": first.best_epoch, "valid": first.best_valid_ndcg}]
+    if cfg.distill > 1:
+        ensemble, lines = train_ensemble(first, train, valid, spec, model_cfg, taught, **common)
+        assert isinstance(ensemble.model, SeedEnsemble)
+        teachers = [cast(Ranker, m) for m in ensemble.model.members]
+    device = launch.device(pick_device(cfg.device))
+    scores = np.mean([predict(t.to(device), train, device) for t in teachers], axis=0)
+    for t in teachers:
+        t.cpu()
+    student_cfg = replace(cfg, seed=member_seed(cfg.seed, cfg.distill))
+    student = train_transformer(
+        train, valid, spec, model_cfg, student_cfg, teacher=scores, **common
+    )
+    return student, lines
+
+
+def train_members(
+    first: TrainResult,
+    train: RankData | StreamedSplit,
+    valid: RankData | StreamedSplit,
+    spec: FeatureSpec,
+    model_cfg: RankerConfig,
+    cfg: TrainConfig,
+    **common: Any,
+) -> tuple[TrainResult, dict[str, list[dict[str, Any]] | None]]:
+    """What ``cfg`` makes of the chosen settings' first model: a seed ensemble
+    (``ensemble > 1``), a student of its teachers (``distill > 0``) or itself; with the model
+    card's lines for the members (``ensemble``) or teachers (``distilled_from``)."""
+    if cfg.distill > 0:
+        student, lines = train_distilled(first, train, valid, spec, model_cfg, cfg, **common)
+        return student, {"ensemble": None, "distilled_from": lines}
+    if cfg.ensemble > 1:
+        ensemble, lines = train_ensemble(first, train, valid, spec, model_cfg, cfg, **common)
+        return ensemble, {"ensemble": lines, "distilled_from": None}
+    return first, {"ensemble": None, "distilled_from": None}

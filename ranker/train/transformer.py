@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ranker.data import RankData
+from ranker.data import RankData, to_padded
 from ranker.device_data import DEVICE_DATA_MODES, place
 from ranker.ensemble import TransformerModel
-from ranker.losses import LOSSES, PER_CANDIDATE, bound_loss
+from ranker.losses import LOSSES, PER_CANDIDATE, bound_loss, distill_loss
 from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights
 from ranker.train.config import TrainConfig
 from ranker.train.distributed import broadcast_float, check_replicas, mean_float, sum_int
@@ -58,6 +58,7 @@ class TrainResult:
     best_valid_ndcg: float
     history: list[EpochLog] = field(default_factory=list)
     checkpoint: dict[str, Any] = field(default_factory=dict)  # what resuming needs
+    ema_decay: float = 0.0  # the weight average's decay a step (TrainConfig.ema_decay; 0: none)
 
 
 # Called after each validation with its log and the model (the validated weights); a callback
@@ -101,6 +102,7 @@ def train_transformer(
     position_prior: np.ndarray | None = None,
     launch: Launch = SINGLE,
     select_by_loss: bool = False,
+    teacher: np.ndarray | None = None,
 ) -> TrainResult:
     """Train until ``cfg.epochs`` or ``cfg.patience`` epochs without progress.
 
@@ -114,6 +116,9 @@ def train_transformer(
     ``select_by_loss``: validations (what early stopping and the kept weights go by) read
     minus the training loss on the validation split, the position tower on (the "loss"
     validation rule), rather than its NDCG@k.
+    ``teacher``: (N,) a teacher's scores for the train split's candidates (served scores, no
+    position tower): the loss becomes ``(1 - cfg.distill_weight)`` times the click loss plus
+    ``cfg.distill_weight`` times ``distill_loss`` between the model's served scores and these.
     """
     if cfg.loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}")
@@ -129,6 +134,13 @@ def train_transformer(
     if position_prior is not None:
         model.start_position_bias(position_prior)
     model.to(device)
+    teacher_t = None
+    if teacher is not None:
+        if not isinstance(train, RankData):
+            raise ValueError("distillation needs the train split in memory, not stream=true")
+        # (N, Lmax) per list, read by each batch's list indices
+        padded = to_padded(teacher, train.offsets).astype(np.float32)  # (N, Lmax)
+        teacher_t = torch.from_numpy(padded).to(device)
     # Under torchrun the forward and backward go through DDP, which averages the gradients
     # across ranks during backward; everything else (EMA, validation, snapshots) reads the
     # module itself, whose weights every rank holds alike.
@@ -195,7 +207,10 @@ def train_transformer(
         history = [EpochLog(**h) for h in resume.get("history", [])]
     # An exponential moving average of the weights: click labels are noisy and single-epoch
     # snapshots of the raw weights swing; the average is what gets validated and kept.
-    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    average = cfg.ema_decay(steps_per_epoch)
+    ema = EMA(model, average) if average > 0 else None
+    if ema is not None:
+        log.info("weight average: decay %.5f a step (%d steps an epoch)", average, steps_per_epoch)
     if resume is not None and ema is not None and resume.get("ema") is not None:
         ema.shadow = resume["ema"]
     loss_fn = bound_loss(cfg.loss, k=cfg.loss_k, mu=cfg.loss_mu, alpha=cfg.loss_alpha)
@@ -295,6 +310,16 @@ def train_transformer(
                     b.positions if use_positions else None,
                 )
             loss = loss_fn(scores.float(), b.labels, mask=b.mask, weights=b.weights)
+            if teacher_t is not None:
+                # served scores: the position tower's share taken back out
+                served = scores.float()
+                if use_positions:
+                    served = served - model.position_offset(b.positions).float()
+                rows = b.index if b.index is not None else torch.as_tensor(b.lists, device=device)
+                t = teacher_t.index_select(0, rows)[:, : served.shape[1]]  # (B, L)
+                mix = cfg.distill_weight
+                soft = distill_loss(served, t, mask=b.mask, temperature=cfg.distill_temperature)
+                loss = (1 - mix) * loss + mix * soft
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -344,4 +369,4 @@ def train_transformer(
     model.load_state_dict(best_state or model.state_dict())
     model.eval()
     ckpt = last if history else {}
-    return TrainResult(model.cpu(), best_epoch, best, history, ckpt)
+    return TrainResult(model.cpu(), best_epoch, best, history, ckpt, average)

@@ -254,6 +254,7 @@ def test_the_out_of_fold_baseline_follows_the_published_recipe(
     assert base.training["position_aware"] and base.bias_correction == "lambdarank"
     card = resolve(tiny_reranker(small_lists, reg).path).card()
     assert card.reranker is not None
+    assert card.training["ema_epochs"] == 0.0  # a re-ranker's average: the per-step decay
     assert card.reranker["out_of_fold"] == {
         "rounds": base.details["best_iteration"],
         "position_aware": True,
