@@ -92,12 +92,7 @@ def train_distilled(
     spec: FeatureSpec,
     model_cfg: RankerConfig,
     cfg: TrainConfig,
-    *,
-    progress: bool = False,
-    callbacks: Sequence[Callback] = (),
-    position_prior: np.ndarray | None = None,
-    launch: Launch = SINGLE,
-    select_by_loss: bool = False,
+    **common: Any,
 ) -> tuple[TrainResult, list[dict[str, Any]]]:
     """One model (a student) taught by ``first`` and ``cfg.distill - 1`` more members, trained
     as ``train_ensemble`` trains them: from its own seed (one no teacher had), on the clicks
@@ -105,24 +100,19 @@ def train_distilled(
 
     The mean of the raw scores, not the served ensemble's standardised one: softmax-trained
     scores are log click shares, and their mean keeps that scale for the student's softmax.
-    Returns the student's result and one line per teacher for the model card."""
+    ``common``: ``train_ensemble``'s keyword arguments (progress, callbacks, position_prior,
+    launch, select_by_loss), passed on to every training. Returns the student's result and
+    one line per teacher for the model card."""
     if not isinstance(train, RankData):
         raise ValueError("distillation needs the train split in memory, not stream=true")
     taught = replace(cfg, ensemble=cfg.distill)
-    common: dict[str, Any] = {
-        "progress": progress,
-        "callbacks": callbacks,
-        "position_prior": position_prior,
-        "launch": launch,
-        "select_by_loss": select_by_loss,
-    }
     teachers: list[TransformerModel] = [first.model]
     lines = [{"seed": cfg.seed, "best_epoch": first.best_epoch, "valid": first.best_valid_ndcg}]
     if cfg.distill > 1:
         ensemble, lines = train_ensemble(first, train, valid, spec, model_cfg, taught, **common)
         assert isinstance(ensemble.model, SeedEnsemble)
         teachers = [cast(Ranker, m) for m in ensemble.model.members]
-    device = launch.device(pick_device(cfg.device))
+    device = common.get("launch", SINGLE).device(pick_device(cfg.device))
     scores = np.mean([predict(t.to(device), train, device) for t in teachers], axis=0)
     for t in teachers:
         t.cpu()

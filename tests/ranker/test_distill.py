@@ -1,8 +1,10 @@
-"""Ensemble distillation (``--set distill=N``): the teacher's pull on the student, the teachers
-and student seeds the published card names, and the settings it refuses."""
+"""Ensemble distillation (``--set distill=N``): its loss against a loop reference, the teacher's
+pull on the student, the teachers and student seeds the published card names, and the settings
+it refuses."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 from ranker.data import mask_of, to_padded
 from ranker.ensemble import member_seed
 from ranker.kinds.transformer import starting_prior
+from ranker.losses import distill_loss
 from ranker.model import Ranker, RankerConfig
 from ranker.scoring import load
 from ranker.train.checkpoint import spec_from_manifest
@@ -152,3 +155,58 @@ def test_distillation_settings_are_refused_by_name(
                 overrides={**FAST, **settings},
             )
         )
+
+
+# --------------------------------------------------------------------------------------------
+# distillation: a student's scores against a teacher's, list by list
+
+
+def ref_distill(s: list[float], t: list[float], temperature: float) -> float:
+    """KL(softmax(t / T) || softmax(s / T)) * T**2 in Python floats, one list."""
+
+    def probs(x: list[float]) -> list[float]:
+        top = max(v / temperature for v in x)
+        e = [math.exp(v / temperature - top) for v in x]
+        return [v / sum(e) for v in e]
+
+    p, q = probs(t), probs(s)
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True)) * temperature**2
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+def test_distill_matches_a_loop_reference(temperature: float) -> None:
+    g = torch.Generator().manual_seed(11)
+    m = torch.rand(6, 9, generator=g).argsort(dim=1) < torch.randint(1, 10, (6, 1), generator=g)
+    s = (torch.randn(6, 9, generator=g, dtype=torch.float64) * 2.0).masked_fill(~m, float("nan"))
+    t = torch.randn(6, 9, generator=g, dtype=torch.float64) * 3.0
+    t = t.masked_fill(~m, float("inf"))  # padding is garbage on both sides
+    lists = [(s[i, m[i]].tolist(), t[i, m[i]].tolist()) for i in range(6)]
+    expected = sum(ref_distill(a, b, temperature) for a, b in lists) / len(lists)
+    got = distill_loss(s, t, mask=m, temperature=temperature)
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_distill_edge_cases() -> None:
+    s = torch.tensor([[0.3, -1.0, 2.0], [4.0, float("nan"), float("nan")]], requires_grad=True)
+    m = torch.tensor([[True, True, True], [True, False, False]])
+    # a student equal to its teacher up to a shift per list loses nothing; a one-candidate list
+    # adds nothing, and no gradient reaches padding or the teacher
+    t = torch.tensor([[1.3, 0.0, 3.0], [-7.0, 1.0, 1.0]], requires_grad=True)
+    loss = distill_loss(s, t, mask=m)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    loss.backward()
+    assert s.grad is not None and torch.isfinite(s.grad).all() and (s.grad[1, 1:] == 0).all()
+    assert t.grad is None
+    # the teacher's order pulls the student's: a reversed student loses more than a flat one
+    teacher = torch.tensor([[3.0, 2.0, 1.0]])
+    one = torch.ones(1, 3, dtype=torch.bool)
+    flat = distill_loss(torch.zeros(1, 3), teacher, mask=one)
+    reversed_ = distill_loss(torch.tensor([[1.0, 2.0, 3.0]]), teacher, mask=one)
+    assert 0 < flat.item() < reversed_.item()
+    # nothing real: a connected zero
+    none = torch.zeros(2, 3, requires_grad=True)
+    z = distill_loss(none, torch.zeros(2, 3), mask=torch.zeros(2, 3, dtype=torch.bool))
+    z.backward()
+    assert z.item() == 0.0 and none.grad is not None and (none.grad == 0).all()
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        distill_loss(none, none, mask=one.expand(2, 3), temperature=0.0)
