@@ -77,6 +77,12 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
     # One standalone Transformer taught by three (the members of transformer_ens3 for the same
     # seed): an ensemble's gain at one model's inference?
     "transformer_distill3": ("transformer", "tower", {"distill": 3}),
+    # the standalone Transformer's blocks attending to each candidate itself only (depth kept):
+    # what list attention adds to the standalone model, and so to its blend with LightGBM
+    "transformer_selfonly": ("transformer", "tower", {"list_attention": False}),
+    # the re-ranker as a blend: LightGBM's and a standalone Transformer's within-list z-scores,
+    # half each (its Transformer is `transformer` of the same seed, bit for bit)
+    "rerank_blend": ("transformer", "tower", {"reranker": "lgbm", "blend": 0.5}),
     # The standalone Transformer as a seed ensemble of three (ranker.ensemble), as it ships
     # with --set ensemble=3: one model, three times the inference.
     "transformer_ens3": ("transformer", "tower", {"ensemble": 3}),

@@ -28,10 +28,13 @@ SETS = {
     "mslr": ("msn1.fold1.train.5k.txt", "msn1.fold1.test.5k.txt"),
 }
 
-MODELS = {
-    "lgbm": ("lgbm", None),
-    "transformer": ("transformer", None),
-    "transformer_rerank": ("transformer", "lgbm"),  # residual re-ranker over that LightGBM
+# name -> (model, baseline for re-ranking, settings beside the training's)
+MODELS: dict[str, tuple[str, str | None, dict[str, object]]] = {
+    "lgbm": ("lgbm", None, {}),
+    "transformer": ("transformer", None, {}),
+    "transformer_rerank": ("transformer", "lgbm", {}),  # residual re-ranker over that LightGBM
+    # that LightGBM blended with the standalone Transformer above (the same model inside)
+    "transformer_blend": ("transformer", "lgbm", {"blend": 0.5}),
 }
 
 
@@ -52,14 +55,13 @@ def main() -> None:
         out = args.out / name
         import_libsvm(train, test, out / "lists", valid_fraction=0.2, seed=args.seed)
         refs, secs = [], {}
-        # name -> (model, baseline for re-ranking)
-        for model_name, (model, baseline) in MODELS.items():
+        for model_name, (model, baseline, settings) in MODELS.items():
             t0 = time.perf_counter()
             overrides = (
                 {"epochs": args.epochs, "patience": 8, "batch_lists": 16}
                 if model == "transformer"
                 else {}
-            )
+            ) | settings
             ref = run_training(
                 TrainRequest(
                     model,

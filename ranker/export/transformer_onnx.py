@@ -20,9 +20,9 @@ import onnx
 import torch
 from torch import nn
 
-from ranker.ensemble import SeedEnsemble, TransformerModel
+from ranker.ensemble import TransformerModel, rankers_of
 from ranker.kinds.transformer import INPUTS, OUTPUT
-from ranker.model import FeatureNormalizer, Ranker
+from ranker.model import FeatureNormalizer
 
 
 def example_inputs(
@@ -58,9 +58,7 @@ def half_precision(model: TransformerModel) -> TransformerModel:
     """A float16 copy of ``model`` for GPU serving: float32 in and out, the feature
     normalisers and the residual input in float32, everything else in float16."""
     half = copy.deepcopy(model).eval().half()
-    rankers = list(half.members) if isinstance(half, SeedEnsemble) else [half]
-    for ranker in rankers:
-        assert isinstance(ranker, Ranker)
+    for ranker in rankers_of(half):
         for owner in (ranker.candidates, ranker.history):
             if owner is not None:
                 owner.norm = _Fp32Normalizer(owner.norm.float())  # type: ignore[assignment]

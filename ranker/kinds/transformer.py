@@ -39,6 +39,10 @@ _NOT_SETTINGS = {"bias_tower"}
 @dataclass(frozen=True)
 class RerankSettings:
     residual: bool = True  # re-ranker only: score = baseline score + a learned correction
+    # Re-ranker only, in [0, 1): > 0 trains the Transformer without the baseline's inputs and
+    # serves (1 - blend) x the baseline's score + blend x its own, each standardised within the
+    # list (ranker.ensemble.BaselineBlend); 0 is the residual re-ranker.
+    blend: float = 0.0
 
 
 def architecture_names() -> list[str]:
@@ -124,7 +128,8 @@ class TransformerKind(Kind):
         prior = settings.get("position_prior", TrainConfig.position_prior)
         if bias != "tower" or not prior:
             return "examined"
-        return "ips" if reranks else "loss"
+        # a blend's Transformer is a standalone one: it selects as the standalone does
+        return "ips" if reranks and not settings.get("blend") else "loss"
 
     def settings_dataclasses(self) -> tuple[type, ...]:
         from ranker.train.config import TrainConfig
@@ -139,6 +144,11 @@ class TransformerKind(Kind):
         residual = settings.get("residual", True)
         if not isinstance(residual, bool):
             raise ValueError(f"residual must be true or false, got {residual!r}")
+        blend = settings.get("blend", RerankSettings.blend)
+        if isinstance(blend, bool) or not isinstance(blend, int | float) or not 0 <= blend < 1:
+            raise ValueError(f"blend must be a number in [0, 1), got {blend!r}")
+        if blend and "residual" in settings:
+            raise ValueError("blend replaces the residual correction: leave residual unset")
         from ranker.train.config import check_training_settings
 
         check_training_settings(settings)
@@ -148,87 +158,48 @@ class TransformerKind(Kind):
         return {k: card.pop(k) for k in keys if k in card}
 
     def train(self, job: TrainJob) -> Trained:
-        from ranker.data import RankData
-        from ranker.inputs import baseline_inputs
         from ranker.model import RankerConfig
         from ranker.registry import resolve_in
         from ranker.train.checkpoint import load_model, save_checkpoint, spec_from_manifest
         from ranker.train.config import TrainConfig
-        from ranker.train.prepare import ipw_weights
-        from ranker.train.reranker import (
-            BASELINE_SCORE,
-            EXTRA,
-            BaselineRecipe,
-            extra_statistics,
-            out_of_fold_scores,
-        )
+        from ranker.train.reranker import BASELINE_SCORE, EXTRA, rerank_inputs
         from ranker.train.stream_data import StreamedSplit
         from ranker.train.transformer import train_transformer
 
         m, extra, reranker = job.manifest, [], None
+        blend_valid: RankData | None = None  # a blend's validation, the baseline's inputs in it
+        blend = float(job.settings.get("blend", RerankSettings.blend))
+        if blend and not job.reranker:
+            raise ValueError("blend applies to a re-ranker: name its baseline (--reranker)")
         train: RankData | StreamedSplit = job.train
         valid: RankData | StreamedSplit = job.valid
         if self.streams_train(job.settings):
             if job.reranker:
                 raise ValueError(
                     "stream=true trains the standalone Transformer: the re-ranker's "
-                    "out-of-fold baselines need the train split in memory"
+                    "out-of-fold baselines need the train split in memory (a blend's "
+                    "validation too)"
                 )
             window = int(job.settings.get("stream_window_lists", TrainConfig.stream_window_lists))
             train = StreamedSplit(job.data / "train.parquet", m, job.train, window)
             valid = StreamedSplit(job.data / "valid.parquet", m, job.valid, window)
         elif job.reranker:
-            from ranker.propensity import Propensities
             from ranker.scoring import load
 
             baseline = load(resolve_in(job.reranker, job.registry))
             if baseline.kind != "lgbm":
                 raise ValueError("the re-ranker's baseline must be a LightGBM model")
-            d, trained = baseline.card.details, baseline.card.training
-            recorded = baseline.card.propensities
-            recipe = BaselineRecipe(
-                # this training's threads: the baseline's count would oversubscribe the cores
-                # of a host that runs several ranks
-                {**d["params"], "num_threads": job.threads},
-                int(d["best_iteration"]),
-                position_aware=bool(trained.get("position_aware", False)),
-                bias_correction=baseline.card.bias_correction,
-                propensities=None if recorded is None else Propensities.from_record(recorded),
-            )
-            weights = ipw_weights(job.splits.train, recipe.propensities, recipe.bias_correction)
-            as_trained = RankData(job.splits.train, weights=weights, max_history=0)
-            # under torchrun each rank fits its share of the folds, and the shares are summed
-            from ranker.train.distributed import host_group, sum_over_ranks
-
-            group = host_group(job.launch)
-            share = (job.launch.rank, job.launch.world)
-            oof = out_of_fold_scores(recipe, as_trained, m, seed=job.seed, share=share)
-            oof = sum_over_ranks(oof, group)
-            tr_extra = baseline_inputs(oof, job.train.offsets)
-            va_extra = baseline_inputs(baseline.score(job.splits.valid, m), job.valid.offsets)
-            extra = extra_statistics(tr_extra)
-            train = RankData(
-                job.splits.train,
-                extra_num=tr_extra,
-                weights=job.train.weights,
-                max_history=job.train.max_history,
-            )
-            valid = RankData(
-                job.splits.valid,
-                extra_num=va_extra,
-                max_history=job.valid.max_history,
-                labels=job.valid.labels,
-                eval_mask=job.valid.eval_mask,
-            )
-            reranker = {
-                "baseline": str(baseline.ref),
-                "folds": 5,
-                "out_of_fold": recipe.to_dict(),
-                "inputs": [f.name for f in EXTRA],
-            }
+            prepared = rerank_inputs(job, baseline, blend)
+            extra, reranker = prepared.extra, prepared.card
+            if blend:  # a blend's Transformer trains and selects on the dataset alone
+                blend_valid = prepared.valid
+            else:
+                train, valid = prepared.train, prepared.valid
         overrides = dict(job.settings)
         resume_state = None
         if job.resume:
+            if blend:  # a checkpoint's inputs are fixed: a blend's Transformer has none extra
+                raise ValueError("a blend cannot be resumed: train it again")
             _, resume_state = load_model(
                 resolve_in(job.resume, job.registry).path / "checkpoint.pt"
             )
@@ -236,6 +207,8 @@ class TransformerKind(Kind):
                 raise ValueError("a seed ensemble cannot be resumed: train it again")
             if resume_state["train_config"].get("distill", 0):
                 raise ValueError("a distilled model cannot be resumed: train it again")
+            if resume_state.get("blend"):
+                raise ValueError("a blend cannot be resumed: train it again")
             # the architecture it was built with (bias_tower follows --bias, as in training)
             built = {k: v for k, v in resume_state["model_config"].items() if k != "bias_tower"}
             # a checkpoint from before ema_epochs averaged by its decay alone
@@ -252,18 +225,20 @@ class TransformerKind(Kind):
         for k, t in enumerate(trial_configs(SPACE, job.tune if not job.resume else 1, job.seed)):
             opts = {**overrides, **t}
             arch = {a: opts.pop(a) for a in list(opts) if a in arch_names}
+            opts.pop("blend", None)
             # The re-ranker adds the baseline's score (an extra input, after the dataset's).
-            residual = bool(opts.pop("residual", True)) and bool(extra)
+            inputs = [] if blend else extra
+            residual = bool(opts.pop("residual", True)) and bool(inputs)
             spec = spec_from_manifest(
                 m,
-                extra,
+                inputs,
                 residual_input=len(m.numeric) + EXTRA.index(BASELINE_SCORE) if residual else -1,
             )
             mc = RankerConfig(bias_tower=job.bias == "tower", **arch)
             # A re-ranker keeps the per-step decay unless told otherwise: spanning an epoch
             # was measured neutral to slightly worse for it (README "A weight average that
             # spans an epoch"), where it pays for the standalone Transformer.
-            mode = {"ema_epochs": 0.0} if extra else {}
+            mode = {"ema_epochs": 0.0} if inputs else {}
             cfg = TrainConfig(**{"seed": job.seed, "threads": job.threads, **mode, **opts})
             res = train_transformer(
                 train,
@@ -308,6 +283,19 @@ class TransformerKind(Kind):
             position_prior=starting_prior(props, mc, cfg),
             select_by_loss=job.validation_rule == "loss",
         )
+        lines: dict[str, Any] = dict(member_lines)
+        if blend_valid is not None:
+            from ranker.train.ensemble import blend_with_baseline
+
+            res, lines["blend"] = blend_with_baseline(
+                res,
+                spec_from_manifest(m, extra),
+                blend,
+                blend_valid,
+                valid,
+                cfg.device,
+                launch=job.launch,
+            )
         save_checkpoint(res, spec, mc, cfg, job.build / "checkpoint.pt")
         return Trained(
             training=cfg.to_dict(),
@@ -326,7 +314,9 @@ class TransformerKind(Kind):
                 ),
                 "history": [asdict(h) for h in res.history],
                 "parameters": res.model.n_parameters(),
-                **member_lines,  # ensemble, distilled_from: seed, best epoch, validation each
+                # ensemble, distilled_from: seed, best epoch, validation each; blend: its weight
+                # and validation as served
+                **lines,
             },
             extra=list(extra),
             reranker=reranker,

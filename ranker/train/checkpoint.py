@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from pipelines.lists.manifest import Manifest, NumericFeature
-from ranker.ensemble import SeedEnsemble, TransformerModel
+from ranker.ensemble import BaselineBlend, SeedEnsemble, TransformerModel
 from ranker.model import FeatureSpec, Ranker, RankerConfig
 from ranker.train.config import TrainConfig
 from ranker.train.transformer import TrainResult
@@ -43,12 +43,19 @@ def split_config(combined: dict[str, Any]) -> tuple[FeatureSpec, RankerConfig]:
 def save_checkpoint(
     result: TrainResult, spec: FeatureSpec, model_cfg: RankerConfig, cfg: TrainConfig, path: Path
 ) -> None:
+    model = result.model
+    # a blend keeps its Transformer's weights as they are, and the blend beside them
+    blend = None
+    if isinstance(model, BaselineBlend):
+        blend = {"weight": model.weight, "feature_spec": model.spec.to_dict()}
+        model = model.inner
     torch.save(
         {
             **result.checkpoint,
-            "best_model": {k: v.cpu() for k, v in result.model.state_dict().items()},
+            "best_model": {k: v.cpu() for k, v in model.state_dict().items()},
             # a seed ensemble's member count (its weights are members.K.*); 1: one model
-            "members": len(result.model.members) if isinstance(result.model, SeedEnsemble) else 1,
+            "members": len(model.members) if isinstance(model, SeedEnsemble) else 1,
+            "blend": blend,
             "feature_spec": spec.to_dict(),
             "model_config": model_cfg.to_dict(),
             "train_config": cfg.to_dict(),
@@ -58,9 +65,10 @@ def save_checkpoint(
 
 
 def load_model(path: Path) -> tuple[TransformerModel, dict[str, Any]]:
-    """The best model of a checkpoint (a seed ensemble when it holds several members) and the
-    checkpoint, its architecture migrated to today's keys. One written before the feature spec
-    was kept apart (no "feature_spec") is read by splitting its one config."""
+    """The best model of a checkpoint (a seed ensemble when it holds several members, blended
+    with the baseline when it was trained so) and the checkpoint, its architecture migrated to
+    today's keys. One written before the feature spec was kept apart (no "feature_spec") is
+    read by splitting its one config."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if "feature_spec" in ckpt:
         spec = FeatureSpec(**ckpt["feature_spec"])
@@ -70,14 +78,17 @@ def load_model(path: Path) -> tuple[TransformerModel, dict[str, Any]]:
         spec, model_cfg = split_config(ckpt["model_config"])
         ckpt = {**ckpt, "feature_spec": spec.to_dict(), "model_config": model_cfg.to_dict()}
     members = int(ckpt.get("members", 1))
-    model: TransformerModel = (
+    model: Ranker | SeedEnsemble = (
         Ranker(spec, model_cfg)
         if members == 1
         else SeedEnsemble([Ranker(spec, model_cfg) for _ in range(members)])
     )
     model.load_state_dict(ckpt["best_model"])
-    model.eval()
-    return model, ckpt
+    blend = ckpt.get("blend")
+    if blend is None:
+        return model.eval(), ckpt
+    blended = BaselineBlend(model, FeatureSpec(**blend["feature_spec"]), blend["weight"])
+    return blended.eval(), ckpt
 
 
 def spec_from_manifest(

@@ -1,6 +1,7 @@
 """Training a seed ensemble (``--set ensemble=N``): the members after the first, trained with
 the first one's settings from their own seeds, then validated together; and one model
-distilled from such an ensemble (``--set distill=N``)."""
+distilled from such an ensemble (``--set distill=N``); and either blended with the re-ranker's
+baseline (``--set blend=W``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any, cast
 import numpy as np
 
 from ranker.data import RankData
-from ranker.ensemble import SeedEnsemble, TransformerModel, member_seed
+from ranker.ensemble import BaselineBlend, SeedEnsemble, TransformerModel, member_seed
+from ranker.metrics import ndcg as list_ndcg
 from ranker.model import FeatureSpec, Ranker, RankerConfig
 from ranker.train.launch import SINGLE, Launch
 from ranker.train.scoring import evaluate_ndcg, predict
@@ -142,3 +144,34 @@ def train_members(
         ensemble, lines = train_ensemble(first, train, valid, spec, model_cfg, cfg, **common)
         return ensemble, {"ensemble": lines, "distilled_from": None}
     return first, {"ensemble": None, "distilled_from": None}
+
+
+def blend_with_baseline(
+    result: TrainResult,
+    spec: FeatureSpec,
+    weight: float,
+    valid: RankData,
+    valid_own: RankData | StreamedSplit,
+    device: str = "cpu",
+    launch: Launch = SINGLE,
+) -> tuple[TrainResult, dict[str, Any]]:
+    """The trained Transformer (one model or an ensemble) blended with the baseline
+    (``BaselineBlend``): ``spec`` and ``valid`` carry the baseline's inputs after the dataset's,
+    ``valid_own`` is the Transformer's own validation (the same lists and labels without them).
+    Returns the blend's result (the Transformer's selection value kept) and the card's lines:
+    the weight, and NDCG@10 on the validation labels (the clicks under the loss rule) of the
+    blend, the Transformer alone and the baseline alone: whether blending paid on validation."""
+    inner = result.model
+    assert not isinstance(inner, BaselineBlend)
+    blend = BaselineBlend(inner, spec, weight)
+    at = launch.device(pick_device(device))  # this rank's device; training left the model on cpu
+    s, y, m = valid.padded_scores(valid.num[:, blend.baseline_input])
+    line = {
+        "weight": weight,
+        "valid_ndcg@10": {
+            "blend": evaluate_ndcg(blend.to(at), valid, 10, at),
+            "transformer": evaluate_ndcg(inner, valid_own, 10, at),
+            "baseline": float(np.nanmean(list_ndcg(s, y, mask=m, k=10))),
+        },
+    }
+    return replace(result, model=blend.cpu()), line

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
@@ -20,6 +20,10 @@ from pipelines.lists.manifest import Manifest, NumericFeature
 from ranker.data import RankData
 from ranker.propensity import Propensities
 from ranker.train.lgbm import lgbm_features
+
+if TYPE_CHECKING:
+    from ranker.kinds.base import TrainJob
+    from ranker.scoring import LoadedModel
 
 log = logging.getLogger(__name__)
 BASELINE_SCORE = NumericFeature("baseline_score", "reranker")  # also added to the output
@@ -113,3 +117,73 @@ def extra_statistics(values: np.ndarray) -> list[NumericFeature]:
             )
         )
     return feats
+
+
+@dataclass(frozen=True)
+class RerankInputs:
+    """What a re-ranker trains on, and what its card records about the baseline."""
+
+    train: RankData
+    valid: RankData  # its numeric inputs include the baseline's, as served
+    # the baseline's inputs, normalised on train's values (a blend: on valid's, for the card
+    # only: the blend reads the raw baseline score)
+    extra: list[NumericFeature]
+    card: dict[str, Any]
+
+
+def rerank_inputs(job: TrainJob, baseline: LoadedModel, blend: float = 0.0) -> RerankInputs:
+    """The residual re-ranker's splits with the baseline's inputs appended: out-of-fold scores on
+    train (the baseline's recipe, ``out_of_fold_scores``), the published baseline's on valid.
+
+    ``blend`` > 0: the Transformer is trained on the dataset's features alone and blended with
+    the baseline afterwards, so train needs no out-of-fold scores (``train`` is the job's own);
+    ``valid`` still carries the baseline's inputs, to validate the blend as served."""
+    from ranker.inputs import baseline_inputs
+    from ranker.propensity import Propensities
+    from ranker.train.distributed import host_group, sum_over_ranks
+    from ranker.train.prepare import ipw_weights
+
+    m = job.manifest
+    va_extra = baseline_inputs(baseline.score(job.splits.valid, m), job.valid.offsets)
+    valid = RankData(
+        job.splits.valid,
+        extra_num=va_extra,
+        max_history=job.valid.max_history,
+        labels=job.valid.labels,
+        eval_mask=job.valid.eval_mask,
+    )
+    inputs = [f.name for f in EXTRA]
+    if blend > 0:
+        card = {"baseline": str(baseline.ref), "blend": blend, "inputs": inputs}
+        return RerankInputs(job.train, valid, extra_statistics(va_extra), card)
+    d, trained = baseline.card.details, baseline.card.training
+    recorded = baseline.card.propensities
+    recipe = BaselineRecipe(
+        # this training's threads: the baseline's count would oversubscribe the cores of a
+        # host that runs several ranks
+        {**d["params"], "num_threads": job.threads},
+        int(d["best_iteration"]),
+        position_aware=bool(trained.get("position_aware", False)),
+        bias_correction=baseline.card.bias_correction,
+        propensities=None if recorded is None else Propensities.from_record(recorded),
+    )
+    weights = ipw_weights(job.splits.train, recipe.propensities, recipe.bias_correction)
+    as_trained = RankData(job.splits.train, weights=weights, max_history=0)
+    # under torchrun each rank fits its share of the folds, and the shares are summed
+    group = host_group(job.launch)
+    share = (job.launch.rank, job.launch.world)
+    oof = out_of_fold_scores(recipe, as_trained, m, seed=job.seed, share=share)
+    tr_extra = baseline_inputs(sum_over_ranks(oof, group), job.train.offsets)
+    train = RankData(
+        job.splits.train,
+        extra_num=tr_extra,
+        weights=job.train.weights,
+        max_history=job.train.max_history,
+    )
+    card = {
+        "baseline": str(baseline.ref),
+        "folds": 5,
+        "out_of_fold": recipe.to_dict(),
+        "inputs": inputs,
+    }
+    return RerankInputs(train, valid, extra_statistics(tr_extra), card)
