@@ -26,7 +26,6 @@ import numpy as np
 from pipelines.features.history import Sequences
 from pipelines.features.transforms import Features
 from pipelines.io import write_json_atomic
-from pipelines.lists.manifest import Manifest
 from serving import metrics, routing
 from serving.auth import Tokens
 from serving.event_checks import check_events
@@ -86,14 +85,7 @@ class Service:
                 s.state, variants, checkpoint, s.max_history_users, s.max_counter_keys
             )
         replayed = self.live.catch_up(self.store)
-        spec = self.live.main.spec
-        self.schema = Manifest(
-            numeric=spec.numeric,
-            categorical=spec.categorical,
-            history_numeric=spec.history_numeric,
-            history_categorical=spec.history_categorical,
-            history_max_len=self.live.state.cfg.history.max_len,
-        ).schema_key()
+        self.schema = self.live.main.schema_key()
         self.numeric_attrs = set(self.live.state.items.num_names)
         plan = s.concurrency(cuda=self.device.name == "cuda")
         self.window_ms = plan.batch_window_ms

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _shared_models import SMALL_TRANSFORMER
 
 from pipelines.features.batch import build_features
 from pipelines.features.config import load_config
@@ -43,9 +44,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(why)
     with redis_server(tmp_path_factory.mktemp("redis")) as server:
         yield server.url
-
-
-SMALL_TRANSFORMER = {"epochs": 1, "d_model": 32, "n_layers": 2, "d_ff": 64}
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from pipelines.features.transforms import (
     feature_spec,
     featurize,
 )
+from pipelines.lists.manifest import Manifest
 
 
 @dataclass
@@ -36,6 +38,17 @@ class LiveFeaturizer:
     def __init__(self, state: FeatureState, spec: FeatureSpec | None = None):
         self.state = state
         self.spec = spec or feature_spec(state.cfg, state)
+
+    def schema_key(self) -> dict[str, Any]:
+        """The schema of the features this featuriser gives, as a model's manifest states it
+        (``Manifest.schema_key``): a model serves only requests featurised to its schema."""
+        return Manifest(
+            numeric=self.spec.numeric,
+            categorical=self.spec.categorical,
+            history_numeric=self.spec.history_numeric,
+            history_categorical=self.spec.history_categorical,
+            history_max_len=self.state.cfg.history.max_len,
+        ).schema_key()
 
     def featurize(
         self,

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_TRANSFORMER
+from _shared_models import SMALL_TRANSFORMER
 
 from pipelines.features.live import LiveFeaturizer
 from pipelines.features.state import FeatureState
-from pipelines.lists.manifest import Manifest
 from ranker.data import mask_of, to_padded
 from ranker.ensemble import BaselineBlend, SeedEnsemble
 from ranker.export.run import export_model
@@ -124,14 +123,7 @@ def test_the_served_blend_is_the_blend_of_the_served_models(
     scores gives the blend of the served LightGBM's and standalone Transformer's scores."""
     st = FeatureState.load(small_lists / "state")
     live = LiveFeaturizer(st)
-    spec = live.spec
-    schema = Manifest(
-        numeric=spec.numeric,
-        categorical=spec.categorical,
-        history_numeric=spec.history_numeric,
-        history_categorical=spec.history_categorical,
-        history_max_len=st.cfg.history.max_len,
-    ).schema_key()
+    schema = live.schema_key()
     models = load_model_set(blend_registry, LoadOptions(schema, choose_device("cpu"), 1))
     try:
         users = [*st.history.users_with_at_least(1)[:3], "nobody"]

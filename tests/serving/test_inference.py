@@ -14,7 +14,6 @@ from _tolerance import batched_tolerance
 
 from pipelines.features.live import LiveFeaturizer
 from pipelines.features.state import FeatureState
-from pipelines.lists.manifest import Manifest
 from serving.inference import Batcher
 from serving.models import LoadOptions, load_model_set
 from serving.runtime import choose_device
@@ -181,14 +180,7 @@ def test_a_batch_scores_each_request_as_it_would_alone(
 ) -> None:
     st = FeatureState.load(small_lists / "state")
     live = LiveFeaturizer(st)
-    spec = live.spec
-    schema = Manifest(
-        numeric=spec.numeric,
-        categorical=spec.categorical,
-        history_numeric=spec.history_numeric,
-        history_categorical=spec.history_categorical,
-        history_max_len=st.cfg.history.max_len,
-    ).schema_key()
+    schema = live.schema_key()
     device = choose_device("auto")
     models = load_model_set(small_registry, LoadOptions(schema, device, 1))
     try:
