@@ -81,8 +81,10 @@ class BaselineBlend(nn.Module):
 
     def __init__(self, inner: Ranker | SeedEnsemble, spec: FeatureSpec, weight: float):
         super().__init__()
-        if not 0.0 < weight < 1.0:
-            raise ValueError(f"a blend's weight must be in (0, 1), got {weight}")
+        # 0 and 1 only where validation chose them (blend=auto): the baseline or the
+        # Transformer alone, served through the same inputs
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"a blend's weight must be in [0, 1], got {weight}")
         self.n_inner = len(inner.spec.num_transforms)
         if len(spec.num_transforms) != self.n_inner + 2:
             raise ValueError("a blend's inputs are its Transformer's plus the baseline's two")

@@ -39,10 +39,11 @@ _NOT_SETTINGS = {"bias_tower"}
 @dataclass(frozen=True)
 class RerankSettings:
     residual: bool = True  # re-ranker only: score = baseline score + a learned correction
-    # Re-ranker only, in [0, 1): > 0 trains the Transformer without the baseline's inputs and
-    # serves (1 - blend) x the baseline's score + blend x its own, each standardised within the
-    # list (ranker.ensemble.BaselineBlend); 0 is the residual re-ranker.
-    blend: float = 0.0
+    # Re-ranker only, in [0, 1) or "auto": > 0 trains the Transformer without the baseline's
+    # inputs and serves (1 - blend) x the baseline's score + blend x its own, each standardised
+    # within the list (ranker.ensemble.BaselineBlend); "auto" chooses the weight in [0, 1] on
+    # validation (ranker.train.blend_weight); 0 is the residual re-ranker.
+    blend: float | str = 0.0
 
 
 def architecture_names() -> list[str]:
@@ -145,8 +146,9 @@ class TransformerKind(Kind):
         if not isinstance(residual, bool):
             raise ValueError(f"residual must be true or false, got {residual!r}")
         blend = settings.get("blend", RerankSettings.blend)
-        if isinstance(blend, bool) or not isinstance(blend, int | float) or not 0 <= blend < 1:
-            raise ValueError(f"blend must be a number in [0, 1), got {blend!r}")
+        number = isinstance(blend, int | float) and not isinstance(blend, bool)
+        if blend != "auto" and not (number and 0 <= blend < 1):
+            raise ValueError(f"blend must be a number in [0, 1) or auto, got {blend!r}")
         if blend and "residual" in settings:
             raise ValueError("blend replaces the residual correction: leave residual unset")
         from ranker.train.config import check_training_settings
@@ -168,7 +170,7 @@ class TransformerKind(Kind):
 
         m, extra, reranker = job.manifest, [], None
         blend_valid: RankData | None = None  # a blend's validation, the baseline's inputs in it
-        blend = float(job.settings.get("blend", RerankSettings.blend))
+        blend = job.settings.get("blend", RerankSettings.blend)  # a weight, or "auto"
         if blend and not job.reranker:
             raise ValueError("blend applies to a re-ranker: name its baseline (--reranker)")
         train: RankData | StreamedSplit = job.train
@@ -295,6 +297,7 @@ class TransformerKind(Kind):
                 valid,
                 cfg.device,
                 launch=job.launch,
+                propensities=props,
             )
         save_checkpoint(res, spec, mc, cfg, job.build / "checkpoint.pt")
         return Trained(

@@ -1,7 +1,7 @@
 """Training a seed ensemble (``--set ensemble=N``): the members after the first, trained with
 the first one's settings from their own seeds, then validated together; and one model
 distilled from such an ensemble (``--set distill=N``); and either blended with the re-ranker's
-baseline (``--set blend=W``)."""
+baseline (``--set blend=W`` or ``auto``)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
+import torch
 
-from ranker.data import RankData
+from ranker.data import RankData, mask_of, to_padded
 from ranker.ensemble import BaselineBlend, SeedEnsemble, TransformerModel, member_seed
 from ranker.metrics import ndcg as list_ndcg
 from ranker.model import FeatureSpec, Ranker, RankerConfig
+from ranker.propensity import Propensities
+from ranker.train.blend_weight import WeightChoice, choose_weight
 from ranker.train.launch import SINGLE, Launch
 from ranker.train.scoring import evaluate_ndcg, predict
 from ranker.train.stream_data import StreamedSplit
@@ -149,25 +152,34 @@ def train_members(
 def blend_with_baseline(
     result: TrainResult,
     spec: FeatureSpec,
-    weight: float,
+    weight: float | str,
     valid: RankData,
     valid_own: RankData | StreamedSplit,
     device: str = "cpu",
     launch: Launch = SINGLE,
+    propensities: Propensities | None = None,
 ) -> tuple[TrainResult, dict[str, Any]]:
     """The trained Transformer (one model or an ensemble) blended with the baseline
     (``BaselineBlend``): ``spec`` and ``valid`` carry the baseline's inputs after the dataset's,
     ``valid_own`` is the Transformer's own validation (the same lists and labels without them).
+    ``weight`` "auto": chosen on validation (``ranker.train.blend_weight``; the click model's
+    ``propensities`` where the lists have logged positions).
     Returns the blend's result (the Transformer's selection value kept) and the card's lines:
-    the weight, and NDCG@10 on the validation labels (the clicks under the loss rule) of the
-    blend, the Transformer alone and the baseline alone: whether blending paid on validation."""
+    the weight (and how it was chosen), and NDCG@10 on the validation labels (the clicks under
+    the loss rule) of the blend, the Transformer alone and the baseline alone."""
     inner = result.model
     assert not isinstance(inner, BaselineBlend)
-    blend = BaselineBlend(inner, spec, weight)
     at = launch.device(pick_device(device))  # this rank's device; training left the model on cpu
+    chosen: dict[str, Any] = {}
+    if weight == "auto":
+        choice = auto_weight(inner.to(at), valid, valid_own, at, propensities)
+        weight = choice.weight
+        chosen = {"chosen_by": choice.signal, "curve": choice.curve}
+    blend = BaselineBlend(inner, spec, float(weight))
     s, y, m = valid.padded_scores(valid.num[:, blend.baseline_input])
     line = {
         "weight": weight,
+        **chosen,
         "valid_ndcg@10": {
             "blend": evaluate_ndcg(blend.to(at), valid, 10, at),
             "transformer": evaluate_ndcg(inner, valid_own, 10, at),
@@ -175,3 +187,25 @@ def blend_with_baseline(
         },
     }
     return replace(result, model=blend.cpu()), line
+
+
+def auto_weight(
+    inner: TransformerModel,
+    valid: RankData,
+    valid_own: RankData | StreamedSplit,
+    device: torch.device,
+    propensities: Propensities | None,
+) -> WeightChoice:
+    """``choose_weight`` on the validation lists: the click likelihood over every candidate
+    with the logged clicks where positions were logged, NDCG@10 on the labels otherwise."""
+    if not isinstance(valid_own, RankData):
+        raise ValueError("blend=auto needs the validation split in memory, not stream=true")
+    lists = valid.lists
+    # the baseline's score follows the Transformer's own inputs (BaselineBlend.baseline_input)
+    base, labels, mask = valid.padded_scores(valid.num[:, len(inner.spec.num_transforms)])
+    own = to_padded(predict(inner, valid_own, device), valid.offsets)  # (B, L)
+    if lists.positions is None or propensities is None:
+        return choose_weight(own, base, labels, mask=mask, log_propensity=None)
+    clicks = to_padded(lists.labels.astype(np.float32), valid.offsets)  # as logged
+    log_p = to_padded(np.log(propensities.at(lists.positions)), valid.offsets)
+    return choose_weight(own, base, clicks, mask=mask_of(valid.offsets), log_propensity=log_p)

@@ -131,11 +131,11 @@ class RerankInputs:
     card: dict[str, Any]
 
 
-def rerank_inputs(job: TrainJob, baseline: LoadedModel, blend: float = 0.0) -> RerankInputs:
+def rerank_inputs(job: TrainJob, baseline: LoadedModel, blend: float | str = 0.0) -> RerankInputs:
     """The residual re-ranker's splits with the baseline's inputs appended: out-of-fold scores on
     train (the baseline's recipe, ``out_of_fold_scores``), the published baseline's on valid.
 
-    ``blend`` > 0: the Transformer is trained on the dataset's features alone and blended with
+    ``blend`` > 0 or "auto": the Transformer is trained on the dataset's features alone and blended with
     the baseline afterwards, so train needs no out-of-fold scores (``train`` is the job's own);
     ``valid`` still carries the baseline's inputs, to validate the blend as served."""
     from ranker.inputs import baseline_inputs
@@ -153,9 +153,9 @@ def rerank_inputs(job: TrainJob, baseline: LoadedModel, blend: float = 0.0) -> R
         eval_mask=job.valid.eval_mask,
     )
     inputs = [f.name for f in EXTRA]
-    if blend > 0:
-        card = {"baseline": str(baseline.ref), "blend": blend, "inputs": inputs}
-        return RerankInputs(job.train, valid, extra_statistics(va_extra), card)
+    if blend:
+        blended: dict[str, Any] = {"baseline": str(baseline.ref), "blend": blend, "inputs": inputs}
+        return RerankInputs(job.train, valid, extra_statistics(va_extra), blended)
     d, trained = baseline.card.details, baseline.card.training
     recorded = baseline.card.propensities
     recipe = BaselineRecipe(

@@ -57,7 +57,7 @@ def test_a_blend_is_the_weighted_mean_of_the_two_within_list_z_scores() -> None:
         assert (got[i, k:] == 0).all()  # padding
     assert (got[2, :1] == 0).all()  # one candidate: nothing to standardise against
     with pytest.raises(ValueError, match="weight"):
-        BaselineBlend(inner, outer, 1.0)
+        BaselineBlend(inner, outer, 1.01)
     with pytest.raises(ValueError, match="plus the baseline's two"):
         BaselineBlend(inner, inner_spec, 0.5)
 
@@ -149,7 +149,7 @@ def test_the_served_blend_is_the_blend_of_the_served_models(
     ("settings", "reranker", "message"),
     [
         ({"blend": 0.5}, None, "blend applies to a re-ranker"),
-        ({"blend": 1.0}, "lgbm", r"blend must be a number in \[0, 1\)"),
+        ({"blend": 1.0}, "lgbm", r"blend must be a number in \[0, 1\) or auto"),
         ({"blend": "half"}, "lgbm", "blend must be a number"),
         ({"blend": 0.5, "residual": True}, "lgbm", "leave residual unset"),
     ],
