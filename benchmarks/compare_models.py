@@ -83,6 +83,8 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
     # the re-ranker as a blend: LightGBM's and a standalone Transformer's within-list z-scores,
     # half each (its Transformer is `transformer` of the same seed, bit for bit)
     "rerank_blend": ("transformer", "tower", {"reranker": "lgbm", "blend": 0.5}),
+    # the default re-ranker: the blend's weight chosen on validation (ranker.train.blend_weight)
+    "rerank_auto": ("transformer", "tower", {"reranker": "lgbm", "blend": "auto"}),
     # The standalone Transformer as a seed ensemble of three (ranker.ensemble), as it ships
     # with --set ensemble=3: one model, three times the inference.
     "transformer_ens3": ("transformer", "tower", {"ensemble": 3}),
@@ -192,6 +194,10 @@ def main() -> None:
                 {k: v for k, v in extra.items() if k not in ("reranker", "validation")}
             )
             baseline = extra.get("reranker")
+            if baseline is not None and "blend" not in extra:
+                # the residual re-ranker, as these variants were measured (the product's
+                # default is blend=auto since: the variant rerank_auto)
+                overrides["blend"] = 0
             ref = run_training(
                 TrainRequest(
                     model,

@@ -32,9 +32,12 @@ SETS = {
 MODELS: dict[str, tuple[str, str | None, dict[str, object]]] = {
     "lgbm": ("lgbm", None, {}),
     "transformer": ("transformer", None, {}),
-    "transformer_rerank": ("transformer", "lgbm", {}),  # residual re-ranker over that LightGBM
+    # the residual re-ranker over that LightGBM
+    "transformer_rerank": ("transformer", "lgbm", {"blend": 0}),
     # that LightGBM blended with the standalone Transformer above (the same model inside)
     "transformer_blend": ("transformer", "lgbm", {"blend": 0.5}),
+    # the default re-ranker: the same blend, its weight chosen on validation
+    "transformer_auto": ("transformer", "lgbm", {}),
 }
 
 

@@ -152,7 +152,12 @@ def one_world(seed: int, args: argparse.Namespace) -> dict[str, Any]:
                 model="transformer",
                 name=name,
                 reranker=str(lgbm.path) if rerank else None,
-                overrides={"epochs": args.epochs, "patience": args.epochs * 100, **args.set},
+                overrides={
+                    "epochs": args.epochs,
+                    "patience": args.epochs * 100,
+                    **({"blend": 0} if rerank else {}),  # the residual re-ranker's epochs
+                    **args.set,
+                },
                 callbacks=(watch,),
                 **common,
             )

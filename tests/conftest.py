@@ -69,7 +69,8 @@ def small_registry(small_lists: Path, tmp_path_factory: pytest.TempPathFactory) 
             overrides=SMALL_TRANSFORMER,
         )
     )
-    # The product's default Transformer: a re-ranker over the LightGBM baseline.
+    # A re-ranker over the LightGBM baseline: the residual one (blend=0), whose out-of-fold
+    # card the tests read; the default (blend=auto) is tests/ranker/test_blend_weight.py's.
     run_training(
         TrainRequest(
             "transformer",
@@ -79,7 +80,7 @@ def small_registry(small_lists: Path, tmp_path_factory: pytest.TempPathFactory) 
             bias="tower",
             reranker="lgbm",
             progress=False,
-            overrides=SMALL_TRANSFORMER,
+            overrides={**SMALL_TRANSFORMER, "blend": 0},
         )
     )
     run_training(TrainRequest("ctr", small_lists, reg, progress=False))

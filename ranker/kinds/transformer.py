@@ -41,9 +41,16 @@ class RerankSettings:
     residual: bool = True  # re-ranker only: score = baseline score + a learned correction
     # Re-ranker only, in [0, 1) or "auto": > 0 trains the Transformer without the baseline's
     # inputs and serves (1 - blend) x the baseline's score + blend x its own, each standardised
-    # within the list (ranker.ensemble.BaselineBlend); "auto" chooses the weight in [0, 1] on
-    # validation (ranker.train.blend_weight); 0 is the residual re-ranker.
-    blend: float | str = 0.0
+    # within the list (ranker.ensemble.BaselineBlend); "auto" (the default) chooses the weight
+    # in [0, 1] on validation (ranker.train.blend_weight); 0 is the residual re-ranker. Why auto:
+    # README "Choosing the blend's weight".
+    blend: float | str = "auto"
+
+
+def blend_of(settings: dict[str, Any], reranks: bool) -> float | str:
+    """The blend a training asked for: a re-ranker's ``blend`` (its default unless set), 0 for
+    the standalone Transformer."""
+    return settings.get("blend", RerankSettings.blend if reranks else 0.0)
 
 
 def architecture_names() -> list[str]:
@@ -130,7 +137,7 @@ class TransformerKind(Kind):
         if bias != "tower" or not prior:
             return "examined"
         # a blend's Transformer is a standalone one: it selects as the standalone does
-        return "ips" if reranks and not settings.get("blend") else "loss"
+        return "ips" if reranks and not blend_of(settings, reranks) else "loss"
 
     def settings_dataclasses(self) -> tuple[type, ...]:
         from ranker.train.config import TrainConfig
@@ -150,7 +157,9 @@ class TransformerKind(Kind):
         if blend != "auto" and not (number and 0 <= blend < 1):
             raise ValueError(f"blend must be a number in [0, 1) or auto, got {blend!r}")
         if blend and "residual" in settings:
-            raise ValueError("blend replaces the residual correction: leave residual unset")
+            raise ValueError(
+                "residual is the residual re-ranker's (blend=0); a blend has no correction"
+            )
         from ranker.train.config import check_training_settings
 
         check_training_settings(settings)
@@ -170,9 +179,9 @@ class TransformerKind(Kind):
 
         m, extra, reranker = job.manifest, [], None
         blend_valid: RankData | None = None  # a blend's validation, the baseline's inputs in it
-        blend = job.settings.get("blend", RerankSettings.blend)  # a weight, or "auto"
-        if blend and not job.reranker:
+        if job.settings.get("blend") and not job.reranker:
             raise ValueError("blend applies to a re-ranker: name its baseline (--reranker)")
+        blend = blend_of(job.settings, bool(job.reranker))  # a weight, or "auto"
         train: RankData | StreamedSplit = job.train
         valid: RankData | StreamedSplit = job.valid
         if self.streams_train(job.settings):
@@ -201,7 +210,10 @@ class TransformerKind(Kind):
         resume_state = None
         if job.resume:
             if blend:  # a checkpoint's inputs are fixed: a blend's Transformer has none extra
-                raise ValueError("a blend cannot be resumed: train it again")
+                raise ValueError(
+                    "a blend cannot be resumed: train it again (a residual re-ranker resumes "
+                    "with blend=0)"
+                )
             _, resume_state = load_model(
                 resolve_in(job.resume, job.registry).path / "checkpoint.pt"
             )

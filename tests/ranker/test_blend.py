@@ -151,7 +151,8 @@ def test_the_served_blend_is_the_blend_of_the_served_models(
         ({"blend": 0.5}, None, "blend applies to a re-ranker"),
         ({"blend": 1.0}, "lgbm", r"blend must be a number in \[0, 1\) or auto"),
         ({"blend": "half"}, "lgbm", "blend must be a number"),
-        ({"blend": 0.5, "residual": True}, "lgbm", "leave residual unset"),
+        ({"blend": 0.5, "residual": True}, "lgbm", r"residual re-ranker's \(blend=0\)"),
+        ({"residual": False}, "lgbm", r"residual re-ranker's \(blend=0\)"),  # blend=auto
     ],
 )
 def test_blend_settings_are_refused_by_name(

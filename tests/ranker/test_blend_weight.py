@@ -92,7 +92,7 @@ def test_clicks_under_position_bias_choose_the_model_that_knows_relevance() -> N
     assert choose_weight(guesses, knows, clicks, mask=mask, log_propensity=log_p).weight <= 0.2
 
 
-def test_an_auto_blend_serves_the_weight_its_card_chose(
+def test_the_default_reranker_serves_the_blend_weight_its_card_chose(
     small_registry: Path, small_lists: Path, tmp_path: Path
 ) -> None:
     reg = tmp_path / "registry"
@@ -107,7 +107,7 @@ def test_an_auto_blend_serves_the_weight_its_card_chose(
             bias="tower",
             reranker="lgbm",
             progress=False,
-            overrides={**SMALL_TRANSFORMER, "blend": "auto"},
+            overrides=SMALL_TRANSFORMER,  # the default re-ranker: blend=auto
         )
     )
     blend, alone = load(ref.path), load(reg / "transformer")

@@ -173,7 +173,7 @@ def test_a_reranker_under_torchrun_splits_the_out_of_fold_folds_between_the_rank
         "lgbm", small_lists, reg, threads=1, progress=False, overrides={"max_rounds": 10}
     )
     run_training(base)  # in this process: one interpreter start less
-    sets = ["epochs=1", "d_model=16", "n_heads=2", "n_layers=1", "d_ff=32"]
+    sets = ["epochs=1", "d_model=16", "n_heads=2", "n_layers=1", "d_ff=32", "blend=0"]
     rerank = ["-m", "ops.cli", "train", "--model", "transformer", "--reranker", "lgbm", *args]
     rerank += [f for s in sets for f in ("--set", s)]
     run = _torchrun([*rerank, "--name", "two"], tmp_path)

@@ -105,12 +105,15 @@ def test_the_transformer_selects_by_the_loss_rule_and_lightgbm_refuses_it(
         run_training(TrainRequest("lgbm", small_lists, tmp_path, validation="loss", progress=False))
 
 
-def test_the_transformers_own_rule_is_the_loss_standalone_and_ips_as_a_reranker() -> None:
+def test_the_transformers_own_rule_is_the_loss_standalone_and_ips_as_a_residual_reranker() -> None:
     from ranker.kinds import get_kind
 
     kind = get_kind("transformer")
     assert kind.own_validation({}, "tower") == "loss"
-    assert kind.own_validation({}, "tower", reranks=True) == "ips"
+    # the default re-ranker is a blend, whose Transformer selects as the standalone one
+    assert kind.own_validation({}, "tower", reranks=True) == "loss"
+    assert kind.own_validation({"blend": 0.5}, "tower", reranks=True) == "loss"
+    assert kind.own_validation({"blend": 0}, "tower", reranks=True) == "ips"
     assert kind.own_validation({"position_prior": False}, "tower") == "examined"
     assert kind.own_validation({}, "none") == "examined"
     assert get_kind("lgbm").own_validation({}, "lambdarank", reranks=False) == "examined"

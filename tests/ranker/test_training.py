@@ -167,7 +167,7 @@ def test_a_reranker_that_learns_nothing_ranks_as_its_baseline(
             bias="tower",
             reranker="lgbm",
             progress=False,
-            overrides={**FAST, "lr": 0.0},
+            overrides={**FAST, "lr": 0.0, "blend": 0},  # the residual re-ranker
         )
     )
     assert rr.card().details["best_epoch"] == 0
@@ -236,7 +236,7 @@ def tiny_reranker(small_lists: Path, reg: Path, propensities: str = "auto") -> M
             reranker="lgbm",
             propensities=propensities,
             progress=False,
-            overrides=small,
+            overrides={**small, "blend": 0},  # the residual re-ranker: its out-of-fold fits
         )
     )
 
