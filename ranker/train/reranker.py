@@ -135,8 +135,9 @@ def rerank_inputs(job: TrainJob, baseline: LoadedModel, blend: float | str = 0.0
     """The residual re-ranker's splits with the baseline's inputs appended: out-of-fold scores on
     train (the baseline's recipe, ``out_of_fold_scores``), the published baseline's on valid.
 
-    ``blend`` > 0 or "auto": the Transformer is trained on the dataset's features alone and blended with
-    the baseline afterwards, so train needs no out-of-fold scores (``train`` is the job's own);
+    ``blend`` > 0 or "auto": the Transformer is trained on the dataset's features alone and
+    blended with the baseline afterwards, so train needs no out-of-fold scores (``train`` is the
+    job's own);
     ``valid`` still carries the baseline's inputs, to validate the blend as served."""
     from ranker.inputs import baseline_inputs
     from ranker.propensity import Propensities
