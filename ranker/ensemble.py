@@ -81,8 +81,8 @@ class BaselineBlend(nn.Module):
 
     def __init__(self, inner: Ranker | SeedEnsemble, spec: FeatureSpec, weight: float):
         super().__init__()
-        # 0 and 1 only where validation chose them (blend=auto): the baseline or the
-        # Transformer alone, served through the same inputs
+        # 0 and 1: the baseline's or the Transformer's ranking alone, through the same inputs
+        # (both models still run)
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"a blend's weight must be in [0, 1], got {weight}")
         self.n_inner = len(inner.spec.num_transforms)

@@ -39,7 +39,7 @@ _NOT_SETTINGS = {"bias_tower"}
 @dataclass(frozen=True)
 class RerankSettings:
     residual: bool = True  # re-ranker only: score = baseline score + a learned correction
-    # Re-ranker only, in [0, 1) or "auto": > 0 trains the Transformer without the baseline's
+    # Re-ranker only, in [0, 1] or "auto": > 0 trains the Transformer without the baseline's
     # inputs and serves (1 - blend) x the baseline's score + blend x its own, each standardised
     # within the list (ranker.ensemble.BaselineBlend); "auto" (the default) chooses the weight
     # in [0, 1] on validation (ranker.train.blend_weight); 0 is the residual re-ranker. Why auto:
@@ -154,9 +154,9 @@ class TransformerKind(Kind):
             raise ValueError(f"residual must be true or false, got {residual!r}")
         blend = settings.get("blend", RerankSettings.blend)
         number = isinstance(blend, int | float) and not isinstance(blend, bool)
-        if blend != "auto" and not (number and 0 <= blend < 1):
-            raise ValueError(f"blend must be a number in [0, 1) or auto, got {blend!r}")
-        if blend and "residual" in settings:
+        if blend != "auto" and not (number and 0 <= blend <= 1):
+            raise ValueError(f"blend must be a number in [0, 1] or auto, got {blend!r}")
+        if settings.get("blend") and "residual" in settings:
             raise ValueError(
                 "residual is the residual re-ranker's (blend=0); a blend has no correction"
             )
@@ -182,6 +182,10 @@ class TransformerKind(Kind):
         if job.settings.get("blend") and not job.reranker:
             raise ValueError("blend applies to a re-ranker: name its baseline (--reranker)")
         blend = blend_of(job.settings, bool(job.reranker))  # a weight, or "auto"
+        if blend and "residual" in job.settings:  # the default re-ranker is a blend
+            raise ValueError(
+                "residual is the residual re-ranker's (blend=0); a blend has no correction"
+            )
         train: RankData | StreamedSplit = job.train
         valid: RankData | StreamedSplit = job.valid
         if self.streams_train(job.settings):

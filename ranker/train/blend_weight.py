@@ -25,7 +25,10 @@ from ranker.metrics import ndcg
 WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # the Transformer's share, 0 to 1
 # The blend's scale in the click model: z-scores times t, t from 0.1 to about 80 (x1.25)
 SCALES = tuple(0.1 * 1.25**i for i in range(31))
-SIGNALS = ("click_likelihood", "ndcg@10")
+SIGNALS = ("click_likelihood", "ndcg@10", "none")
+# Where validation cannot tell (no positive label in it, or no finite value on the curve): the
+# equal blend, the best fixed weight on the tuning world 48.
+FALLBACK_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,10 @@ def choose_weight(
     ``own``, ``baseline``: (B, L) raw scores of the Transformer and the baseline; ``labels``:
     (B, L) validation labels; ``mask``: (B, L) the candidates; ``log_propensity``: (B, L) log
     examination propensity of each logged position (click logs), or None (judged labels: NDCG@10
-    on them). Ties go to the smaller weight (nearer the baseline)."""
+    on them). Ties go to the smaller weight (nearer the baseline); a value that is not finite
+    never wins; with nothing to read, ``FALLBACK_WEIGHT`` and the signal "none"."""
+    if not (labels[mask] > 0).any():
+        return WeightChoice(FALLBACK_WEIGHT, "none", {})
     z_own, z_base = z_scores(own, mask), z_scores(baseline, mask)
     curve: dict[str, float] = {}
     for w in WEIGHTS:
@@ -77,5 +83,8 @@ def choose_weight(
             curve[str(w)] = click_likelihood(
                 blend, labels, mask=mask, log_propensity=log_propensity
             )
-    best = max(WEIGHTS, key=lambda w: curve[str(w)])  # max keeps the first of equals
+    finite = [w for w in WEIGHTS if np.isfinite(curve[str(w)])]
+    if not finite:
+        return WeightChoice(FALLBACK_WEIGHT, "none", curve)
+    best = max(finite, key=lambda w: curve[str(w)])  # max keeps the first of equals
     return WeightChoice(best, SIGNALS[log_propensity is None], curve)

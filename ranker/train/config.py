@@ -49,14 +49,15 @@ class TrainConfig:
     # averages over fewer epochs the larger the data: at 50,000 requests 0.99 spans a fifth of
     # an epoch, and spanning one gave the standalone Transformer +0.003 oracle NDCG@10 (README
     # "A weight average that spans an epoch"). Below about 100 steps an epoch it is 0.99 as
-    # before. A re-ranker trains with ema_epochs 0 unless set: for it, it did not pay.
+    # before. A residual re-ranker (blend=0) trains with ema_epochs 0 unless set: for it, it did
+    # not pay.
     ema: float = 0.99
     ema_epochs: float = 1.0
     # Start the position tower (--bias tower) at the estimated log propensities
     # (ranker.train.prepare.propensities_from) rather than at zero (see
     # Ranker.start_position_bias): from zero the main tower learns the logging order before
     # the position tower learns examination. It comes with the held-out loss selection rule
-    # (IPS for a re-ranker; see TransformerKind.own_validation): under the examined rule it
+    # (IPS for a residual re-ranker; see TransformerKind.own_validation): under the examined rule it
     # shipped late epochs that read the logging order again.
     position_prior: bool = True
     # Under torchrun: also compare the ranks' weights after every this many steps (0: at each

@@ -196,16 +196,17 @@ def auto_weight(
     device: torch.device,
     propensities: Propensities | None,
 ) -> WeightChoice:
-    """``choose_weight`` on the validation lists: the click likelihood over every candidate
-    with the logged clicks where positions were logged, NDCG@10 on the labels otherwise."""
+    """``choose_weight`` on every candidate of the validation lists with their labels as
+    logged: the click likelihood where positions (and so propensities) were logged, NDCG@10 on
+    the labels otherwise (judged data)."""
     if not isinstance(valid_own, RankData):
         raise ValueError("blend=auto needs the validation split in memory, not stream=true")
-    lists = valid.lists
+    lists, offsets = valid.lists, valid.offsets
     # the baseline's score follows the Transformer's own inputs (BaselineBlend.baseline_input)
-    base, labels, mask = valid.padded_scores(valid.num[:, len(inner.spec.num_transforms)])
-    own = to_padded(predict(inner, valid_own, device), valid.offsets)  # (B, L)
-    if lists.positions is None or propensities is None:
-        return choose_weight(own, base, labels, mask=mask, log_propensity=None)
-    clicks = to_padded(lists.labels.astype(np.float32), valid.offsets)  # as logged
-    log_p = to_padded(np.log(propensities.at(lists.positions)), valid.offsets)
-    return choose_weight(own, base, clicks, mask=mask_of(valid.offsets), log_propensity=log_p)
+    base = to_padded(valid.num[:, len(inner.spec.num_transforms)], offsets)  # (B, L)
+    own = to_padded(predict(inner, valid_own, device), offsets)  # (B, L)
+    labels = to_padded(lists.labels.astype(np.float32), offsets)  # (B, L)
+    log_p = None
+    if lists.positions is not None and propensities is not None:
+        log_p = to_padded(np.log(propensities.at(lists.positions)), offsets)  # (B, L)
+    return choose_weight(own, base, labels, mask=mask_of(offsets), log_propensity=log_p)

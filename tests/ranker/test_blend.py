@@ -56,6 +56,13 @@ def test_a_blend_is_the_weighted_mean_of_the_two_within_list_z_scores() -> None:
         np.testing.assert_allclose(got[i, :k], expected, atol=1e-5)
         assert (got[i, k:] == 0).all()  # padding
     assert (got[2, :1] == 0).all()  # one candidate: nothing to standardise against
+    with torch.no_grad():  # the ends: one model's ranking alone
+        for w, alone in ((0.0, num[..., 3]), (1.0, torch.from_numpy(own))):
+            ends = BaselineBlend(inner, outer, w).eval()(num, cat, mask, *hist).numpy()
+            for i in range(b):
+                k = int(mask[i].sum())
+                want = z_reference(alone[i, :k].numpy().astype(np.float64))
+                np.testing.assert_allclose(ends[i, :k], want, atol=1e-5)
     with pytest.raises(ValueError, match="weight"):
         BaselineBlend(inner, outer, 1.01)
     with pytest.raises(ValueError, match="plus the baseline's two"):
@@ -149,7 +156,7 @@ def test_the_served_blend_is_the_blend_of_the_served_models(
     ("settings", "reranker", "message"),
     [
         ({"blend": 0.5}, None, "blend applies to a re-ranker"),
-        ({"blend": 1.0}, "lgbm", r"blend must be a number in \[0, 1\) or auto"),
+        ({"blend": 1.5}, "lgbm", r"blend must be a number in \[0, 1\] or auto"),
         ({"blend": "half"}, "lgbm", "blend must be a number"),
         ({"blend": 0.5, "residual": True}, "lgbm", r"residual re-ranker's \(blend=0\)"),
         ({"residual": False}, "lgbm", r"residual re-ranker's \(blend=0\)"),  # blend=auto

@@ -13,8 +13,14 @@ from _shared_models import SMALL_TRANSFORMER
 
 from ranker.data import mask_of, to_padded
 from ranker.scoring import load
-from ranker.train.blend_weight import SCALES, WEIGHTS, choose_weight, click_likelihood
-from ranker.train.prepare import load_splits
+from ranker.train.blend_weight import (
+    FALLBACK_WEIGHT,
+    SCALES,
+    WEIGHTS,
+    choose_weight,
+    click_likelihood,
+)
+from ranker.train.prepare import load_splits, propensities_from
 from ranker.train.run import TrainRequest, run_training
 
 
@@ -36,6 +42,16 @@ def likelihood_reference(
             losses.append(-(gain / gain.sum() * log_soft).sum())
         best = max(best, -float(np.mean(losses)))
     return best
+
+
+def z_padded(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Row by row z-scores over the real entries (population sd; a constant row gives 0)."""
+    out = np.zeros(scores.shape)
+    for i, m in enumerate(mask):
+        s = scores[i, m].astype(np.float64)
+        if len(s):
+            out[i, m] = (s - s.mean()) / (s.std() or 1.0)
+    return out
 
 
 def ragged(rng: np.random.Generator, lists: int) -> np.ndarray:
@@ -72,6 +88,21 @@ def test_judged_labels_choose_the_model_that_ranks_them() -> None:
     assert 0.0 < choose_weight(noisy, other, rel, mask=mask, log_propensity=None).weight < 1.0
     # nothing to tell apart: the baseline (ties go to the smaller weight)
     assert choose_weight(good, good, rel, mask=mask, log_propensity=None).weight == 0.0
+
+
+def test_nothing_to_read_gives_the_equal_blend_and_says_so() -> None:
+    rng = np.random.default_rng(3)
+    mask = ragged(rng, 30)
+    a, b = rng.normal(size=mask.shape), rng.normal(size=mask.shape)
+    log_p = np.zeros(mask.shape)
+    for log_propensity in (None, log_p):  # no click, no positive judgement
+        got = choose_weight(a, b, np.zeros(mask.shape), mask=mask, log_propensity=log_propensity)
+        assert (got.weight, got.signal) == (FALLBACK_WEIGHT, "none")
+    clicks = np.where(mask, rng.random(mask.shape) < 0.3, 0).astype(float)
+    a[0, 0] = np.nan  # one score that is not a number: no weight's value is finite (0 x NaN)
+    got = choose_weight(a, b, clicks, mask=mask, log_propensity=log_p)
+    assert all(np.isnan(v) for v in got.curve.values()) and len(got.curve) == len(WEIGHTS)
+    assert (got.weight, got.signal) == (FALLBACK_WEIGHT, "none")
 
 
 def test_clicks_under_position_bias_choose_the_model_that_knows_relevance() -> None:
@@ -117,10 +148,23 @@ def test_the_default_reranker_serves_the_blend_weight_its_card_chose(
     curve = line["curve"]
     assert list(curve) == [str(w) for w in WEIGHTS]
     assert line["weight"] == max(WEIGHTS, key=lambda w: curve[str(w)])
-    # served: the standalone Transformer (trained alike) and LightGBM blended at that weight
+    # the curve, recomputed apart on validation: the two models' scores, the logged clicks and
+    # positions, the propensities of the train split (the loop reference above)
     w = line["weight"]
     sp, test = load_splits(small_lists, with_test=True)
     assert test is not None
+    valid, props = sp.valid, propensities_from(sp.train)
+    assert props is not None and valid.positions is not None
+    vmask = mask_of(valid.offsets)
+    vz = [
+        z_padded(to_padded(load(reg / n).score(valid, sp.manifest), valid.offsets), vmask)
+        for n in ("lgbm", "transformer")
+    ]
+    clicks = to_padded(valid.labels.astype(float), valid.offsets)
+    log_p = to_padded(np.log(props.at(valid.positions)), valid.offsets)
+    for at in sorted({0.0, w}):
+        want = likelihood_reference((1 - at) * vz[0] + at * vz[1], clicks, vmask, log_p)
+        assert curve[str(at)] == pytest.approx(want, abs=2e-4)
     got = to_padded(blend.score(test, sp.manifest), test.offsets)
     base = to_padded(load(reg / "lgbm").score(test, sp.manifest), test.offsets)
     own = to_padded(alone.score(test, sp.manifest), test.offsets)
