@@ -10,14 +10,14 @@ from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
-import torch
 
+from pipelines.lists.table import Lists
 from ranker.data import RankData, mask_of, to_padded
 from ranker.ensemble import BaselineBlend, SeedEnsemble, TransformerModel, member_seed
 from ranker.metrics import ndcg as list_ndcg
 from ranker.model import FeatureSpec, Ranker, RankerConfig
 from ranker.propensity import Propensities
-from ranker.train.blend_weight import WeightChoice, choose_weight
+from ranker.train.blend_weight import WeightChoice, choose_weight, z_scores
 from ranker.train.launch import SINGLE, Launch
 from ranker.train.scoring import evaluate_ndcg, predict
 from ranker.train.stream_data import StreamedSplit
@@ -169,44 +169,56 @@ def blend_with_baseline(
     the loss rule) of the blend, the Transformer alone and the baseline alone."""
     inner = result.model
     assert not isinstance(inner, BaselineBlend)
+    if not isinstance(valid_own, RankData):
+        raise ValueError("a blend needs the validation split in memory, not stream=true")
     at = launch.device(pick_device(device))  # this rank's device; training left the model on cpu
+    # Each model scored once on validation; the blend, its weight and the card's three figures
+    # all read these (the served blend: BaselineBlend.forward, the same z-scores)
+    own = predict(inner.to(at), valid_own, at)  # (N,)
+    inner.cpu()
+    base = valid.num[:, len(inner.spec.num_transforms)]  # (N,) BaselineBlend.baseline_input
     chosen: dict[str, Any] = {}
     if weight == "auto":
-        choice = auto_weight(inner.to(at), valid, valid_own, at, propensities)
+        choice = auto_weight(own, base, valid.lists, propensities)
         weight = choice.weight
         chosen = {"chosen_by": choice.signal, "curve": choice.curve}
-    blend = BaselineBlend(inner, spec, float(weight))
-    s, y, m = valid.padded_scores(valid.num[:, blend.baseline_input])
+    w, offsets = float(weight), valid.offsets
+    mask = mask_of(offsets)
+    z_own, z_base = (
+        z_scores(to_padded(own, offsets), mask),
+        z_scores(to_padded(base, offsets), mask),
+    )
+    blended = ((1.0 - w) * z_base + w * z_own)[mask]  # (N,) in the split's order
+
+    def valid_ndcg(data: RankData, scores: np.ndarray) -> float:
+        s, y, m = data.padded_scores(scores)
+        return float(np.nanmean(list_ndcg(s, y, mask=m, k=10)))
+
     line = {
         "weight": weight,
         **chosen,
         "valid_ndcg@10": {
-            "blend": evaluate_ndcg(blend.to(at), valid, 10, at),
-            "transformer": evaluate_ndcg(inner, valid_own, 10, at),
-            "baseline": float(np.nanmean(list_ndcg(s, y, mask=m, k=10))),
+            "blend": valid_ndcg(valid, blended),
+            "transformer": valid_ndcg(valid_own, own),
+            "baseline": valid_ndcg(valid, base),
         },
     }
-    return replace(result, model=blend.cpu()), line
+    return replace(result, model=BaselineBlend(inner, spec, w)), line
 
 
 def auto_weight(
-    inner: TransformerModel,
-    valid: RankData,
-    valid_own: RankData | StreamedSplit,
-    device: torch.device,
-    propensities: Propensities | None,
+    own: np.ndarray, base: np.ndarray, lists: Lists, propensities: Propensities | None
 ) -> WeightChoice:
-    """``choose_weight`` on every candidate of the validation lists with their labels as
-    logged: the click likelihood where positions (and so propensities) were logged, NDCG@10 on
-    the labels otherwise (judged data)."""
-    if not isinstance(valid_own, RankData):
-        raise ValueError("blend=auto needs the validation split in memory, not stream=true")
-    lists, offsets = valid.lists, valid.offsets
-    # the baseline's score follows the Transformer's own inputs (BaselineBlend.baseline_input)
-    base = to_padded(valid.num[:, len(inner.spec.num_transforms)], offsets)  # (B, L)
-    own = to_padded(predict(inner, valid_own, device), offsets)  # (B, L)
+    """``choose_weight`` on every candidate of the validation ``lists`` with their labels as
+    logged, from the Transformer's and the baseline's (N,) scores: the click likelihood where
+    positions (and so propensities) were logged, NDCG@10 on the labels otherwise (judged
+    data)."""
+    offsets = lists.offsets
     labels = to_padded(lists.labels.astype(np.float32), offsets)  # (B, L)
     log_p = None
     if lists.positions is not None and propensities is not None:
         log_p = to_padded(np.log(propensities.at(lists.positions)), offsets)  # (B, L)
-    return choose_weight(own, base, labels, mask=mask_of(offsets), log_propensity=log_p)
+    own_padded, base_padded = to_padded(own, offsets), to_padded(base, offsets)  # (B, L) each
+    return choose_weight(
+        own_padded, base_padded, labels, mask=mask_of(offsets), log_propensity=log_p
+    )
