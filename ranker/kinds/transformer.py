@@ -53,6 +53,13 @@ def blend_of(settings: dict[str, Any], reranks: bool) -> float | str:
     return settings.get("blend", RerankSettings.blend if reranks else 0.0)
 
 
+def refuse_residual_in_blend(blend: object, settings: dict[str, Any]) -> None:
+    if blend and "residual" in settings:
+        raise ValueError(
+            "residual is the residual re-ranker's (blend=0); a blend has no correction"
+        )
+
+
 def architecture_names() -> list[str]:
     from ranker.model import RankerConfig
 
@@ -156,10 +163,7 @@ class TransformerKind(Kind):
         number = isinstance(blend, int | float) and not isinstance(blend, bool)
         if blend != "auto" and not (number and 0 <= blend <= 1):
             raise ValueError(f"blend must be a number in [0, 1] or auto, got {blend!r}")
-        if settings.get("blend") and "residual" in settings:
-            raise ValueError(
-                "residual is the residual re-ranker's (blend=0); a blend has no correction"
-            )
+        refuse_residual_in_blend(settings.get("blend"), settings)  # asked for by name
         from ranker.train.config import check_training_settings
 
         check_training_settings(settings)
@@ -182,10 +186,7 @@ class TransformerKind(Kind):
         if job.settings.get("blend") and not job.reranker:
             raise ValueError("blend applies to a re-ranker: name its baseline (--reranker)")
         blend = blend_of(job.settings, bool(job.reranker))  # a weight, or "auto"
-        if blend and "residual" in job.settings:  # the default re-ranker is a blend
-            raise ValueError(
-                "residual is the residual re-ranker's (blend=0); a blend has no correction"
-            )
+        refuse_residual_in_blend(blend, job.settings)  # the default re-ranker is a blend too
         train: RankData | StreamedSplit = job.train
         valid: RankData | StreamedSplit = job.valid
         if self.streams_train(job.settings):
