@@ -1,6 +1,7 @@
 """Both models on real learning-to-rank features: the Yahoo and MSLR-WEB10K samples.
 
     python benchmarks/compare_real.py --yahoo DIR --mslr DIR [--out runs/cmp-real] [--tune 1]
+        [--variants lgbm transformer_auto]
 
 DIR holds the sample files (yahoo: rank.train, rank.test and their .query files; mslr:
 msn1.fold1.train.5k.txt and msn1.fold1.test.5k.txt). Each is imported with
@@ -49,7 +50,17 @@ def main() -> None:
     ap.add_argument("--tune", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(MODELS),
+        default=list(MODELS),
+        help="which of the models to train (lgbm first: the others are compared with it)",
+    )
     args = ap.parse_args()
+    if args.variants[0] != "lgbm":
+        ap.error("--variants: lgbm comes first (the others re-rank it or are compared with it)")
+    models = {k: MODELS[k] for k in args.variants}
     results = {}
     for name, src in (("yahoo", args.yahoo), ("mslr", args.mslr)):
         if src is None:
@@ -57,8 +68,8 @@ def main() -> None:
         train, test = (src / f for f in SETS[name])
         out = args.out / name
         import_libsvm(train, test, out / "lists", valid_fraction=0.2, seed=args.seed)
-        refs, secs = [], {}
-        for model_name, (model, baseline, settings) in MODELS.items():
+        refs, secs, weights = [], {}, {}
+        for model_name, (model, baseline, settings) in models.items():
             t0 = time.perf_counter()
             overrides = (
                 {"epochs": args.epochs, "patience": 8, "batch_lists": 16}
@@ -81,22 +92,26 @@ def main() -> None:
             )
             secs[model_name] = round(time.perf_counter() - t0, 1)
             refs.append(str(ref.path))
+            blend = ref.card().details.get("blend")
+            if blend:  # a blend's weight and the signal that chose it
+                weights[model_name] = {k: blend[k] for k in ("weight", "chosen_by") if k in blend}
         report = evaluate(EvalRequest(out / "lists", refs, seed=args.seed))
         write_report(report, out / "report")
         m = report["metrics"]
         diffs = {}
-        for k in list(MODELS)[1:]:
+        for k in list(models)[1:]:
             d = comparison_of(report, "ndcg@10", k, "lgbm")
             d.pop("vs")
             diffs[k] = d
         results[name] = {
             "test_queries": report["requests"],
-            "ndcg@10": {k: m[k]["ndcg@10"] for k in MODELS},
+            "ndcg@10": {k: m[k]["ndcg@10"] for k in models},
             "ci_width": {
-                k: round(m[k]["ndcg@10"]["ci95"][1] - m[k]["ndcg@10"]["ci95"][0], 4) for k in MODELS
+                k: round(m[k]["ndcg@10"]["ci95"][1] - m[k]["ndcg@10"]["ci95"][0], 4) for k in models
             },
             "minus_lgbm": diffs,
             "train_s": secs,
+            "blend_weights": weights,
             "verdict": report["verdict"]["text"],
         }
     print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from _shared_models import SMALL_TRANSFORMER
 
@@ -13,7 +14,7 @@ from pipelines.features.config import load_config
 from pipelines.world.config import WorldConfig
 from pipelines.world.simulate import simulate
 
-SMALL_WORLD = WorldConfig(seed=7, n_requests=4000, n_users=400, n_items=800, days=10)
+SMALL_WORLD = WorldConfig(seed=7, n_requests=3000, n_users=400, n_items=800, days=10)
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,49 @@ def small_lists(small_sim: Path) -> Path:
     out = small_sim / "lists"
     if not out.exists():
         build_features(small_sim / "logs", out, load_config("sim"), progress=False)
+    return out
+
+
+def _slice_logs(src: Path, dst: Path, days: float) -> Path:
+    """The first ``days`` days of a simulated log, as a logs directory."""
+    dst.mkdir(parents=True)
+    req = pd.read_parquet(src / "requests.parquet")
+    req = req[req["ts"] < req["ts"].min() + pd.Timedelta(days=days)]
+    imp = pd.read_parquet(src / "impressions.parquet")
+    req.to_parquet(dst / "requests.parquet")
+    imp[imp["request_id"].isin(req["request_id"])].to_parquet(dst / "impressions.parquet")
+    for name in ("items", "users"):
+        pd.read_parquet(src / f"{name}.parquet").to_parquet(dst / f"{name}.parquet")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def slice_logs(small_sim: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small world's first 3 days of logs (a run directory's ``logs/``, its ``world/``
+    beside it as ``ranker simulate`` lays it out): for replays that visit every request."""
+    root = tmp_path_factory.mktemp("run")
+    (root / "world").symlink_to(small_sim / "world")
+    return _slice_logs(small_sim / "logs", root / "logs", 3)
+
+
+@pytest.fixture(scope="session")
+def slice_lists(slice_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lists dataset of ``slice_logs``, built in this process."""
+    out = tmp_path_factory.mktemp("ds") / "lists"
+    build_features(slice_logs, out, load_config("sim"), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def slice_lists_by_ray(slice_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same dataset written by a real local Ray cluster (2 workers holding 7 key shards,
+    started and stopped by the build); built once, it costs a cluster start."""
+    from pipelines.features.config import EngineConfig
+
+    pytest.importorskip("ray", reason="Ray is in the cluster and test extras")
+    out = tmp_path_factory.mktemp("ray") / "lists"
+    engine = EngineConfig("ray", shards=7, workers=2)
+    build_features(slice_logs, out, load_config("sim"), progress=False, engine=engine)
     return out
 
 

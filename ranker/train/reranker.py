@@ -81,6 +81,13 @@ def out_of_fold_scores(
     row_fold = np.repeat(fold_of, data.lens)
     positions = np.clip(data.positions - 1, 0, None) if recipe.position_aware else None
     out = np.zeros(len(x), np.float32)
+    # The feature bins are found once, on every train list, as the published baseline's were
+    # (its training binned the same rows); each fold's dataset reuses them. Finding them again
+    # per fold cost 60% of each fold's dataset construction (0.5 s against 0.2 s measured on
+    # the tests' 100k rows) and gave each fold slightly different bins from the baseline's.
+    bins = lgb.Dataset(
+        x, feature_name=names, categorical_feature=cat_idx, params=recipe.params
+    ).construct()
     for f in range(part, folds, parts):
         tr_lists = np.flatnonzero(fold_of != f)
         tr_rows = row_fold != f
@@ -92,6 +99,7 @@ def out_of_fold_scores(
             feature_name=names,
             categorical_feature=cat_idx,
             position=None if positions is None else positions[tr_rows],
+            reference=bins,
         )
         model = lgb.train(recipe.params, ds, num_boost_round=recipe.rounds)
         out[~tr_rows] = model.predict(x[~tr_rows], raw_score=True)

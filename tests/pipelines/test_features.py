@@ -12,7 +12,7 @@ import pytest
 
 from ops.cli import main
 from pipelines.features.batch import build_features
-from pipelines.features.config import EngineConfig, load_config
+from pipelines.features.config import load_config
 from pipelines.features.live import LiveFeaturizer
 from pipelines.features.state import Events, FeatureState
 from pipelines.lists.io import read_split
@@ -22,31 +22,14 @@ from pipelines.lists.table import Lists
 SIM = load_config("sim")
 
 
-def _slice_logs(src: Path, dst: Path, days: float) -> Path:
-    """The first ``days`` days of a simulated log, as a logs directory."""
-    dst.mkdir(parents=True)
-    req = pd.read_parquet(src / "requests.parquet")
-    req = req[req["ts"] < req["ts"].min() + pd.Timedelta(days=days)]
-    imp = pd.read_parquet(src / "impressions.parquet")
-    req.to_parquet(dst / "requests.parquet")
-    imp[imp["request_id"].isin(req["request_id"])].to_parquet(dst / "impressions.parquet")
-    for name in ("items", "users"):
-        pd.read_parquet(src / f"{name}.parquet").to_parquet(dst / f"{name}.parquet")
-    return dst
+@pytest.fixture(scope="module")
+def logs(slice_logs: Path) -> Path:
+    return slice_logs
 
 
 @pytest.fixture(scope="module")
-def logs(small_sim: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("run")
-    (root / "world").symlink_to(small_sim / "world")  # as `ranker simulate` lays it out
-    return _slice_logs(small_sim / "logs", root / "logs", 3)
-
-
-@pytest.fixture(scope="module")
-def dataset(logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ds") / "lists"
-    build_features(logs, out, SIM, progress=False)
-    return out
+def dataset(slice_lists: Path) -> Path:
+    return slice_lists
 
 
 def _all(ds: Path) -> Lists:
@@ -213,11 +196,7 @@ def test_live_entry_point_reproduces_the_batch_values(
     histories in a real Redis (a stateless replica's state), the rest as in memory. ``ray``:
     the dataset and state written by Ray, 2 workers holding 7 key shards."""
     if where == "ray":
-        pytest.importorskip("ray", reason="Ray is in the cluster and test extras")
-        dataset = request.getfixturevalue("tmp_path") / "ray"
-        build_features(
-            logs, dataset, SIM, progress=False, engine=EngineConfig("ray", shards=7, workers=2)
-        )
+        dataset = request.getfixturevalue("slice_lists_by_ray")
     ds = _all(dataset)
     saved = FeatureState.load(dataset / "state")
     users = pd.read_parquet(logs / "users.parquet")

@@ -30,11 +30,11 @@ def _differing(a: Path, b: Path) -> list[str]:
 
 @pytest.mark.parametrize("shards", [1, 2, 7])
 def test_key_shards_give_the_single_state_files_byte_for_byte(
-    small_sim: Path, small_lists: Path, tmp_path: Path, shards: int
+    slice_logs: Path, slice_lists: Path, tmp_path: Path, shards: int
 ) -> None:
     out = tmp_path / "lists"
-    build_features(small_sim / "logs", out, SIM, progress=False, engine=EngineConfig(shards=shards))
-    assert _differing(small_lists, out) == []
+    build_features(slice_logs, out, SIM, progress=False, engine=EngineConfig(shards=shards))
+    assert _differing(slice_lists, out) == []
 
 
 def test_merged_counters_equal_one_table_fed_every_event() -> None:
@@ -123,16 +123,8 @@ def test_engine_settings_are_checked_and_become_flags() -> None:
 
 
 def test_ray_with_two_workers_and_seven_shards_writes_the_same_files(
-    small_sim: Path, small_lists: Path, tmp_path: Path
+    slice_lists: Path, slice_lists_by_ray: Path
 ) -> None:
-    """A real local Ray cluster (started and stopped by the run)."""
-    pytest.importorskip("ray", reason="Ray is in the cluster and test extras")
-    out = tmp_path / "lists"
-    build_features(
-        small_sim / "logs",
-        out,
-        SIM,
-        progress=False,
-        engine=EngineConfig(engine="ray", workers=2, shards=7),
-    )
-    assert _differing(small_lists, out) == []
+    """A real local Ray cluster (started and stopped by the run; conftest's fixture, shared
+    with the live replay of tests/pipelines/test_features.py)."""
+    assert _differing(slice_lists, slice_lists_by_ray) == []

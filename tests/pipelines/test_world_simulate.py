@@ -71,7 +71,7 @@ def test_logs_follow_the_schema(small_sim: Path) -> None:
     assert not (imp["ordered"] & ~imp["clicked"]).any()
     assert imp.loc[imp["clicked"], "dwell_ms"].notna().all()
     assert imp.loc[~imp["clicked"], "dwell_ms"].isna().all()
-    # About 5% of requests are randomised (binomial, 4000 draws: 5% +- 1.2%).
+    # About 5% of requests are randomised (binomial, 3000 draws: 5% +- 1.2% is 3 sd).
     assert 0.038 < req["randomized"].mean() < 0.062
     truth = pd.read_parquet(small_sim / "world/truth.parquet")
     assert len(truth) == len(imp)
@@ -80,7 +80,7 @@ def test_logs_follow_the_schema(small_sim: Path) -> None:
 
 def test_replaying_logged_rankings_reproduces_logged_clicks(small_sim: Path) -> None:
     world = World.load(small_sim / "world")
-    req = pd.read_parquet(small_sim / "logs/requests.parquet").iloc[::7]  # 572 requests
+    req = pd.read_parquet(small_sim / "logs/requests.parquet").iloc[::7]  # 429 requests
     imp = pd.read_parquet(small_sim / "logs/impressions.parquet")
     imp = imp[imp["request_id"].isin(req["request_id"])].sort_values(["request_id", "position"])
     shown = imp.groupby("request_id", sort=False)["item_id"].agg(list)

@@ -120,7 +120,7 @@ def test_training_through_the_resident_path_is_deterministic(small_lists: Path) 
     spec = spec_from_manifest(sp.manifest, extra)
     mc = RankerConfig(d_model=16, n_heads=2, n_layers=1, d_ff=32)
     # eval_every_lists: a validation inside the epoch too, on the resident valid split
-    base = {"epochs": 2, "batch_lists": 96, "threads": 1, "seed": 5, "eval_every_lists": 700}
+    base = {"epochs": 1, "batch_lists": 96, "threads": 1, "seed": 5, "eval_every_lists": 700}
     cfg = TrainConfig(**base, device_data="on")
     a = train_transformer(train, valid, spec, mc, cfg, progress=False)
     b = train_transformer(train, valid, spec, mc, cfg, progress=False)

@@ -59,7 +59,9 @@ def test_a_teacher_pulls_the_students_served_scores(small_lists: Path, device_da
         epochs=2, threads=1, distill_weight=1.0, patience=10, ema=0.0, device_data=device_data
     )
     scores = {}
-    for taught in (True, False):
+    # The untaught contrast once (host batches): the device path changes how the teacher's
+    # scores are gathered, not what a run without one does.
+    for taught in (True, False) if device_data == "off" else (True,):
 
         def last(_: object, model: Ranker, taught: bool = taught) -> None:
             scores[taught] = predict(model, train)
@@ -75,8 +77,10 @@ def test_a_teacher_pulls_the_students_served_scores(small_lists: Path, device_da
             callbacks=[last],
         )
     with_teacher = within_list_correlation(scores[True], teacher, train.offsets)
-    without = within_list_correlation(scores[False], teacher, train.offsets)
-    assert with_teacher > 0.8 and without < 0.5, (with_teacher, without)
+    assert with_teacher > 0.8, with_teacher
+    if False in scores:
+        without = within_list_correlation(scores[False], teacher, train.offsets)
+        assert without < 0.5, without
 
 
 def test_the_distilled_model_is_one_model_taught_by_its_teachers_mean(

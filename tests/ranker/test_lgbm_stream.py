@@ -75,7 +75,7 @@ def test_streamed_training_publishes_the_same_model(small_lists: Path, tmp_path:
                 tmp_path,
                 name=name,
                 progress=False,
-                overrides={**o, "bin_sample_rows": 5000},
+                overrides={**o, "bin_sample_rows": 5000, "max_rounds": 40},
             )
         )
         for name, o in (("mem", {}), ("stream", {"stream": True}))

@@ -111,6 +111,7 @@ def test_streamed_training_is_seeded_and_refuses_the_reranker(
     small_lists: Path, tmp_path: Path
 ) -> None:
     o = {"stream": True, "stream_window_lists": 500, "epochs": 1, "eval_every_lists": 10**6}
+    o |= {"d_model": 32, "n_layers": 1, "d_ff": 64}  # what is checked does not need more
     cards = []
     for name in ("a", "b"):
         ref = run_training(

@@ -211,7 +211,7 @@ def test_a_killed_worker_after_a_refused_version_is_replaced_under_load(
         threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
         for th in threads:
             th.start()
-        time.sleep(3)
+        time.sleep(2)
         victim = sorted(before)[0]
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -220,7 +220,7 @@ def test_a_killed_worker_after_a_refused_version_is_replaced_under_load(
         answering = server.each_worker("GET", "/readyz", auth=None, timeout=60)
         assert str(victim) not in answering
         took = time.monotonic() - killed_at
-        time.sleep(3)  # load continues on both workers
+        time.sleep(2)  # load continues on both workers
         stop.set()
         for th in threads:
             th.join(timeout=60)
