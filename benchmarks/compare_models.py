@@ -85,6 +85,13 @@ VARIANTS: dict[str, tuple[str, str, dict[str, object]]] = {
     "rerank_blend": ("transformer", "tower", {"reranker": "lgbm", "blend": 0.5}),
     # the default re-ranker: the blend's weight chosen on validation (ranker.train.blend_weight)
     "rerank_auto": ("transformer", "tower", {"reranker": "lgbm", "blend": "auto"}),
+    # its ablation: the Transformer inside with self-only blocks (depth kept), the weight
+    # chosen alike; rerank_auto minus this is what list attention adds to the default
+    "rerank_auto_selfonly": (
+        "transformer",
+        "tower",
+        {"reranker": "lgbm", "blend": "auto", "list_attention": False},
+    ),
     # The standalone Transformer as a seed ensemble of three (ranker.ensemble), as it ships
     # with --set ensemble=3: one model, three times the inference.
     "transformer_ens3": ("transformer", "tower", {"ensemble": 3}),
