@@ -12,6 +12,13 @@ from serving.settings import Settings
 GOOD = {"user_id": "u1", "query": "tea", "candidates": [{"item_id": "i1"}, {"item_id": "i2"}]}
 
 
+@pytest.fixture
+def client(module_client: TestClient) -> TestClient:
+    """One app for the module: every request here is refused but the last test's one ranking,
+    which no other test reads."""
+    return module_client
+
+
 def _err(client: TestClient, body: object, status: int, *, raw: bytes | None = None) -> dict:
     r = client.post(
         "/v1/rank",
