@@ -177,17 +177,16 @@ def blend_with_baseline(
     own = predict(inner.to(at), valid_own, at)  # (N,)
     inner.cpu()
     base = valid.num[:, len(inner.spec.num_transforms)]  # (N,) BaselineBlend.baseline_input
+    offsets = valid.offsets
+    mask = mask_of(offsets)  # (B, L)
+    own_padded, base_padded = to_padded(own, offsets), to_padded(base, offsets)  # (B, L) each
     chosen: dict[str, Any] = {}
     if weight == "auto":
-        choice = auto_weight(own, base, valid.lists, propensities)
+        choice = auto_weight(own_padded, base_padded, valid.lists, propensities)
         weight = choice.weight
         chosen = {"chosen_by": choice.signal, "curve": choice.curve}
-    w, offsets = float(weight), valid.offsets
-    mask = mask_of(offsets)
-    z_own, z_base = (
-        z_scores(to_padded(own, offsets), mask),
-        z_scores(to_padded(base, offsets), mask),
-    )
+    w = float(weight)
+    z_own, z_base = z_scores(own_padded, mask), z_scores(base_padded, mask)
     blended = ((1.0 - w) * z_base + w * z_own)[mask]  # (N,) in the split's order
 
     def valid_ndcg(data: RankData, scores: np.ndarray) -> float:
@@ -210,15 +209,12 @@ def auto_weight(
     own: np.ndarray, base: np.ndarray, lists: Lists, propensities: Propensities | None
 ) -> WeightChoice:
     """``choose_weight`` on every candidate of the validation ``lists`` with their labels as
-    logged, from the Transformer's and the baseline's (N,) scores: the click likelihood where
-    positions (and so propensities) were logged, NDCG@10 on the labels otherwise (judged
-    data)."""
+    logged, from the Transformer's and the baseline's (B, L) padded scores: the click
+    likelihood where positions (and so propensities) were logged, NDCG@10 on the labels
+    otherwise (judged data)."""
     offsets = lists.offsets
     labels = to_padded(lists.labels.astype(np.float32), offsets)  # (B, L)
     log_p = None
     if lists.positions is not None and propensities is not None:
         log_p = to_padded(np.log(propensities.at(lists.positions)), offsets)  # (B, L)
-    own_padded, base_padded = to_padded(own, offsets), to_padded(base, offsets)  # (B, L) each
-    return choose_weight(
-        own_padded, base_padded, labels, mask=mask_of(offsets), log_propensity=log_p
-    )
+    return choose_weight(own, base, labels, mask=mask_of(offsets), log_propensity=log_p)

@@ -81,6 +81,9 @@ def out_of_fold_scores(
     row_fold = np.repeat(fold_of, data.lens)
     positions = np.clip(data.positions - 1, 0, None) if recipe.position_aware else None
     out = np.zeros(len(x), np.float32)
+    mine = range(part, folds, parts)
+    if not mine:  # more ranks than folds: this one fits none
+        return out
     # The feature bins are found once, on every train list, as the published baseline's were
     # (its training binned the same rows); each fold's dataset reuses them. Finding them again
     # per fold cost 60% of each fold's dataset construction (0.5 s against 0.2 s measured on
@@ -88,7 +91,7 @@ def out_of_fold_scores(
     bins = lgb.Dataset(
         x, feature_name=names, categorical_feature=cat_idx, params=recipe.params
     ).construct()
-    for f in range(part, folds, parts):
+    for f in mine:
         tr_lists = np.flatnonzero(fold_of != f)
         tr_rows = row_fold != f
         ds = lgb.Dataset(
