@@ -3,9 +3,11 @@ the server imports the kinds without torch). See ``ranker.train.distributed``.""
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     import torch
@@ -56,3 +58,25 @@ class Launch:
 
 
 SINGLE = Launch()
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def restores_torch_threads(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` may set torch's intra-op thread count for itself (a training run asks for its
+    own); the count is put back when it returns or raises, so a process that trains more than
+    once (the Python API, the tests, a benchmark) does not keep the last run's count for
+    whatever comes next."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return wrapper

@@ -16,7 +16,7 @@ from ranker.card import ModelCard
 from ranker.kinds import get_kind
 from ranker.kinds.base import TrainJob
 from ranker.registry import ModelRef, publish
-from ranker.train.launch import Launch
+from ranker.train.launch import Launch, restores_torch_threads
 from ranker.train.prepare import (
     VALIDATION_RULES,
     ipw_weights,
@@ -77,6 +77,7 @@ def run_training(req: TrainRequest) -> ModelRef:
     return out
 
 
+@restores_torch_threads
 def _train_and_publish(req: TrainRequest, launch: Launch) -> ModelRef | None:
     kind = get_kind(req.model)
     bias = kind.own_bias if req.bias == "auto" else req.bias

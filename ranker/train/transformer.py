@@ -34,7 +34,7 @@ from ranker.model import FeatureSpec, Ranker, RankerConfig, init_weights
 from ranker.train.config import TrainConfig
 from ranker.train.distributed import broadcast_float, check_replicas, mean_float, sum_int
 from ranker.train.ema import EMA, snapshot
-from ranker.train.launch import SINGLE, Launch
+from ranker.train.launch import SINGLE, Launch, restores_torch_threads
 from ranker.train.scoring import evaluate_ndcg, held_out_loss
 from ranker.train.stream_data import StreamedSplit
 
@@ -88,6 +88,7 @@ def _elapsed(since: float, device: torch.device) -> float:
     return time.perf_counter() - since
 
 
+@restores_torch_threads
 def train_transformer(
     train: RankData | StreamedSplit,
     valid: RankData | StreamedSplit,

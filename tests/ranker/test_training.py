@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,17 @@ from ranker.train.transformer import train_transformer
 FAST = {"epochs": 2, "d_model": 32, "n_layers": 1, "d_ff": 64, "batch_lists": 128}
 
 
+@pytest.fixture
+def three_torch_threads() -> Iterator[int]:
+    """torch at 3 intra-op threads (no training here asks for 3), put back after the test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield 3
+    torch.set_num_threads(before)
+
+
 def test_transformer_training_is_reproducible_and_resumable(
-    small_lists: Path, tmp_path: Path
+    small_lists: Path, tmp_path: Path, three_torch_threads: int
 ) -> None:
     sp, _ = load_splits(small_lists)
     m = sp.manifest
@@ -41,6 +51,8 @@ def test_transformer_training_is_reproducible_and_resumable(
     b = train_transformer(train, valid, spec, mc, cfg, progress=False)
     sa, sb = predict(a.model, valid), predict(b.model, valid)
     assert np.abs(sa - sb).max() <= 1e-6
+    # trained on one thread; the process's own count is back afterwards
+    assert torch.get_num_threads() == three_torch_threads
     # Interrupted after the second epoch, then resumed from the checkpoint file: the same
     # model as three epochs in one go.
     ckpt = tmp_path / "last.pt"
@@ -53,6 +65,7 @@ def test_transformer_training_is_reproducible_and_resumable(
         train_transformer(
             train, valid, spec, mc, cfg, progress=False, callbacks=[crash], checkpoint_path=ckpt
         )
+    assert torch.get_num_threads() == three_torch_threads  # back after a raise too
     state = torch.load(ckpt, weights_only=False)
     resumed = train_transformer(train, valid, spec, mc, cfg, resume=state, progress=False)
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
@@ -104,7 +117,9 @@ def test_long_epochs_are_validated_inside_the_epoch(small_lists: Path) -> None:
     assert short.history[-1].epoch == 3.0 or scores[-1] <= max(scores[:-1])
 
 
-def test_train_publish_and_score_both_models(small_lists: Path, tmp_path: Path) -> None:
+def test_train_publish_and_score_both_models(
+    small_lists: Path, tmp_path: Path, three_torch_threads: int
+) -> None:
     reg = tmp_path / "registry"
     lg = run_training(
         TrainRequest(
@@ -115,8 +130,11 @@ def test_train_publish_and_score_both_models(small_lists: Path, tmp_path: Path) 
         TrainRequest("transformer", small_lists, reg, bias="tower", progress=False, overrides=FAST)
     )
     tr2 = run_training(
-        TrainRequest("transformer", small_lists, reg, bias="none", progress=False, overrides=FAST)
+        TrainRequest(
+            "transformer", small_lists, reg, bias="none", threads=1, progress=False, overrides=FAST
+        )
     )
+    assert torch.get_num_threads() == three_torch_threads  # each run's own count, then put back
     assert (str(lg), str(tr), str(tr2)) == ("lgbm/v1", "transformer/v1", "transformer/v2")
     assert versions(reg, "transformer") == ["v1", "v2"]
     assert resolve(reg / "transformer").version == "v2"  # NAME alone: the latest
