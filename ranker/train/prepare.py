@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipelines.lists.io import read_split
 from pipelines.lists.manifest import Manifest
 from pipelines.lists.table import Lists
-from ranker.data import RankData
 from ranker.propensity import (
     Propensities,
     check_source,
@@ -26,6 +26,9 @@ from ranker.propensity import (
     observed_propensities,
     pick_propensities,
 )
+
+if TYPE_CHECKING:  # torch: `ranker --help` and the commands without training parse this module
+    from ranker.data import RankData
 
 log = logging.getLogger(__name__)
 BIAS_MODES = ("none", "ipw", "tower", "lambdarank")  # tower: Transformer; lambdarank: LightGBM
@@ -209,6 +212,8 @@ def rank_data(
     labels: np.ndarray | None = None,
     eval_mask: np.ndarray | None = None,
 ) -> RankData:
+    from ranker.data import RankData
+
     return RankData(
         lists,
         extra_num=extra_num,

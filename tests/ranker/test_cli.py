@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,26 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for cmd in ("simulate", "validate-logs", "demo"):
         assert cmd in out
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["features"], ["train"]])
+def test_commands_parse_without_the_heavy_libraries(command: list[str]) -> None:
+    """What the package docstring promises: the parser (every command's flags, the kinds'
+    settings included) imports neither torch nor LightGBM, ONNX Runtime or Ray, which cost
+    the serving and data commands about a second a start."""
+    heavy = ("torch", "lightgbm", "onnxruntime", "ray")
+    code = (
+        "import sys\n"
+        "from ops.cli import main\n"
+        "try:\n"
+        f"    main({[*command, '--help']!r})\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_simulate_writes_logs_world_and_a_summary(
