@@ -1,7 +1,7 @@
 """Two `ranker serve` replicas (separate processes, ports and log directories, as on two
 machines) on one real Redis behind a real HAProxy (`ops.online.cluster.local_cluster`):
 events and reloads cross between replicas, a retry through the other replica counts once,
-a replica SIGKILLed costs no request after the health-check window and rejoins when
+a replica SIGKILLed costs no request (HAProxy retries them on the other) and rejoins when
 restarted, and Redis going down degrades rankings and refuses events. The tests share one
 cluster and run in file order (the last one stops Redis)."""
 
@@ -90,7 +90,7 @@ def test_replicas_share_events_reloads_and_scores(cluster: Cluster, small_lists:
     b.wait(lambda: b.get("/v1/models").body["generation"] == gen + 1, timeout=20)
 
 
-def test_a_killed_replica_costs_nothing_after_the_health_check_window(
+def test_a_killed_replicas_rankings_go_to_the_other_and_it_rejoins(
     cluster: Cluster, small_registry: Path, small_lists: Path
 ) -> None:
     lb = _http(cluster, cluster.url)
@@ -122,8 +122,12 @@ def test_a_killed_replica_costs_nothing_after_the_health_check_window(
     after = [s for t, s in results if t > killed + window]
     during = [s for t, s in results if killed <= t <= killed + window]
     assert len(after) > 10 and all(s == 200 for s in after), sorted(set(after))
+    # Those in flight at the kill, and those sent while its processes exit, are retried on
+    # the other replica (HAProxy buffers the body to be able to): measured 0 lost in 5 runs
+    # with the buffer, 2-3 in each of 5 without. One allowed: a reply cut mid-way by the
+    # kill has reached the client in part and cannot be sent again.
     failed = [s for s in during if s != 200]
-    assert len(failed) <= 4, failed  # at most the requests in flight at the kill
+    assert len(failed) <= 1, failed
     # Restarted on its port, it is back in rotation: HAProxy sends it requests again.
     port = int(victim.url.rsplit(":", 1)[1])
     with background_server(
